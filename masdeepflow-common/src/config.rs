@@ -1,0 +1,37 @@
+//! Load-time configuration written into the kernel programs' globals.
+//!
+//! Kernel struct field offsets come from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`) so one object runs on many kernels without
+//! CO-RE.
+
+/// Offsets (in bytes) of the kernel struct fields the programs read, and
+/// the choices the agent made for this kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    pub task_mm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_exit_code: u32,
+    pub task_files: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sock_sk_err: u32,
+    /// Offset of `group_dead` in `sched_process_exit`'s record, or 0 when
+    /// the kernel's tracepoint has no such field.
+    pub exit_group_dead: u32,
+    /// 1 when `tcp:tcp_destroy_sock` is missing: report `tcp_close` when the
+    /// socket enters TCP_CLOSE instead of when it is destroyed.
+    pub close_on_state: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: only u32 fields.
+    unsafe impl aya::Pod for super::KernelConfig {}
+}

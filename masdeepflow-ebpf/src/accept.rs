@@ -1,0 +1,54 @@
+//! Accepted connections: `syscalls:sys_exit_accept` and `sys_exit_accept4`,
+//! in the accepting process. The returned fd is resolved to its
+//! `struct sock` (task->files->fdt->fd[fd]->private_data->sk) and, when that
+//! socket was seen established, it gets its owner and a `tcp_accept` is sent.
+//!
+//! Record: `long ret` at 16.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use masdeepflow_common::EventKind;
+
+use crate::{
+    kernel::{current_process, current_task, offset, read_at},
+    maps::SOCKETS,
+    tcp_state::emit,
+};
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = try_accept(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_accept(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: documented record layout.
+    let fd: i64 = unsafe { ctx.read_at(16)? };
+    if fd < 0 {
+        return Ok(());
+    }
+    let files: u64 = read_at(current_task(), offset!(task_files))?;
+    let fdt: u64 = read_at(files, offset!(files_fdt))?;
+    let max_fds: u32 = read_at(fdt, offset!(fdt_max_fds))?;
+    if fd as u64 >= max_fds as u64 {
+        return Ok(());
+    }
+    let fd_array: u64 = read_at(fdt, offset!(fdt_fd))?;
+    let file: u64 = read_at(fd_array + (fd as u64) * 8, 0)?;
+    let socket: u64 = read_at(file, offset!(file_private_data))?;
+    let sk: u64 = read_at(socket, offset!(socket_sk))?;
+    let Some(state) = SOCKETS.get_ptr_mut(&sk) else {
+        return Ok(());
+    };
+    let owner = current_process();
+    // SAFETY: `state` points into the map; concurrent writers only add to
+    // the byte counters.
+    let copy = unsafe {
+        (*state).owner = owner;
+        (*state).has_owner = 1;
+        *state
+    };
+    // SAFETY: a helper with no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(EventKind::TcpAccept, now, copy.endpoints, copy.role, 1, owner, 0, 0, 0, 0, copy.id);
+    Ok(())
+}

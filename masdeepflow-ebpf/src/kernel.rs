@@ -1,0 +1,74 @@
+//! Reading the current task and kernel structs at offsets the agent took
+//! from the running kernel's BTF (see `masdeepflow_common::config`).
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+    bpf_get_current_uid_gid, bpf_probe_read_kernel,
+};
+use masdeepflow_common::{ProcessInfo, config::KernelConfig};
+
+/// Written by the agent before load.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelConfig = KernelConfig {
+    task_mm: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_exit_code: 0,
+    task_files: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    sock_sk_err: 0,
+    exit_group_dead: 0,
+    close_on_state: 0,
+};
+
+/// One offset from `OFFSETS`, read so the compiler cannot fold the zero.
+macro_rules! offset {
+    ($field:ident) => {
+        {
+            // SAFETY: reading a global the loader initialised.
+            #[allow(unused_unsafe)]
+            let v = unsafe { core::ptr::read_volatile(&raw const $crate::kernel::OFFSETS.$field) };
+            v
+        }
+    };
+}
+pub(crate) use offset;
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+pub fn read_at<T>(base: u64, off: u32) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.map_err(i64::from)
+}
+
+/// The current `struct task_struct *`.
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: a helper with no preconditions.
+    unsafe { bpf_get_current_task() }
+}
+
+/// The process running now (only meaningful in process context).
+#[inline(always)]
+pub fn current_process() -> ProcessInfo {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let task = current_task();
+    let parent: u64 = read_at(task, offset!(task_real_parent)).unwrap_or(0);
+    let ppid: u32 = if parent == 0 {
+        0
+    } else {
+        read_at(parent, offset!(task_tgid)).unwrap_or(0)
+    };
+    ProcessInfo {
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ppid,
+        uid: bpf_get_current_uid_gid() as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}

@@ -1,0 +1,47 @@
+//! Maps shared by the programs. Every map is bounded; per-connection entries
+//! are removed when the connection reaches TCP_CLOSE.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use masdeepflow_common::{
+    stats::COUNTERS_LEN,
+    tcp::{PendingConnect, SockState},
+};
+
+/// Default ring buffer size; the agent sets its own at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Loss and overflow counters, see `masdeepflow_common::stats`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Established TCP sockets, by `struct sock` address.
+#[map]
+pub static SOCKETS: HashMap<u64, SockState> = HashMap::with_max_entries(65536, 0);
+
+/// Connects between SYN sent and established/failed, by `struct sock` address.
+#[map]
+pub static CONNECTING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(16384, 0);
+
+/// Adds one to counter `index`.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from the map.
+        unsafe { atomic_add(slot, 1) };
+    }
+}
+
+/// `*counter += n` as one atomic instruction (BPF_ATOMIC | BPF_ADD).
+///
+/// # Safety
+/// `counter` must point at a live map value.
+#[inline(always)]
+pub unsafe fn atomic_add(counter: *mut u64, n: u64) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, n);
+    }
+}

@@ -1,0 +1,212 @@
+//! The running agent: ring buffer -> decode -> pipeline -> bounded queue ->
+//! writer thread -> stdout, plus the flow and stats timers and signals.
+use std::{
+    collections::BTreeMap,
+    sync::mpsc::{SyncSender, TrySendError, sync_channel},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use masdeepflow_common::{
+    EventKind,
+    stats::{CONNECTING_FULL, SOCKETS_FULL, lost_index},
+    tcp::SockState,
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval_at},
+};
+
+use crate::{
+    cli::RunArgs,
+    clock::Clock,
+    decode::decode,
+    event::{Event, Lost, Time},
+    kernel::{config, privileges, tracefs},
+    loader,
+    pipeline::Pipeline,
+    writer::{self, WriterEnd},
+};
+
+/// How the agent ended, for the exit code.
+pub enum Outcome {
+    /// Signal received, everything flushed.
+    Stopped,
+    /// stdout was closed (`| head`): quiet exit.
+    StdoutClosed,
+}
+
+struct Maps {
+    ring: AsyncFd<RingBuf<MapData>>,
+    sockets: BpfHashMap<MapData, u64, SockState>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Counters of the user-space side.
+#[derive(Default)]
+struct QueueLoss {
+    by_type: BTreeMap<&'static str, u64>,
+}
+
+pub fn run(args: RunArgs) -> Result<Outcome> {
+    if let Some(missing) = privileges::check_current() {
+        bail!(missing);
+    }
+    let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
+    let kernel_config = config::for_running_kernel(&tracefs_root)?;
+    let mut loaded = loader::load(&kernel_config, &args.events, args.ring_buffer_size, &tracefs_root)?;
+    let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the object"));
+    let ring = RingBuf::try_from(take(&mut loaded.ebpf, "EVENTS")?)?;
+    let sockets = BpfHashMap::try_from(take(&mut loaded.ebpf, "SOCKETS")?)?;
+    let counters = PerCpuArray::try_from(take(&mut loaded.ebpf, "COUNTERS")?)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let clock = Clock::new();
+    let mut pipeline = Pipeline::new(&args, clock);
+    let (tx, rx) = sync_channel::<Event>(args.queue_size as usize);
+    let (end_tx, end_rx) = tokio::sync::oneshot::channel();
+    let format = args.format;
+    let types = pipeline.event_types();
+    let writer = std::thread::Builder::new().name("output".into()).spawn(move || {
+        let end = writer::run(rx, format, types, std::io::stdout().lock());
+        let _ = end_tx.send(());
+        end
+    })?;
+
+    let start = Event::AgentStart {
+        time: Time(clock.wall_ns(Clock::ktime_now())),
+        version: env!("CARGO_PKG_VERSION"),
+        kernel: kernel_release(),
+        probes: loaded.attached.clone(),
+        events: args.events.iter().map(|f| f.name()).collect(),
+    };
+    let _ = tx.send(start);
+
+    let outcome = runtime.block_on(async {
+        // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
+        let mut maps = Maps { ring, sockets, counters };
+        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx).await
+    })?;
+
+    drop(tx);
+    let end = writer.join().map_err(|_| anyhow!("output thread panicked"))?;
+    drop(loaded);
+    match (outcome, end) {
+        (Outcome::StdoutClosed, _) | (_, WriterEnd::StdoutClosed) => Ok(Outcome::StdoutClosed),
+        (_, WriterEnd::Failed(e)) => Err(anyhow::Error::new(e).context("writing to stdout")),
+        (o, WriterEnd::Done) => Ok(o),
+    }
+}
+
+async fn main_loop(
+    args: &RunArgs,
+    maps: &mut Maps,
+    pipeline: &mut Pipeline,
+    clock: &Clock,
+    tx: &SyncSender<Event>,
+    mut writer_end: tokio::sync::oneshot::Receiver<()>,
+) -> Result<Outcome> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let now = tokio::time::Instant::now();
+    let mut flow_timer = interval_at(now + args.flow_interval, args.flow_interval);
+    flow_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stats_timer = interval_at(now + args.stats_interval, args.stats_interval);
+    stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut loss = QueueLoss::default();
+    let mut batch = Vec::new();
+
+    let outcome = loop {
+        tokio::select! {
+            guard = maps.ring.readable_mut() => {
+                let mut guard = guard?;
+                drain_ring(guard.get_inner_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+                guard.clear_ready();
+            }
+            _ = flow_timer.tick() => {
+                let sockets: Vec<SockState> = maps.sockets.iter().filter_map(|r| r.ok()).map(|(_, v)| v).collect();
+                pipeline.on_flow_tick(sockets, &mut batch);
+                queue(tx, &mut batch, &mut loss);
+            }
+            _ = stats_timer.tick() => {
+                send_stats(maps, clock, tx, &loss, pipeline);
+            }
+            _ = sigint.recv() => break Outcome::Stopped,
+            _ = sigterm.recv() => break Outcome::Stopped,
+            _ = &mut writer_end => break Outcome::StdoutClosed,
+        }
+    };
+    if let Outcome::Stopped = outcome {
+        // What the kernel wrote before we stopped is still reported.
+        drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+        send_stats(maps, clock, tx, &loss, pipeline);
+    }
+    Ok(outcome)
+}
+
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    clock: &Clock,
+    tx: &SyncSender<Event>,
+    loss: &mut QueueLoss,
+    batch: &mut Vec<Event>,
+) {
+    while let Some(item) = ring.next() {
+        match decode(&item, clock) {
+            Ok(event) => pipeline.on_record(event, batch),
+            Err(e) => log::warn!("dropping a malformed ring buffer record: {e}"),
+        }
+        drop(item);
+        queue(tx, batch, loss);
+    }
+}
+
+/// Hands events to the writer without waiting; what does not fit is lost
+/// and counted.
+fn queue(tx: &SyncSender<Event>, batch: &mut Vec<Event>, loss: &mut QueueLoss) {
+    for event in batch.drain(..) {
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(e)) => *loss.by_type.entry(e.type_name()).or_insert(0) += 1,
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+fn send_stats(maps: &Maps, clock: &Clock, tx: &SyncSender<Event>, loss: &QueueLoss, pipeline: &Pipeline) {
+    let counter = |i: u32| maps.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+    let mut lost = Lost { kernel_ring_buffer: BTreeMap::new(), user_queue: pipeline.event_types() };
+    for kind in EventKind::ALL {
+        let name = kernel_kind_name(kind);
+        lost.kernel_ring_buffer.insert(name, counter(lost_index(kind as u32)));
+    }
+    for (k, v) in &loss.by_type {
+        lost.user_queue.insert(k, *v);
+    }
+    let stats = Event::AgentStats {
+        time: Time(clock.wall_ns(Clock::ktime_now())),
+        emitted: BTreeMap::new(),
+        lost,
+        untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
+    };
+    // Stats are never dropped: wait for room (the kernel side does not wait).
+    let _ = tx.send(stats);
+}
+
+fn kernel_kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::ProcessExec => "process_exec",
+        EventKind::ProcessExit => "process_exit",
+        EventKind::TcpConnect => "tcp_connect",
+        EventKind::TcpAccept => "tcp_accept",
+        EventKind::TcpClose => "tcp_close",
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,131 @@
+//! Command line.
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "masdeepflow", version, about = "Reports processes and TCP connections on this host as JSON lines, using eBPF")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what this kernel supports and which features will work.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Family {
+    /// process_exec
+    Exec,
+    /// process_exit
+    Exit,
+    /// tcp_connect, tcp_accept, tcp_close
+    Tcp,
+    /// flow: bytes moved per connection per interval
+    Flow,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Exec => "exec",
+            Family::Exit => "exit",
+            Family::Tcp => "tcp",
+            Family::Flow => "flow",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Event families to report (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "exec,exit,tcp,flow")]
+    pub events: Vec<Family>,
+    /// Only events of these processes (thread-group ids; comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+    /// Only events of processes with these command names (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub comm: Vec<String>,
+    /// Period of flow records, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub flow_interval: Duration,
+    /// Period of agent_stats records.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Kernel ring buffer size in bytes: a power of two, at least 4096.
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = parse_ring_size)]
+    pub ring_buffer_size: u32,
+    /// Events that may wait for stdout before new ones are counted as lost.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_size: u32,
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration '{s}' (e.g. 10s, 500ms)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("invalid duration unit in '{s}' (use ms, s or m)")),
+    };
+    if d.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("invalid size '{s}'"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("ring buffer size {n} must be a power of two and at least 4096"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn defaults_and_lists() {
+        let cli = Cli::try_parse_from(["masdeepflow"]).unwrap();
+        assert_eq!(cli.run.events, vec![Family::Exec, Family::Exit, Family::Tcp, Family::Flow]);
+        assert_eq!(cli.run.flow_interval, Duration::from_secs(10));
+        let cli = Cli::try_parse_from(["masdeepflow", "--events", "exec,tcp", "--pid", "1,2", "--format", "text"]).unwrap();
+        assert_eq!(cli.run.events, vec![Family::Exec, Family::Tcp]);
+        assert_eq!(cli.run.pid, vec![1, 2]);
+        assert_eq!(cli.run.format, Format::Text);
+        assert!(Cli::try_parse_from(["masdeepflow", "--events", "dns"]).is_err());
+        assert!(Cli::try_parse_from(["masdeepflow", "--ring-buffer-size", "5000"]).is_err());
+        assert!(matches!(Cli::try_parse_from(["masdeepflow", "check"]).unwrap().command, Some(Command::Check)));
+    }
+}

@@ -1,0 +1,284 @@
+//! Ring buffer records to [`Event`]s. Pure: a record that is short or of an
+//! unknown kind is an error, never a panic.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use masdeepflow_common::{
+    COMM_LEN, EventHeader, EventKind, ProcessInfo,
+    process::{ExecRecord, ExitRecord},
+    tcp::{AF_INET, AF_INET6, Endpoints, ROLE_CLIENT, TcpRecord},
+};
+use thiserror::Error;
+
+use crate::{
+    clock::Clock,
+    event::{Connection, Endpoint, Event, Process, Time},
+    names::{errno_name, signal_name},
+};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+}
+
+/// Copies a `T` out of the front of `bytes`.
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() < size_of::<T>() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    // SAFETY: length checked; T is a plain-old-data record read unaligned.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The kind of a record, from its header.
+pub fn kind(bytes: &[u8]) -> Result<EventKind, DecodeError> {
+    let header: EventHeader = read(bytes)?;
+    EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))
+}
+
+/// Decodes one ring buffer record.
+pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
+    let kind = kind(bytes)?;
+    if bytes.len() < kind.record_size() {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    Ok(match kind {
+        EventKind::ProcessExec => exec(&read::<ExecRecord>(bytes)?, clock),
+        EventKind::ProcessExit => exit(&read::<ExitRecord>(bytes)?, clock),
+        EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpClose => tcp(kind, &read::<TcpRecord>(bytes)?, clock),
+    })
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+pub fn process(p: &ProcessInfo) -> Process {
+    Process { pid: p.pid, tid: p.tid, ppid: p.ppid, uid: p.uid, comm: c_string(&p.comm[..COMM_LEN]) }
+}
+
+fn time(header: &EventHeader, clock: &Clock) -> Time {
+    Time(clock.wall_ns(header.ts_ns))
+}
+
+/// Splits the NUL-separated argv block. A final argument cut by the bound
+/// is kept as far as it goes.
+pub fn split_args(block: &[u8]) -> Vec<String> {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    if block.is_empty() {
+        return Vec::new();
+    }
+    block.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+fn exec(r: &ExecRecord, clock: &Clock) -> Event {
+    let filename_len = (r.filename_len as usize).min(r.filename.len());
+    let args_len = (r.args_len as usize).min(r.args.len());
+    Event::ProcessExec {
+        time: time(&r.header, clock),
+        process: process(&r.header.process),
+        filename: c_string(&r.filename[..filename_len]),
+        args: split_args(&r.args[..args_len]),
+        args_truncated: r.args_truncated != 0,
+        cwd: None,
+    }
+}
+
+fn exit(r: &ExitRecord, clock: &Clock) -> Event {
+    let signal = r.exit_code & 0x7f;
+    Event::ProcessExit {
+        time: time(&r.header, clock),
+        process: process(&r.header.process),
+        exit_code: (signal == 0).then_some((r.exit_code >> 8) & 0xff),
+        signal: (signal != 0).then(|| signal_name(signal)),
+        core_dumped: r.exit_code & 0x80 != 0,
+        duration_ns: None,
+    }
+}
+
+fn ip(family: u16, raw: &[u8; 16]) -> String {
+    let addr = if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*raw))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    };
+    addr.to_string()
+}
+
+/// Client and server endpoints of a socket seen from side `role`.
+pub fn connection(e: &Endpoints, role: u32) -> Connection {
+    let local = Endpoint { ip: ip(e.family, &e.saddr), port: e.sport };
+    let peer = Endpoint { ip: ip(e.family, &e.daddr), port: e.dport };
+    let (src, dst) = if role == ROLE_CLIENT { (local, peer) } else { (peer, local) };
+    Connection { src, dst, family: if e.family == AF_INET { "ipv4" } else { "ipv6" } }
+}
+
+pub fn role_name(role: u32) -> &'static str {
+    if role == ROLE_CLIENT { "client" } else { "server" }
+}
+
+fn tcp(kind: EventKind, r: &TcpRecord, clock: &Clock) -> Event {
+    let time = time(&r.header, clock);
+    let process = (r.header.has_process != 0).then(|| process(&r.header.process));
+    let conn = connection(&r.endpoints, r.role);
+    match kind {
+        EventKind::TcpConnect => Event::TcpConnect {
+            time,
+            process,
+            conn,
+            latency_ns: r.duration_ns,
+            // A connect that ended without a socket error was abandoned by
+            // its caller before completing.
+            error: (r.conn_id == 0).then(|| errno_name(if r.error == 0 { 103 } else { r.error })),
+        },
+        EventKind::TcpAccept => Event::TcpAccept { time, process, conn },
+        _ => Event::TcpClose {
+            time,
+            process,
+            role: role_name(r.role),
+            conn,
+            bytes_sent: r.bytes_sent,
+            bytes_received: r.bytes_received,
+            duration_ns: r.duration_ns,
+            conn_id: r.conn_id,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use masdeepflow_common::tcp::ROLE_SERVER;
+
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain record.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: EventKind) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        EventHeader {
+            kind: kind as u32,
+            has_process: 1,
+            ts_ns: 2_000,
+            process: ProcessInfo { pid: 10, tid: 11, ppid: 1, uid: 1000, comm },
+        }
+    }
+
+    const CLOCK: Clock = Clock::with_offset(1_000_000_000);
+
+    #[test]
+    fn decodes_exec_with_hostile_argv() {
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.header = header(EventKind::ProcessExec);
+        r.filename[..9].copy_from_slice(b"/bin/echo");
+        r.filename_len = 9;
+        let argv = b"echo\0a \"q\"\nb\0\xff\xfe\0";
+        r.args[..argv.len()].copy_from_slice(argv);
+        r.args_len = argv.len() as u32;
+        let Event::ProcessExec { time, process, filename, args, args_truncated, .. } =
+            decode(&bytes_of(&r), &CLOCK).unwrap()
+        else {
+            panic!("not an exec")
+        };
+        assert_eq!(time, Time(1_000_002_000));
+        assert_eq!(process, Process { pid: 10, tid: 11, ppid: 1, uid: 1000, comm: "curl".into() });
+        assert_eq!(filename, "/bin/echo");
+        assert_eq!(args, vec!["echo".to_string(), "a \"q\"\nb".into(), "\u{fffd}\u{fffd}".into()]);
+        assert!(!args_truncated);
+        let line = serde_json::to_string(&decode(&bytes_of(&r), &CLOCK).unwrap()).unwrap();
+        assert!(line.contains(r#""args":["echo","a \"q\"\nb","��"]"#), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn decodes_exit_codes_and_signals() {
+        let mut r = ExitRecord { header: header(EventKind::ProcessExit), exit_code: 3 << 8, _pad: 0 };
+        let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
+        assert!(matches!(ev, Event::ProcessExit { exit_code: Some(3), signal: None, core_dumped: false, .. }));
+        r.exit_code = 9;
+        let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
+        assert!(matches!(ev, Event::ProcessExit { exit_code: None, signal: Some(ref s), .. } if s == "SIGKILL"));
+        r.exit_code = 0x80 | 11;
+        let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
+        assert!(matches!(ev, Event::ProcessExit { core_dumped: true, signal: Some(ref s), .. } if s == "SIGSEGV"));
+    }
+
+    fn tcp_record(kind: EventKind, role: u32) -> TcpRecord {
+        let mut e = Endpoints { family: AF_INET, sport: 40000, dport: 8080, ..Default::default() };
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        TcpRecord {
+            header: header(kind),
+            endpoints: e,
+            role,
+            error: 0,
+            duration_ns: 500,
+            bytes_sent: 7,
+            bytes_received: 9,
+            conn_id: 42,
+        }
+    }
+
+    #[test]
+    fn orients_connections_client_to_server() {
+        let client = decode(&bytes_of(&tcp_record(EventKind::TcpClose, ROLE_CLIENT)), &CLOCK).unwrap();
+        let json = serde_json::to_value(&client).unwrap();
+        assert_eq!(json["src"], serde_json::json!({"ip": "127.0.0.1", "port": 40000}));
+        assert_eq!(json["dst"], serde_json::json!({"ip": "127.0.0.2", "port": 8080}));
+        assert_eq!(json["role"], "client");
+        assert_eq!(json["bytes_sent"], 7);
+        assert!(json.get("conn_id").is_none());
+        let server = decode(&bytes_of(&tcp_record(EventKind::TcpAccept, ROLE_SERVER)), &CLOCK).unwrap();
+        let json = serde_json::to_value(&server).unwrap();
+        assert_eq!(json["src"], serde_json::json!({"ip": "127.0.0.2", "port": 8080}));
+        assert_eq!(json["type"], "tcp_accept");
+    }
+
+    #[test]
+    fn names_connect_errors() {
+        let mut r = tcp_record(EventKind::TcpConnect, ROLE_CLIENT);
+        r.conn_id = 0;
+        r.error = 111;
+        let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
+        assert!(matches!(ev, Event::TcpConnect { error: Some(ref e), latency_ns: 500, .. } if e == "ECONNREFUSED"));
+        r.conn_id = 5;
+        let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
+        assert!(matches!(ev, Event::TcpConnect { error: None, .. }));
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        let mut r = tcp_record(EventKind::TcpClose, ROLE_CLIENT);
+        r.endpoints.family = AF_INET6;
+        r.endpoints.saddr = Ipv6Addr::LOCALHOST.octets();
+        let json = serde_json::to_value(decode(&bytes_of(&r), &CLOCK).unwrap()).unwrap();
+        assert_eq!(json["src"]["ip"], "::1");
+        assert_eq!(json["family"], "ipv6");
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert_eq!(decode(&[1, 2, 3], &CLOCK), Err(DecodeError::Short(3)));
+        let mut h = bytes_of(&header(EventKind::ProcessExec));
+        assert_eq!(decode(&h, &CLOCK), Err(DecodeError::Short(h.len())));
+        h[0] = 200;
+        assert_eq!(decode(&h, &CLOCK), Err(DecodeError::UnknownKind(200)));
+        for len in 0..200 {
+            let _ = decode(&vec![0xAB; len], &CLOCK);
+        }
+    }
+
+    #[test]
+    fn splits_args() {
+        assert_eq!(split_args(b""), Vec::<String>::new());
+        assert_eq!(split_args(b"a\0b\0"), vec!["a", "b"]);
+        assert_eq!(split_args(b"a\0\0b"), vec!["a", "", "b"]);
+        assert_eq!(split_args(b"cut"), vec!["cut"]);
+    }
+}

@@ -1,0 +1,162 @@
+//! The events the agent writes, one JSON object per line. The contract is
+//! documented in docs/events.md; keep both in step.
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+
+use crate::clock::rfc3339;
+
+/// Unix nanoseconds, written as RFC 3339.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Time(pub u64);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(self.0))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub ip: String,
+    pub port: u16,
+}
+
+/// The identity shared by the TCP events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    /// The client side.
+    pub src: Endpoint,
+    /// The server side.
+    pub dst: Endpoint,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    ProcessExec {
+        time: Time,
+        process: Process,
+        filename: String,
+        args: Vec<String>,
+        args_truncated: bool,
+        cwd: Option<String>,
+    },
+    ProcessExit {
+        time: Time,
+        process: Process,
+        exit_code: Option<u32>,
+        signal: Option<String>,
+        core_dumped: bool,
+        duration_ns: Option<u64>,
+    },
+    TcpConnect {
+        time: Time,
+        process: Option<Process>,
+        #[serde(flatten)]
+        conn: Connection,
+        latency_ns: u64,
+        error: Option<String>,
+    },
+    TcpAccept {
+        time: Time,
+        process: Option<Process>,
+        #[serde(flatten)]
+        conn: Connection,
+    },
+    TcpClose {
+        time: Time,
+        process: Option<Process>,
+        role: &'static str,
+        #[serde(flatten)]
+        conn: Connection,
+        bytes_sent: u64,
+        bytes_received: u64,
+        duration_ns: u64,
+        #[serde(skip)]
+        conn_id: u64,
+    },
+    Flow {
+        time: Time,
+        process: Option<Process>,
+        role: &'static str,
+        #[serde(flatten)]
+        conn: Connection,
+        bytes_sent: u64,
+        bytes_received: u64,
+        interval_ns: u64,
+    },
+    AgentStart {
+        time: Time,
+        version: &'static str,
+        kernel: String,
+        probes: Vec<String>,
+        events: Vec<&'static str>,
+    },
+    AgentStats {
+        time: Time,
+        emitted: BTreeMap<&'static str, u64>,
+        lost: Lost,
+        /// Connections the kernel could not track (its maps were full).
+        untracked_connections: u64,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Lost {
+    /// Kernel ring buffer full, by event type.
+    pub kernel_ring_buffer: BTreeMap<&'static str, u64>,
+    /// Output queue full (stdout too slow), by event type.
+    pub user_queue: BTreeMap<&'static str, u64>,
+}
+
+impl Event {
+    /// The `type` field.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::ProcessExec { .. } => "process_exec",
+            Event::ProcessExit { .. } => "process_exit",
+            Event::TcpConnect { .. } => "tcp_connect",
+            Event::TcpAccept { .. } => "tcp_accept",
+            Event::TcpClose { .. } => "tcp_close",
+            Event::Flow { .. } => "flow",
+            Event::AgentStart { .. } => "agent_start",
+            Event::AgentStats { .. } => "agent_stats",
+        }
+    }
+
+    pub fn process(&self) -> Option<&Process> {
+        match self {
+            Event::ProcessExec { process, .. } | Event::ProcessExit { process, .. } => Some(process),
+            Event::TcpConnect { process, .. }
+            | Event::TcpAccept { process, .. }
+            | Event::TcpClose { process, .. }
+            | Event::Flow { process, .. } => process.as_ref(),
+            Event::AgentStart { .. } | Event::AgentStats { .. } => None,
+        }
+    }
+
+    pub fn time(&self) -> Time {
+        match self {
+            Event::ProcessExec { time, .. }
+            | Event::ProcessExit { time, .. }
+            | Event::TcpConnect { time, .. }
+            | Event::TcpAccept { time, .. }
+            | Event::TcpClose { time, .. }
+            | Event::Flow { time, .. }
+            | Event::AgentStart { time, .. }
+            | Event::AgentStats { time, .. } => *time,
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The load-time configuration of the kernel programs for this kernel.
+use anyhow::{Context as _, Result};
+use masdeepflow_common::config::KernelConfig;
+
+use super::{btf::Btf, tracefs};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Struct members the programs read, as (struct, member).
+pub const MEMBERS: [(&str, &str); 13] = [
+    ("task_struct", "mm"),
+    ("task_struct", "real_parent"),
+    ("task_struct", "tgid"),
+    ("task_struct", "exit_code"),
+    ("task_struct", "files"),
+    ("mm_struct", "arg_start"),
+    ("mm_struct", "arg_end"),
+    ("files_struct", "fdt"),
+    ("fdtable", "max_fds"),
+    ("fdtable", "fd"),
+    ("file", "private_data"),
+    ("socket", "sk"),
+    ("sock", "sk_err"),
+];
+
+/// Reads the offsets from BTF and the tracepoint formats.
+pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<KernelConfig> {
+    let mut offsets = [0u32; MEMBERS.len()];
+    for (slot, (s, m)) in offsets.iter_mut().zip(MEMBERS) {
+        *slot = btf.member_offset(s, m).with_context(|| format!("kernel BTF lacks {s}.{m}"))?;
+    }
+    let [task_mm, task_real_parent, task_tgid, task_exit_code, task_files, mm_arg_start, mm_arg_end, files_fdt, fdt_max_fds, fdt_fd, file_private_data, socket_sk, sock_sk_err] =
+        offsets;
+    let exit_group_dead = tracefs::format(tracefs_root, "sched", "sched_process_exit")
+        .and_then(|f| tracefs::field_offset(&f, "group_dead"))
+        .unwrap_or(0);
+    let close_on_state = u32::from(!tracefs::has_tracepoint(tracefs_root, "tcp", "tcp_destroy_sock"));
+    Ok(KernelConfig {
+        task_mm,
+        task_real_parent,
+        task_tgid,
+        task_exit_code,
+        task_files,
+        mm_arg_start,
+        mm_arg_end,
+        files_fdt,
+        fdt_max_fds,
+        fdt_fd,
+        file_private_data,
+        socket_sk,
+        sock_sk_err,
+        exit_group_dead,
+        close_on_state,
+    })
+}
+
+/// Reads `/sys/kernel/btf/vmlinux` and builds the configuration.
+pub fn for_running_kernel(tracefs_root: &std::path::Path) -> Result<KernelConfig> {
+    let data = std::fs::read(VMLINUX_BTF).with_context(|| format!("cannot read {VMLINUX_BTF} (kernel built without BTF?)"))?;
+    let btf = Btf::parse(&data).context("cannot parse kernel BTF")?;
+    kernel_config(&btf, tracefs_root)
+}

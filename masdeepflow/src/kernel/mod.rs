@@ -1,0 +1,5 @@
+//! What the running kernel offers: BTF offsets, tracepoints, privileges.
+pub mod btf;
+pub mod config;
+pub mod privileges;
+pub mod tracefs;

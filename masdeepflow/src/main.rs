@@ -1,0 +1,40 @@
+//! masdeepflow: reports processes and TCP connections on this host as JSON
+//! lines, with eBPF. This file only wires the command line.
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+mod agent;
+mod check;
+mod cli;
+mod clock;
+mod decode;
+mod event;
+mod flows;
+mod kernel;
+mod lifetimes;
+mod loader;
+mod names;
+mod output;
+mod pipeline;
+mod writer;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
+    let cli = cli::Cli::parse();
+    match cli.command {
+        Some(cli::Command::Check) => {
+            let items = check::items();
+            let (text, all_ok) = check::report(&items);
+            print!("{text}");
+            if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        None => match agent::run(cli.run) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("masdeepflow: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

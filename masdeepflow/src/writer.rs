@@ -1,0 +1,54 @@
+//! The output thread: drains the bounded queue to stdout so that a slow or
+//! stalled reader of stdout never stalls the ring buffer consumer. The
+//! queue's overflow is counted by the sender.
+use std::{
+    collections::BTreeMap,
+    io::{self, BufWriter, Write},
+    sync::mpsc::{Receiver, TryRecvError},
+};
+
+use crate::{cli::Format, event::Event, output::write_event};
+
+/// How the writer stopped.
+#[derive(Debug)]
+pub enum WriterEnd {
+    /// The queue was closed and everything was written.
+    Done,
+    /// stdout was closed by its reader.
+    StdoutClosed,
+    Failed(io::Error),
+}
+
+/// Writes events until the queue closes. `agent_stats` records get the
+/// count of events written before them.
+pub fn run(rx: Receiver<Event>, format: Format, mut emitted: BTreeMap<&'static str, u64>, out: impl Write) -> WriterEnd {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let result = (|| -> io::Result<()> {
+        loop {
+            let mut event = match rx.try_recv() {
+                Ok(e) => e,
+                Err(TryRecvError::Empty) => {
+                    out.flush()?;
+                    match rx.recv() {
+                        Ok(e) => e,
+                        Err(_) => return Ok(()),
+                    }
+                }
+                Err(TryRecvError::Disconnected) => return Ok(()),
+            };
+            if let Event::AgentStats { emitted: counts, .. } = &mut event {
+                counts.clone_from(&emitted);
+            }
+            write_event(&mut out, &event, format)?;
+            if !matches!(event, Event::AgentStart { .. } | Event::AgentStats { .. }) {
+                *emitted.entry(event.type_name()).or_insert(0) += 1;
+            }
+        }
+    })()
+    .and_then(|()| out.flush());
+    match result {
+        Ok(()) => WriterEnd::Done,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => WriterEnd::StdoutClosed,
+        Err(e) => WriterEnd::Failed(e),
+    }
+}
