@@ -1,0 +1,102 @@
+//! The agent's behaviour as a program: signals, closed stdout, bad flags,
+//! missing privileges, and nothing left attached after exit. One test so
+//! that the "nothing attached" checks see no other agent.
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{AGENT, Agent, require_root};
+
+/// Programs of ours currently loaded in the kernel (by name, as bpftool
+/// shows them: at most 15 characters).
+fn our_programs() -> usize {
+    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (apt-get install bpftool)");
+    assert!(out.status.success(), "bpftool prog show failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ours = ["sched_process_e", "inet_sock_set_s", "tcp_destroy_soc", "sys_exit_accept", "sock_send_lengt", "sock_recv_lengt"];
+    text.lines().filter(|l| ours.iter().any(|n| l.contains(&format!("name {n}")))).count()
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn agent_lifecycle() {
+    require_root();
+    assert_eq!(our_programs(), 0, "programs of ours are loaded before the test");
+
+    // SIGTERM: flush, final stats, exit 0, nothing stays attached.
+    let agent = Agent::start(&[]);
+    assert!(our_programs() >= 6, "the agent's programs are not loaded");
+    let start = agent.events[0].clone();
+    assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(start["probes"].as_array().unwrap().len(), 8, "{start}");
+    let (events, status, stderr) = agent.stop_with(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}: {stderr}");
+    assert_eq!(events.last().unwrap()["type"], "agent_stats");
+    assert_eq!(our_programs(), 0, "programs left loaded after SIGTERM");
+
+    // SIGINT too.
+    let (_, status, stderr) = Agent::start(&["--events", "exec"]).stop_with(libc::SIGINT);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(our_programs(), 0);
+
+    // stdout closed by its reader (`| head -1`): quiet exit 0.
+    let mut child = Command::new(AGENT).args(["--events", "exec"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("agent_start"));
+    drop(out);
+    // Give it something to write.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        Command::new("/bin/true").status().unwrap();
+    }
+    let status = wait_exit(&mut child);
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "closed stdout: {status}, stderr {err:?}");
+    assert_eq!(err, "", "closed stdout must be quiet");
+    assert_eq!(our_programs(), 0);
+
+    // Unknown flag: usage error, exit 2.
+    let out = Command::new(AGENT).arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--bogus'"));
+    let out = Command::new(AGENT).args(["--flow-interval", "0s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    // Unprivileged: one line naming what is missing, exit 1, no panic.
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", AGENT])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("missing privileges: CAP_BPF, CAP_PERFMON"), "{err}");
+    assert!(!err.contains("panicked"));
+    assert!(out.stdout.is_empty());
+
+    // `check` passes on this machine.
+    let out = Command::new(AGENT).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("features: exec ok, exit ok, tcp ok, flow ok"), "{text}");
+}

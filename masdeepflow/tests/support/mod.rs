@@ -1,0 +1,171 @@
+//! Running the built agent as a user would, and waiting for its events.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    process::{Child, ChildStdout, Command, ExitStatus, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_masdeepflow");
+/// Longest wait for any one expected event.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// These tests load eBPF programs: they need root and fail (never skip)
+/// without it.
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test loads eBPF programs and must run as root (CI runs `cargo xtask test` as root)");
+    }
+}
+
+pub struct Agent {
+    child: Child,
+    lines: Receiver<String>,
+    pub events: Vec<Value>,
+}
+
+impl Agent {
+    /// Starts the agent and waits for its `agent_start` line.
+    pub fn start(args: &[&str]) -> Agent {
+        require_root();
+        let mut child = Command::new(AGENT)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the agent");
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Agent { child, lines, events: Vec::new() };
+        let first = agent.lines.recv_timeout(Duration::from_secs(30));
+        match first {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("first line is not JSON ({e}): {line}"));
+                assert_eq!(v["type"], "agent_start", "first line must be agent_start: {line}");
+                agent.events.push(v);
+            }
+            Err(_) => {
+                let _ = agent.child.kill();
+                let mut err = String::new();
+                let _ = agent.child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+                panic!("the agent did not start: {err}");
+            }
+        }
+        agent
+    }
+
+    fn take(&mut self, timeout: Duration) -> Option<Value> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+                self.events.push(v.clone());
+                Some(v)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Waits (bounded) for an event matching `pred`, seen before or now.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.events.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Some(v) = self.take(left) {
+                if pred(&v) {
+                    return v;
+                }
+            } else {
+                break;
+            }
+        }
+        panic!("no {what} within {WAIT:?}; {} events seen", self.events.len());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal`, reads the rest of the output and waits for exit (bounded).
+    pub fn stop_with(mut self, signal: i32) -> (Vec<Value>, ExitStatus, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.events.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!("the agent did not exit within {WAIT:?} of signal {signal}");
+                }
+            }
+        }
+        let status = self.child.wait().expect("wait");
+        let mut err = String::new();
+        let _ = self.child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+        (self.events, status, err)
+    }
+
+    pub fn stop(self) -> Vec<Value> {
+        let (events, status, err) = self.stop_with(libc::SIGINT);
+        assert!(status.success(), "agent exited with {status}: {err}");
+        events
+    }
+}
+
+/// Events of `type` from process `pid`.
+pub fn of(events: &[Value], ty: &str, pid: u32) -> Vec<Value> {
+    events.iter().filter(|e| e["type"] == ty && e["process"]["pid"] == pid).cloned().collect()
+}
+
+/// A helper process whose stdout lines we read one by one.
+pub struct Peer {
+    pub child: Child,
+    lines: Receiver<String>,
+}
+
+impl Peer {
+    pub fn python(args: &[&str]) -> Peer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helpers/tcp_peer.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot start python3 (apt-get install python3)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { child, lines }
+    }
+
+    pub fn line(&self) -> String {
+        self.lines.recv_timeout(WAIT).expect("peer printed nothing in time")
+    }
+
+    pub fn wait(mut self) {
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "peer failed: {status}");
+    }
+}
