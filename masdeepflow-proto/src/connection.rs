@@ -1,0 +1,957 @@
+//! Streaming per-connection HTTP/1.x state machine.
+//!
+//! See the crate documentation for the model; this file holds the
+//! mechanics. Each direction is a [`Side`] with its own framing state;
+//! requests wait in a bounded FIFO until the response at the head of the
+//! response stream completes.
+
+use std::collections::VecDeque;
+
+use crate::chunked::{ChunkedDecoder, Skip};
+use crate::exchange::{Direction, Exchange, ExchangeError};
+use crate::http1::{
+    self, Detect, Method, ParseError, RequestHead, ResponseHead, check_partial, find_head_end,
+    has_valid_start_line, leading_newlines,
+};
+use crate::limits::{
+    DEFAULT_MAX_SYNC_SKIPS, MAX_HEAD_SIZE, MAX_OUTPUT, MAX_PENDING_REQUESTS, MAX_UNPAIRED_RESPONSES,
+};
+
+/// Uncaptured bytes past the end of a request that are taken to hold at
+/// least one unseen request (`GET / HTTP/1.1\r\n\r\n` is 18 bytes).
+const MIN_UNSEEN_REQUEST: u64 = 16;
+/// Same for responses (`HTTP/1.1 200\r\n\r\n` is 17 bytes).
+const MIN_UNSEEN_RESPONSE: u64 = 12;
+/// While resynchronising, a start line cut by the capture is accepted only
+/// if at least this many bytes of it were captured.
+const MIN_CUT_START_LINE: usize = 256;
+/// Suffix of a syscall that ends a chunked body (used after chunked framing
+/// was lost).
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// How an [`Http1Connection`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// `false`: the first byte of each direction is the start of the
+    /// connection, so it must be an HTTP message (else give up at once).
+    /// `true`: observation began mid-connection; syscalls are skipped until
+    /// one starts with a recognisable head.
+    pub mid_stream: bool,
+    /// In mid-stream mode, syscalls per direction skipped before giving up
+    /// ([`GiveUpReason::SyncTimeout`]).
+    pub max_sync_skips: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { mid_stream: false, max_sync_skips: DEFAULT_MAX_SYNC_SKIPS }
+    }
+}
+
+/// Why a connection was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// Bytes at a message boundary do not start an HTTP/1.x message.
+    NotHttp,
+    /// A head looked like HTTP but failed to parse.
+    Head(ParseError),
+    /// Mid-stream mode found no message boundary within the skip budget.
+    SyncTimeout,
+}
+
+/// Lifecycle of a connection parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Parsing HTTP/1.x.
+    Active,
+    /// Switched protocols (`101`) or a `CONNECT` tunnel was established;
+    /// further bytes are ignored.
+    Tunnel,
+    /// Not (or no longer) HTTP/1.x; further bytes are ignored.
+    GaveUp { direction: Direction, reason: GiveUpReason },
+    /// [`Http1Connection::on_close`] was called.
+    Closed,
+}
+
+/// Counters for things the parser had to drop or guess.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Requests not stored because [`MAX_PENDING_REQUESTS`] were waiting.
+    pub pending_overflow: u64,
+    /// Requests inferred to exist in uncaptured bytes (kept as placeholders).
+    pub unseen_requests: u64,
+    /// Responses that matched no request (its request was not seen), or
+    /// that were discarded with the connection.
+    pub orphan_responses: u64,
+    /// Exchanges dropped because [`MAX_OUTPUT`] were not drained.
+    pub dropped_exchanges: u64,
+    /// Times framing was lost and the parser fell back to resynchronising on
+    /// message heads at syscall starts.
+    pub resyncs: u64,
+}
+
+#[derive(Debug)]
+struct PendingRequest {
+    seq: u64,
+    method: Method,
+    target: Vec<u8>,
+    target_truncated: bool,
+    host: Option<Vec<u8>>,
+    version: u8,
+    ts: u64,
+    bytes: u64,
+    approximate: bool,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Req(PendingRequest),
+    /// Requests that exist but are not stored (overflow or not captured);
+    /// they still consume one response each, keeping the pairing right.
+    Placeholder(u64),
+}
+
+#[derive(Debug)]
+struct RespProgress {
+    /// First byte of the first head (interim included) of this response.
+    start_ts: u64,
+    /// First byte of the final head.
+    ts: Option<u64>,
+    last_ts: u64,
+    status: Option<u16>,
+    bytes: u64,
+    interim: u8,
+    approximate: bool,
+    error: Option<ExchangeError>,
+}
+
+impl RespProgress {
+    fn new(ts: u64) -> Self {
+        RespProgress {
+            start_ts: ts,
+            ts: None,
+            last_ts: ts,
+            status: None,
+            bytes: 0,
+            interim: 0,
+            approximate: false,
+            error: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Framing {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+#[derive(Debug)]
+enum SideState {
+    /// At a message boundary.
+    Idle,
+    /// Part of a head buffered (never more than [`MAX_HEAD_SIZE`] bytes).
+    Head { buf: Vec<u8>, start_ts: u64 },
+    Body(Framing),
+    /// Framing unknown: wait for a head at the start of a syscall. `open`:
+    /// the bytes meanwhile belong to the current message. `chunked_tail`:
+    /// a fully captured syscall ending in `0\r\n\r\n` ends the message.
+    Resync { open: bool, chunked_tail: bool },
+}
+
+#[derive(Debug)]
+struct Side {
+    state: SideState,
+    /// `Some(n)` until the first head in mid-stream mode: syscalls skipped.
+    sync_skips: Option<u32>,
+}
+
+enum AnyHead {
+    Req(RequestHead),
+    Resp(ResponseHead),
+}
+
+/// Streaming HTTP/1.x parser for one TCP connection.
+///
+/// Feed every read/write syscall's payload with [`on_data`](Self::on_data)
+/// (per direction in order), call [`on_close`](Self::on_close) at the end
+/// and collect results with [`drain`](Self::drain) after each call.
+/// Memory is bounded: two head buffers of at most [`MAX_HEAD_SIZE`] bytes,
+/// at most [`MAX_PENDING_REQUESTS`] pending requests,
+/// [`MAX_UNPAIRED_RESPONSES`] early responses and [`MAX_OUTPUT`] undrained
+/// exchanges, each with bounded strings.
+#[derive(Debug)]
+pub struct Http1Connection {
+    cfg: Config,
+    phase: ConnectionState,
+    req: Side,
+    resp: Side,
+    pending: VecDeque<Pending>,
+    pending_real: usize,
+    cur_req: Option<u64>,
+    next_seq: u64,
+    cur_resp: Option<RespProgress>,
+    unpaired: VecDeque<RespProgress>,
+    out: VecDeque<Exchange>,
+    stats: ConnectionStats,
+    /// Timestamp of the syscall being processed.
+    now: u64,
+}
+
+impl Default for Http1Connection {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http1Connection {
+    /// A parser that sees the connection from its first byte.
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    /// A parser attached to a connection already in progress.
+    pub fn mid_stream() -> Self {
+        Self::with_config(Config { mid_stream: true, ..Config::default() })
+    }
+
+    pub fn with_config(cfg: Config) -> Self {
+        let side = || Side {
+            state: if cfg.mid_stream {
+                SideState::Resync { open: false, chunked_tail: false }
+            } else {
+                SideState::Idle
+            },
+            sync_skips: cfg.mid_stream.then_some(0),
+        };
+        Http1Connection {
+            cfg,
+            phase: ConnectionState::Active,
+            req: side(),
+            resp: side(),
+            pending: VecDeque::new(),
+            pending_real: 0,
+            cur_req: None,
+            next_seq: 0,
+            cur_resp: None,
+            unpaired: VecDeque::new(),
+            out: VecDeque::new(),
+            stats: ConnectionStats::default(),
+            now: 0,
+        }
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        self.phase
+    }
+
+    /// True once nothing more can come out of this connection except what
+    /// is still to be drained (tunnel, gave up or closed).
+    pub fn is_finished(&self) -> bool {
+        self.phase != ConnectionState::Active
+    }
+
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// Requests waiting for a response (stored ones and placeholders).
+    pub fn pending_requests(&self) -> usize {
+        self.pending
+            .iter()
+            .map(|p| match p {
+                Pending::Req(_) => 1,
+                Pending::Placeholder(n) => usize::try_from(*n).unwrap_or(usize::MAX),
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// Bytes currently held in partial-head buffers (at most 2 × [`MAX_HEAD_SIZE`]).
+    pub fn buffered_bytes(&self) -> usize {
+        [&self.req, &self.resp]
+            .iter()
+            .map(|s| match &s.state {
+                SideState::Head { buf, .. } => buf.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Completed exchanges, oldest first.
+    pub fn drain(&mut self) -> impl Iterator<Item = Exchange> + '_ {
+        self.out.drain(..)
+    }
+
+    /// Process one syscall's payload.
+    ///
+    /// `captured` is the prefix of the syscall's bytes that was captured,
+    /// `total_len` the syscall's real byte count (bytes past the capture are
+    /// counted, not seen). If `captured` is longer than `total_len`, its
+    /// length is used as the total.
+    pub fn on_data(&mut self, dir: Direction, captured: &[u8], total_len: u64, ts_ns: u64) {
+        if !self.active() {
+            return;
+        }
+        self.now = ts_ns;
+        let cap_len = captured.len() as u64;
+        let uncaptured = total_len.saturating_sub(cap_len);
+        if uncaptured == 0 && captured.is_empty() {
+            return;
+        }
+        if let SideState::Resync { open, chunked_tail } = self.side(dir).state
+            && !self.resync_start(dir, captured, uncaptured, open, chunked_tail)
+        {
+            return;
+        }
+        let mut data = captured;
+        while !data.is_empty() && self.active() {
+            let state = std::mem::replace(&mut self.side_mut(dir).state, SideState::Idle);
+            let (next, used) = match state {
+                SideState::Idle => self.idle(dir, data, uncaptured),
+                SideState::Head { buf, start_ts } => self.head_more(dir, buf, start_ts, data, uncaptured),
+                SideState::Body(f) => self.body(dir, f, data),
+                SideState::Resync { open, .. } => {
+                    if open {
+                        self.add_bytes(dir, data.len() as u64);
+                    }
+                    (state, data.len())
+                }
+            };
+            self.side_mut(dir).state = next;
+            data = data.get(used..).unwrap_or_default();
+        }
+        if uncaptured > 0 && self.active() {
+            self.tail(dir, uncaptured);
+        }
+        if !self.active() {
+            self.release();
+        }
+    }
+
+    /// The connection closed: finish a close-delimited response, report
+    /// requests without a response ([`ExchangeError::NoResponse`]) and
+    /// responses cut short ([`ExchangeError::ResponseIncomplete`]).
+    /// `ts_ns` is accepted for symmetry; no reported timestamp uses it.
+    pub fn on_close(&mut self, _ts_ns: u64) {
+        if self.active() {
+            let state = std::mem::replace(&mut self.resp.state, SideState::Idle);
+            match state {
+                SideState::Body(Framing::UntilClose) => self.complete_response(None),
+                SideState::Body(_) => self.complete_response(Some(ExchangeError::ResponseIncomplete)),
+                SideState::Head { start_ts, .. } => {
+                    self.cur_resp.get_or_insert_with(|| RespProgress::new(start_ts));
+                    self.complete_response(Some(ExchangeError::ResponseIncomplete));
+                }
+                SideState::Resync { open: true, .. } => self.complete_response(None),
+                SideState::Idle | SideState::Resync { .. } => {
+                    if self.cur_resp.is_some() {
+                        self.complete_response(Some(ExchangeError::ResponseIncomplete));
+                    }
+                }
+            }
+            self.flush_pending(ExchangeError::NoResponse);
+        }
+        self.phase = ConnectionState::Closed;
+        self.release();
+    }
+
+    // ---- plumbing -------------------------------------------------------
+
+    fn active(&self) -> bool {
+        self.phase == ConnectionState::Active
+    }
+
+    fn side(&self, dir: Direction) -> &Side {
+        match dir {
+            Direction::ClientToServer => &self.req,
+            Direction::ServerToClient => &self.resp,
+        }
+    }
+
+    fn side_mut(&mut self, dir: Direction) -> &mut Side {
+        match dir {
+            Direction::ClientToServer => &mut self.req,
+            Direction::ServerToClient => &mut self.resp,
+        }
+    }
+
+    fn classify(dir: Direction, buf: &[u8]) -> Detect {
+        match dir {
+            Direction::ClientToServer => http1::classify_request(buf),
+            Direction::ServerToClient => http1::classify_response(buf),
+        }
+    }
+
+    fn parse(dir: Direction, head: &[u8]) -> Result<AnyHead, ParseError> {
+        match dir {
+            Direction::ClientToServer => http1::parse_request_complete(head).map(AnyHead::Req),
+            Direction::ServerToClient => http1::parse_response_complete(head).map(AnyHead::Resp),
+        }
+    }
+
+    /// Free buffers and queues once nothing more will be parsed.
+    fn release(&mut self) {
+        self.req.state = SideState::Idle;
+        self.resp.state = SideState::Idle;
+        self.pending.clear();
+        self.pending_real = 0;
+        self.cur_req = None;
+        self.cur_resp = None;
+        self.stats.orphan_responses += self.unpaired.len() as u64;
+        self.unpaired.clear();
+    }
+
+    fn give_up(&mut self, dir: Direction, reason: GiveUpReason) {
+        if !self.active() {
+            return;
+        }
+        self.cur_resp = None;
+        self.flush_pending(ExchangeError::ParserGaveUp);
+        self.phase = ConnectionState::GaveUp { direction: dir, reason };
+    }
+
+    fn emit(&mut self, ex: Exchange) {
+        if self.out.len() >= MAX_OUTPUT {
+            self.stats.dropped_exchanges += 1;
+        } else {
+            self.out.push_back(ex);
+        }
+    }
+
+    fn exchange(r: PendingRequest, resp: Option<RespProgress>, error: Option<ExchangeError>) -> Exchange {
+        let (status, ts, end, bytes, interim, approx, rerr) = match resp {
+            Some(p) => (p.status, p.ts, Some(p.last_ts), p.bytes, p.interim, p.approximate, p.error),
+            None => (None, None, None, 0, 0, false, None),
+        };
+        Exchange {
+            method: r.method,
+            target: r.target,
+            target_truncated: r.target_truncated,
+            host: r.host,
+            version: r.version,
+            status,
+            request_ts_ns: r.ts,
+            response_ts_ns: ts,
+            response_end_ts_ns: end,
+            request_bytes: r.bytes,
+            response_bytes: bytes,
+            interim_responses: interim,
+            approximate: r.approximate || approx,
+            error: error.or(rerr),
+        }
+    }
+
+    /// Emit every stored pending request with `err` and forget placeholders.
+    fn flush_pending(&mut self, err: ExchangeError) {
+        while let Some(p) = self.pending.pop_front() {
+            if let Pending::Req(r) = p {
+                let ex = Self::exchange(r, None, Some(err));
+                self.emit(ex);
+            }
+        }
+        self.pending_real = 0;
+        self.cur_req = None;
+    }
+
+    fn add_bytes(&mut self, dir: Direction, n: u64) {
+        match dir {
+            Direction::ClientToServer => {
+                if let Some(r) = self.current_request() {
+                    r.bytes = r.bytes.saturating_add(n);
+                }
+            }
+            Direction::ServerToClient => {
+                let now = self.now;
+                if let Some(r) = self.cur_resp.as_mut() {
+                    r.bytes = r.bytes.saturating_add(n);
+                    r.last_ts = now;
+                }
+            }
+        }
+    }
+
+    fn mark_approximate(&mut self, dir: Direction) {
+        self.stats.resyncs += 1;
+        match dir {
+            Direction::ClientToServer => {
+                if let Some(r) = self.current_request() {
+                    r.approximate = true;
+                }
+            }
+            Direction::ServerToClient => {
+                if let Some(r) = self.cur_resp.as_mut() {
+                    r.approximate = true;
+                }
+            }
+        }
+    }
+
+    fn current_request(&mut self) -> Option<&mut PendingRequest> {
+        let seq = self.cur_req?;
+        self.pending.iter_mut().rev().find_map(|p| match p {
+            Pending::Req(r) if r.seq == seq => Some(r),
+            _ => None,
+        })
+    }
+
+    fn push_placeholder(&mut self) {
+        if let Some(Pending::Placeholder(n)) = self.pending.back_mut() {
+            *n = n.saturating_add(1);
+        } else {
+            self.pending.push_back(Pending::Placeholder(1));
+        }
+    }
+
+    /// Queue a request; becomes the current request if stored.
+    fn push_request(&mut self, r: PendingRequest) {
+        if self.pending_real >= MAX_PENDING_REQUESTS {
+            self.stats.pending_overflow += 1;
+            self.cur_req = None;
+            self.push_placeholder();
+        } else {
+            self.cur_req = Some(r.seq);
+            self.pending_real += 1;
+            self.pending.push_back(Pending::Req(r));
+        }
+    }
+
+    fn new_request(&mut self, head: RequestHead, bytes: u64, ts: u64, approximate: bool) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.req.sync_skips = None;
+        self.push_request(PendingRequest {
+            seq,
+            method: head.method,
+            target: head.target,
+            target_truncated: head.target_truncated,
+            host: head.host,
+            version: head.version,
+            ts,
+            bytes,
+            approximate,
+        });
+    }
+
+    /// The current request's last byte has been seen.
+    fn finish_request(&mut self) {
+        let Some(seq) = self.cur_req.take() else { return };
+        // Pair with a response that arrived before the request (reordering).
+        while let Some(u) = self.unpaired.front() {
+            let Some(Pending::Req(r)) = self.pending.front() else { break };
+            if r.seq != seq {
+                break;
+            }
+            if r.ts <= u.start_ts {
+                let (Some(u), Some(Pending::Req(r))) = (self.unpaired.pop_front(), self.pending.pop_front()) else {
+                    break;
+                };
+                self.pending_real = self.pending_real.saturating_sub(1);
+                let ex = Self::exchange(r, Some(u), None);
+                self.emit(ex);
+                break;
+            }
+            self.unpaired.pop_front();
+            self.stats.orphan_responses += 1;
+        }
+    }
+
+    /// The current response's last byte has been seen: pair it.
+    fn complete_response(&mut self, err: Option<ExchangeError>) {
+        let Some(mut resp) = self.cur_resp.take() else { return };
+        if err.is_some() {
+            resp.error = err;
+        }
+        match self.pending.front_mut() {
+            Some(Pending::Placeholder(n)) => {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.pending.pop_front();
+                }
+                self.stats.orphan_responses += 1;
+            }
+            Some(Pending::Req(r)) if r.ts <= resp.start_ts => {
+                if let Some(Pending::Req(r)) = self.pending.pop_front() {
+                    self.pending_real = self.pending_real.saturating_sub(1);
+                    if self.cur_req == Some(r.seq) {
+                        // Early response while the request body is still
+                        // arriving: the rest of that body is not counted.
+                        self.cur_req = None;
+                    }
+                    let ex = Self::exchange(r, Some(resp), None);
+                    self.emit(ex);
+                }
+            }
+            Some(Pending::Req(_)) => self.stats.orphan_responses += 1,
+            None => {
+                if self.unpaired.len() >= MAX_UNPAIRED_RESPONSES {
+                    self.unpaired.pop_front();
+                    self.stats.orphan_responses += 1;
+                }
+                self.unpaired.push_back(resp);
+            }
+        }
+    }
+
+    fn finish(&mut self, dir: Direction) {
+        match dir {
+            Direction::ClientToServer => self.finish_request(),
+            Direction::ServerToClient => self.complete_response(None),
+        }
+    }
+
+    fn front_method_is(&self, m: &Method) -> bool {
+        matches!(self.pending.front(), Some(Pending::Req(r)) if r.method == *m)
+    }
+
+    fn enter_tunnel(&mut self) {
+        self.phase = ConnectionState::Tunnel;
+    }
+
+    // ---- state handlers --------------------------------------------------
+
+    /// At the start of a syscall while resynchronising. Returns true when
+    /// the syscall starts a head and must be processed normally.
+    fn resync_start(&mut self, dir: Direction, captured: &[u8], uncaptured: u64, open: bool, chunked_tail: bool) -> bool {
+        let rest = &captured[leading_newlines(captured)..];
+        if Self::classify(dir, rest) == Detect::Yes && Self::plausible_head(dir, rest, uncaptured) {
+            if open {
+                self.finish(dir);
+            }
+            let side = self.side_mut(dir);
+            side.state = SideState::Idle;
+            side.sync_skips = None;
+            return true;
+        }
+        let total = (captured.len() as u64).saturating_add(uncaptured);
+        if open && chunked_tail && uncaptured == 0 && captured.ends_with(LAST_CHUNK) {
+            self.add_bytes(dir, total);
+            self.finish(dir);
+            self.side_mut(dir).state = SideState::Idle;
+            return false;
+        }
+        if let Some(n) = self.side(dir).sync_skips {
+            let n = n.saturating_add(1);
+            if n > self.cfg.max_sync_skips {
+                self.give_up(dir, GiveUpReason::SyncTimeout);
+                self.release();
+                return false;
+            }
+            self.side_mut(dir).sync_skips = Some(n);
+        }
+        if open {
+            self.add_bytes(dir, total);
+        }
+        false
+    }
+
+    /// Whether `buf` (the start of a syscall while resynchronising) parses
+    /// as a head, or as the valid beginning of one: a complete valid start
+    /// line, or at least [`MIN_CUT_START_LINE`] bytes of one cut by the
+    /// capture. Stricter than at a known boundary, since body bytes that
+    /// merely begin with `GET ` must not be taken for a request.
+    fn plausible_head(dir: Direction, buf: &[u8], uncaptured: u64) -> bool {
+        match find_head_end(buf, 0) {
+            Some(end) => end <= MAX_HEAD_SIZE && Self::parse(dir, &buf[..end]).is_ok(),
+            None => {
+                buf.len() < MAX_HEAD_SIZE
+                    && check_partial(buf).is_ok()
+                    && (has_valid_start_line(buf, dir == Direction::ClientToServer)
+                        || (uncaptured > 0 && buf.len() >= MIN_CUT_START_LINE && !buf.contains(&b'\n')))
+            }
+        }
+    }
+
+    fn idle(&mut self, dir: Direction, data: &[u8], uncaptured: u64) -> (SideState, usize) {
+        let skip = leading_newlines(data);
+        let rest = &data[skip..];
+        if rest.is_empty() {
+            return (SideState::Idle, data.len());
+        }
+        if Self::classify(dir, rest) == Detect::No {
+            self.give_up(dir, GiveUpReason::NotHttp);
+            return (SideState::Idle, data.len());
+        }
+        let ts = self.now;
+        match find_head_end(rest, 0) {
+            Some(end) if end <= MAX_HEAD_SIZE => match Self::parse(dir, &rest[..end]) {
+                Ok(head) => (self.on_head(head, end as u64, ts), skip + end),
+                Err(e) => {
+                    self.give_up(dir, GiveUpReason::Head(e));
+                    (SideState::Idle, data.len())
+                }
+            },
+            Some(_) => {
+                self.give_up(dir, GiveUpReason::Head(ParseError::HeadTooLarge));
+                (SideState::Idle, data.len())
+            }
+            None => {
+                if rest.len() >= MAX_HEAD_SIZE {
+                    self.give_up(dir, GiveUpReason::Head(ParseError::HeadTooLarge));
+                } else if let Err(e) = check_partial(rest) {
+                    self.give_up(dir, GiveUpReason::Head(e));
+                } else if uncaptured > 0 {
+                    return (self.truncated_head(dir, rest, ts), data.len());
+                } else {
+                    return (SideState::Head { buf: rest.to_vec(), start_ts: ts }, data.len());
+                }
+                (SideState::Idle, data.len())
+            }
+        }
+    }
+
+    fn head_more(
+        &mut self,
+        dir: Direction,
+        mut buf: Vec<u8>,
+        start_ts: u64,
+        data: &[u8],
+        uncaptured: u64,
+    ) -> (SideState, usize) {
+        let old = buf.len();
+        let take = data.len().min(MAX_HEAD_SIZE.saturating_sub(old));
+        buf.extend_from_slice(&data[..take]);
+        if let Some(end) = find_head_end(&buf, old.saturating_sub(3)) {
+            let used = end.saturating_sub(old);
+            return match Self::parse(dir, &buf[..end]) {
+                Ok(head) => (self.on_head(head, end as u64, start_ts), used),
+                Err(e) => {
+                    self.give_up(dir, GiveUpReason::Head(e));
+                    (SideState::Idle, data.len())
+                }
+            };
+        }
+        let err = if Self::classify(dir, &buf) == Detect::No {
+            Some(GiveUpReason::NotHttp)
+        } else if let Err(e) = check_partial(&buf[old..]) {
+            Some(GiveUpReason::Head(e))
+        } else if buf.len() >= MAX_HEAD_SIZE {
+            Some(GiveUpReason::Head(ParseError::HeadTooLarge))
+        } else {
+            None
+        };
+        if let Some(reason) = err {
+            self.give_up(dir, reason);
+            return (SideState::Idle, data.len());
+        }
+        if uncaptured > 0 {
+            return (self.truncated_head(dir, &buf, start_ts), take);
+        }
+        (SideState::Head { buf, start_ts }, take)
+    }
+
+    fn on_head(&mut self, head: AnyHead, head_len: u64, start_ts: u64) -> SideState {
+        match head {
+            AnyHead::Req(h) => {
+                let tunnel = h.method == Method::Connect || h.upgrade;
+                let (chunked, te, cl) = (h.chunked, h.transfer_encoding, h.content_length);
+                self.new_request(h, head_len, start_ts, false);
+                if tunnel {
+                    // Bytes after CONNECT / Upgrade may be another protocol:
+                    // only a new request at a syscall start is parsed.
+                    self.finish_request();
+                    SideState::Resync { open: false, chunked_tail: false }
+                } else if chunked {
+                    SideState::Body(Framing::Chunked(ChunkedDecoder::new()))
+                } else if te {
+                    // Unknown transfer coding on a request: framing unknown.
+                    self.mark_approximate(Direction::ClientToServer);
+                    SideState::Resync { open: true, chunked_tail: false }
+                } else if let Some(n @ 1..) = cl {
+                    SideState::Body(Framing::Length(n))
+                } else {
+                    self.finish_request();
+                    SideState::Idle
+                }
+            }
+            AnyHead::Resp(h) => {
+                self.resp.sync_skips = None;
+                let now = self.now;
+                let r = self.cur_resp.get_or_insert_with(|| RespProgress::new(start_ts));
+                r.bytes = r.bytes.saturating_add(head_len);
+                r.last_ts = now;
+                let s = h.status;
+                if (100..200).contains(&s) && s != 101 {
+                    r.interim = r.interim.saturating_add(1);
+                    return SideState::Idle;
+                }
+                r.status = Some(s);
+                r.ts = Some(start_ts);
+                if s == 101 || ((200..300).contains(&s) && self.front_method_is(&Method::Connect)) {
+                    self.complete_response(None);
+                    self.enter_tunnel();
+                    return SideState::Idle;
+                }
+                if s == 204 || s == 304 || self.front_method_is(&Method::Head) {
+                    self.complete_response(None);
+                    return SideState::Idle;
+                }
+                if h.chunked {
+                    SideState::Body(Framing::Chunked(ChunkedDecoder::new()))
+                } else if h.transfer_encoding {
+                    SideState::Body(Framing::UntilClose)
+                } else {
+                    match h.content_length {
+                        Some(0) => {
+                            self.complete_response(None);
+                            SideState::Idle
+                        }
+                        Some(n) => SideState::Body(Framing::Length(n)),
+                        None => SideState::Body(Framing::UntilClose),
+                    }
+                }
+            }
+        }
+    }
+
+    /// A head was cut by the capture limit (its end is in uncaptured bytes).
+    fn truncated_head(&mut self, dir: Direction, bytes: &[u8], start_ts: u64) -> SideState {
+        let len = bytes.len() as u64;
+        match dir {
+            Direction::ClientToServer => match http1::parse_request_prefix(bytes) {
+                Some(h) => {
+                    self.new_request(h, len, start_ts, true);
+                    self.stats.resyncs += 1;
+                    SideState::Resync { open: true, chunked_tail: false }
+                }
+                None => {
+                    self.stats.unseen_requests += 1;
+                    self.push_placeholder();
+                    SideState::Resync { open: false, chunked_tail: false }
+                }
+            },
+            Direction::ServerToClient => {
+                self.resp.sync_skips = None;
+                self.stats.resyncs += 1;
+                let parsed = http1::parse_response_prefix(bytes);
+                let now = self.now;
+                let r = self.cur_resp.get_or_insert_with(|| RespProgress::new(start_ts));
+                r.bytes = r.bytes.saturating_add(len);
+                r.last_ts = now;
+                r.approximate = true;
+                r.ts = Some(start_ts);
+                let chunked = match parsed {
+                    Some(h) => {
+                        r.status = Some(h.status);
+                        if h.status == 101 {
+                            self.complete_response(None);
+                            self.enter_tunnel();
+                            return SideState::Idle;
+                        }
+                        h.chunked
+                    }
+                    None => {
+                        r.error = Some(ExchangeError::ResponseHeadNotCaptured);
+                        false
+                    }
+                };
+                SideState::Resync { open: true, chunked_tail: chunked }
+            }
+        }
+    }
+
+    fn body(&mut self, dir: Direction, framing: Framing, data: &[u8]) -> (SideState, usize) {
+        match framing {
+            Framing::Length(rem) => {
+                let take = rem.min(data.len() as u64);
+                self.add_bytes(dir, take);
+                if take == rem {
+                    self.finish(dir);
+                    (SideState::Idle, take as usize)
+                } else {
+                    (SideState::Body(Framing::Length(rem - take)), take as usize)
+                }
+            }
+            Framing::UntilClose => {
+                self.add_bytes(dir, data.len() as u64);
+                (SideState::Body(Framing::UntilClose), data.len())
+            }
+            Framing::Chunked(mut d) => match d.feed(data) {
+                Ok(n) => {
+                    self.add_bytes(dir, n as u64);
+                    if d.is_done() {
+                        self.finish(dir);
+                        (SideState::Idle, n)
+                    } else {
+                        (SideState::Body(Framing::Chunked(d)), data.len())
+                    }
+                }
+                Err(_) => {
+                    self.mark_approximate(dir);
+                    self.add_bytes(dir, data.len() as u64);
+                    (SideState::Resync { open: true, chunked_tail: true }, data.len())
+                }
+            },
+        }
+    }
+
+    /// Account for the uncaptured tail of the current syscall.
+    fn tail(&mut self, dir: Direction, uncaptured: u64) {
+        let state = std::mem::replace(&mut self.side_mut(dir).state, SideState::Idle);
+        let next = match state {
+            SideState::Idle | SideState::Head { .. } => self.unseen_excess(dir, uncaptured),
+            SideState::Body(Framing::Length(rem)) => {
+                if uncaptured < rem {
+                    self.add_bytes(dir, uncaptured);
+                    SideState::Body(Framing::Length(rem - uncaptured))
+                } else {
+                    self.add_bytes(dir, rem);
+                    self.finish(dir);
+                    if uncaptured > rem { self.unseen_excess(dir, uncaptured - rem) } else { SideState::Idle }
+                }
+            }
+            SideState::Body(Framing::UntilClose) => {
+                self.add_bytes(dir, uncaptured);
+                SideState::Body(Framing::UntilClose)
+            }
+            SideState::Body(Framing::Chunked(mut d)) => {
+                self.add_bytes(dir, uncaptured);
+                match d.skip(uncaptured) {
+                    Skip::InSync => SideState::Body(Framing::Chunked(d)),
+                    Skip::Lost => {
+                        self.mark_approximate(dir);
+                        SideState::Resync { open: true, chunked_tail: true }
+                    }
+                }
+            }
+            SideState::Resync { open, chunked_tail } => {
+                if open {
+                    self.add_bytes(dir, uncaptured);
+                }
+                SideState::Resync { open, chunked_tail }
+            }
+        };
+        self.side_mut(dir).state = next;
+    }
+
+    /// `excess` uncaptured bytes follow a complete message: the start of
+    /// at least one message we cannot see.
+    fn unseen_excess(&mut self, dir: Direction, excess: u64) -> SideState {
+        match dir {
+            Direction::ClientToServer => {
+                if excess >= MIN_UNSEEN_REQUEST {
+                    self.stats.unseen_requests += 1;
+                    self.push_placeholder();
+                }
+                SideState::Resync { open: false, chunked_tail: false }
+            }
+            Direction::ServerToClient => {
+                if excess < MIN_UNSEEN_RESPONSE {
+                    return SideState::Resync { open: false, chunked_tail: false };
+                }
+                self.stats.resyncs += 1;
+                let now = self.now;
+                let r = self.cur_resp.get_or_insert_with(|| RespProgress::new(now));
+                r.bytes = r.bytes.saturating_add(excess);
+                r.last_ts = now;
+                r.approximate = true;
+                if r.status.is_none() {
+                    r.ts = Some(now);
+                    r.error = Some(ExchangeError::ResponseHeadNotCaptured);
+                }
+                SideState::Resync { open: true, chunked_tail: false }
+            }
+        }
+    }
+}
