@@ -32,9 +32,21 @@ fn main() -> ExitCode {
         None => match agent::run(cli.run) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("masdeepflow: error: {e:#}");
+                eprintln!("masdeepflow: error: {}", one_line(&format!("{e:#}")));
+                log::debug!("full error: {e:?}");
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Errors from the kernel can carry a whole verifier log: the user gets its
+/// first line (the full text is logged at debug level, RUST_LOG=debug).
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or_default();
+    match lines.count() {
+        0 => first.to_string(),
+        n => format!("{first} ({n} more lines with RUST_LOG=debug)"),
     }
 }

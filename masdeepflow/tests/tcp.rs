@@ -7,11 +7,11 @@ use std::{net::TcpStream, time::Duration};
 use serde_json::{Value, json};
 use support::{Agent, Peer};
 
-fn exchange(family: &str, ip: &str) {
+fn exchange(family: &str, ip: &str, server_mode: &str) {
     const CLIENT_SENDS: u64 = 12_345;
     const SERVER_SENDS: u64 = 54_321;
     let mut agent = Agent::start(&["--events", "tcp,flow", "--flow-interval", "60s"]);
-    let server = Peer::python(&["server", family, &CLIENT_SENDS.to_string(), &SERVER_SENDS.to_string()]);
+    let server = Peer::python(&["server", family, &CLIENT_SENDS.to_string(), &SERVER_SENDS.to_string(), server_mode]);
     let port: u16 = server.line().parse().unwrap();
     let client = Peer::python(&["client", family, &port.to_string(), &CLIENT_SENDS.to_string()]);
     let (server_pid, client_pid) = (server.child.id(), client.child.id());
@@ -54,12 +54,17 @@ fn exchange(family: &str, ip: &str) {
 
 #[test]
 fn ipv4_connect_accept_close_exact_bytes() {
-    exchange("ipv4", "127.0.0.1");
+    exchange("ipv4", "127.0.0.1", "send");
+}
+
+#[test]
+fn sendfile_bytes_are_counted() {
+    exchange("ipv4", "127.0.0.1", "sendfile");
 }
 
 #[test]
 fn ipv6_connect_accept_close_exact_bytes() {
-    exchange("ipv6", "::1");
+    exchange("ipv6", "::1", "send");
 }
 
 #[test]
