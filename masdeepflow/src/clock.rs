@@ -22,6 +22,7 @@ impl Clock {
         Clock { offset_ns: real - (mono1 + mono2) / 2 }
     }
 
+    #[cfg(test)]
     pub const fn with_offset(offset_ns: i128) -> Self {
         Clock { offset_ns }
     }

@@ -30,6 +30,7 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.reported.len()
     }

@@ -202,7 +202,8 @@ fn run_case(name: &str, opts: &Options) -> Result<()> {
         med(&with, &|s| s.cpu + s.agent_cpu),
         ratios(&|s| s.cpu + s.agent_cpu)
     );
-    println!("added CPU per event: {added_us:.1} us; agent CPU s median {:.3}", med(&with, &|s| s.agent_cpu));
+    let unit = if name == "exec" { "exec" } else { "connection" };
+    println!("added CPU per {unit}: {added_us:.1} us; agent CPU s median {:.3} ({:.1} us per {unit})", med(&with, &|s| s.agent_cpu), med(&with, &|s| s.agent_cpu) / work * 1e6);
     println!(
         "completeness: min {:.4}, median {:.4}; lost (counted) max {}; agent peak RSS max {:.1} MB",
         with.iter().map(|s| s.completeness).fold(f64::INFINITY, f64::min),
