@@ -28,6 +28,9 @@ pub struct KernelConfig {
     /// 1 when `tcp:tcp_destroy_sock` is missing: report `tcp_close` when the
     /// socket enters TCP_CLOSE instead of when it is destroyed.
     pub close_on_state: u32,
+    /// Payload bytes to copy per send/receive of an HTTP connection; 0
+    /// turns payload capture off.
+    pub capture_bytes: u32,
 }
 
 #[cfg(feature = "user")]

@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod config;
+pub mod payload;
 pub mod process;
 pub mod stats;
 pub mod tcp;
@@ -24,16 +25,19 @@ pub enum EventKind {
     TcpConnect = 3,
     TcpAccept = 4,
     TcpClose = 5,
+    /// A [`payload::PayloadHeader`] and its captured bytes.
+    Payload = 6,
 }
 
 impl EventKind {
     /// Every kind, in id order.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::ProcessExec,
         EventKind::ProcessExit,
         EventKind::TcpConnect,
         EventKind::TcpAccept,
         EventKind::TcpClose,
+        EventKind::Payload,
     ];
 
     pub const fn from_u32(v: u32) -> Option<EventKind> {
@@ -43,12 +47,14 @@ impl EventKind {
             3 => Some(EventKind::TcpConnect),
             4 => Some(EventKind::TcpAccept),
             5 => Some(EventKind::TcpClose),
+            6 => Some(EventKind::Payload),
             _ => None,
         }
     }
 
-    /// Size of the record the kernel writes for this kind. A new kind that
-    /// is not added here fails to compile.
+    /// Smallest record the kernel writes for this kind (payload records
+    /// are followed by their data). A new kind that is not added here fails
+    /// to compile.
     pub const fn record_size(self) -> usize {
         match self {
             EventKind::ProcessExec => core::mem::size_of::<process::ExecRecord>(),
@@ -56,6 +62,7 @@ impl EventKind {
             EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpClose => {
                 core::mem::size_of::<tcp::TcpRecord>()
             }
+            EventKind::Payload => core::mem::size_of::<payload::PayloadHeader>(),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct SockState {
     /// 1 once `owner` is known (connect, or accept returned it).
     pub has_owner: u32,
     pub owner: ProcessInfo,
+    /// `payload::PROTO_*`: decided by the kernel on the first payload.
+    pub protocol: u32,
+    pub _pad: u32,
 }
 
 /// A connect in flight, in the kernel map `CONNECTING`, keyed by the
@@ -71,7 +74,7 @@ pub struct TcpRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoints>() == 40);
-const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 32);
+const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 32 + 8);
 const _: () = assert!(core::mem::size_of::<PendingConnect>() == 40);
 const _: () = assert!(core::mem::size_of::<TcpRecord>() == 48 + 40 + 8 + 24 + 8);
 
@@ -79,4 +82,6 @@ const _: () = assert!(core::mem::size_of::<TcpRecord>() == 48 + 40 + 8 + 24 + 8)
 mod user {
     // SAFETY: plain-old-data records with explicit padding.
     unsafe impl aya::Pod for super::SockState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PendingConnect {}
 }

@@ -24,6 +24,7 @@ pub static OFFSETS: KernelConfig = KernelConfig {
     sock_sk_err: 0,
     exit_group_dead: 0,
     close_on_state: 0,
+    capture_bytes: 0,
 };
 
 /// One offset from `OFFSETS`, read so the compiler cannot fold the zero.

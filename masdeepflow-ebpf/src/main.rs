@@ -12,6 +12,7 @@
 mod accept;
 mod kernel;
 mod maps;
+mod payload;
 mod process;
 mod tcp_state;
 mod traffic;

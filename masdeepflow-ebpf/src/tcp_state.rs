@@ -160,6 +160,8 @@ fn track(sk: u64, now: u64, endpoints: Endpoints, role: u32, has_owner: u32, own
         role,
         has_owner,
         owner,
+        protocol: 0,
+        _pad: 0,
     };
     if SOCKETS.insert(&sk, &state, 0).is_err() {
         count(SOCKETS_FULL);

@@ -6,7 +6,10 @@
 //! Record: `sk` at 8, `family` 16, `protocol` 18, `ret` 20, `flags` 24.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::maps::{SOCKETS, atomic_add};
+use crate::{
+    maps::{SOCKETS, atomic_add},
+    payload::capture,
+};
 
 const IPPROTO_TCP: u16 = 6;
 const MSG_PEEK: i32 = 2;
@@ -43,5 +46,6 @@ fn try_count(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
         let counter = if sent { &raw mut (*state).bytes_sent } else { &raw mut (*state).bytes_received };
         atomic_add(counter, ret as u64);
     }
+    capture(state, sk, sent, ret as u32);
     Ok(())
 }

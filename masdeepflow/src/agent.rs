@@ -10,7 +10,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
     stats::{CONNECTING_FULL, SOCKETS_FULL, lost_index},
-    tcp::SockState,
+    tcp::{PendingConnect, SockState},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -41,6 +41,7 @@ struct Maps {
     ring: AsyncFd<RingBuf<MapData>>,
     sockets: BpfHashMap<MapData, u64, SockState>,
     counters: PerCpuArray<MapData, u64>,
+    connecting: BpfHashMap<MapData, u64, PendingConnect>,
 }
 
 /// Counters of the user-space side.
@@ -54,12 +55,16 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         bail!(missing);
     }
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
-    let kernel_config = config::for_running_kernel(&tracefs_root)?;
+    let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
+    if args.events.contains(&crate::cli::Family::Http) {
+        kernel_config.capture_bytes = args.capture_bytes;
+    }
     let mut loaded = loader::load(&kernel_config, &args.events, args.ring_buffer_size, &tracefs_root)?;
     let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the object"));
     let ring = RingBuf::try_from(take(&mut loaded.ebpf, "EVENTS")?)?;
     let sockets = BpfHashMap::try_from(take(&mut loaded.ebpf, "SOCKETS")?)?;
     let counters = PerCpuArray::try_from(take(&mut loaded.ebpf, "COUNTERS")?)?;
+    let connecting = BpfHashMap::try_from(take(&mut loaded.ebpf, "CONNECTING")?)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let clock = Clock::new();
@@ -87,7 +92,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
-        let mut maps = Maps { ring, sockets, counters };
+        let mut maps = Maps { ring, sockets, counters, connecting };
         main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx).await
     })?;
 
@@ -177,7 +182,17 @@ fn queue(tx: &SyncSender<Event>, batch: &mut Vec<Event>, loss: &mut QueueLoss) {
     }
 }
 
-fn send_stats(maps: &Maps, clock: &Clock, tx: &SyncSender<Event>, loss: &QueueLoss, pipeline: &Pipeline) {
+fn send_stats(maps: &Maps, clock: &Clock, tx: &SyncSender<Event>, loss: &QueueLoss, pipeline: &mut Pipeline) {
+    // Parser state of connections the kernel no longer tracks is dropped
+    // here, so user-space tables follow the kernel's.
+    let live: std::collections::HashSet<u64> = maps.sockets.iter().filter_map(|r| r.ok()).map(|(_, s)| s.id).collect();
+    pipeline.retain_live_connections(&live);
+    let mut tables = BTreeMap::new();
+    tables.insert("kernel_sockets", live.len() as u64);
+    tables.insert("kernel_connecting", maps.connecting.keys().filter(|k| k.is_ok()).count() as u64);
+    for (name, n) in pipeline.table_sizes() {
+        tables.insert(name, n);
+    }
     let counter = |i: u32| maps.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
     let mut lost = Lost { kernel_ring_buffer: BTreeMap::new(), user_queue: pipeline.event_types() };
     for kind in EventKind::ALL {
@@ -192,6 +207,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &SyncSender<Event>, loss: &QueueLo
         emitted: BTreeMap::new(),
         lost,
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
+        tables,
     };
     // Stats are never dropped: wait for room (the kernel side does not wait).
     let _ = tx.send(stats);
@@ -204,6 +220,7 @@ fn kernel_kind_name(kind: EventKind) -> &'static str {
         EventKind::TcpConnect => "tcp_connect",
         EventKind::TcpAccept => "tcp_accept",
         EventKind::TcpClose => "tcp_close",
+        EventKind::Payload => "payload",
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Family {
     Tcp,
     /// flow: bytes moved per connection per interval
     Flow,
+    /// http: HTTP/1.x requests with status and latency
+    Http,
 }
 
 impl Family {
@@ -37,6 +39,7 @@ impl Family {
             Family::Exit => "exit",
             Family::Tcp => "tcp",
             Family::Flow => "flow",
+            Family::Http => "http",
         }
     }
 }
@@ -50,7 +53,7 @@ pub enum Format {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Event families to report (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "exec,exit,tcp,flow")]
+    #[arg(long, value_delimiter = ',', default_value = "exec,exit,tcp,flow,http")]
     pub events: Vec<Family>,
     /// Only events of these processes (thread-group ids; comma separated).
     #[arg(long, value_delimiter = ',')]
@@ -58,6 +61,13 @@ pub struct RunArgs {
     /// Only events of processes with these command names (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub comm: Vec<String>,
+    /// Only connection events (tcp, flow, http) with one of these ports on either end.
+    #[arg(long, value_delimiter = ',')]
+    pub port: Vec<u16>,
+    /// Payload bytes copied per send/receive on HTTP connections (bytes past
+    /// them are counted, not read).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=4096))]
+    pub capture_bytes: u32,
     /// Period of flow records, e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub flow_interval: Duration,
@@ -118,7 +128,10 @@ mod tests {
     #[test]
     fn defaults_and_lists() {
         let cli = Cli::try_parse_from(["masdeepflow"]).unwrap();
-        assert_eq!(cli.run.events, vec![Family::Exec, Family::Exit, Family::Tcp, Family::Flow]);
+        assert_eq!(cli.run.events, vec![Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]);
+        assert_eq!(cli.run.capture_bytes, 1024);
+        assert!(Cli::try_parse_from(["masdeepflow", "--capture-bytes", "8192"]).is_err());
+        assert_eq!(Cli::try_parse_from(["masdeepflow", "--port", "80,8080"]).unwrap().run.port, vec![80, 8080]);
         assert_eq!(cli.run.flow_interval, Duration::from_secs(10));
         let cli = Cli::try_parse_from(["masdeepflow", "--events", "exec,tcp", "--pid", "1,2", "--format", "text"]).unwrap();
         assert_eq!(cli.run.events, vec![Family::Exec, Family::Tcp]);

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use masdeepflow_common::{
     COMM_LEN, EventHeader, EventKind, ProcessInfo,
+    payload::{DIR_SENT, PayloadHeader},
     process::{ExecRecord, ExitRecord},
     tcp::{AF_INET, AF_INET6, Endpoints, ROLE_CLIENT, TcpRecord},
 };
@@ -38,16 +39,56 @@ pub fn kind(bytes: &[u8]) -> Result<EventKind, DecodeError> {
     EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))
 }
 
+/// Bytes a connection's owner sent or received, as far as captured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Payload {
+    pub time: Time,
+    pub process: Process,
+    pub conn: Connection,
+    pub role: &'static str,
+    pub conn_id: u64,
+    /// The owner sent these bytes (else received them).
+    pub sent: bool,
+    /// Bytes the syscall moved; `data` holds the first of them.
+    pub total_len: u64,
+    pub data: Vec<u8>,
+}
+
+/// A decoded ring buffer record: an event to report, or input for a
+/// protocol parser.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Event(Event),
+    Payload(Payload),
+}
+
 /// Decodes one ring buffer record.
-pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
+pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
     let kind = kind(bytes)?;
     if bytes.len() < kind.record_size() {
         return Err(DecodeError::Short(bytes.len()));
     }
-    Ok(match kind {
+    Ok(Record::Event(match kind {
         EventKind::ProcessExec => exec(&read::<ExecRecord>(bytes)?, clock),
         EventKind::ProcessExit => exit(&read::<ExitRecord>(bytes)?, clock),
         EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpClose => tcp(kind, &read::<TcpRecord>(bytes)?, clock),
+        EventKind::Payload => return payload(bytes, clock).map(Record::Payload),
+    }))
+}
+
+fn payload(bytes: &[u8], clock: &Clock) -> Result<Payload, DecodeError> {
+    let h: PayloadHeader = read(bytes)?;
+    let data = &bytes[size_of::<PayloadHeader>()..];
+    let captured = (h.captured_len as usize).min(data.len());
+    Ok(Payload {
+        time: time(&h.header, clock),
+        process: process(&h.header.process),
+        conn: connection(&h.endpoints, h.role),
+        role: role_name(h.role),
+        conn_id: h.conn_id,
+        sent: h.direction == DIR_SENT,
+        total_len: h.total_len.max(captured as u64),
+        data: data[..captured].to_vec(),
     })
 }
 
@@ -153,6 +194,13 @@ mod tests {
     use masdeepflow_common::tcp::ROLE_SERVER;
 
     use super::*;
+
+    fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
+        match super::decode(bytes, clock)? {
+            Record::Event(e) => Ok(e),
+            Record::Payload(p) => panic!("unexpected payload {p:?}"),
+        }
+    }
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain record.
@@ -272,6 +320,32 @@ mod tests {
         for len in 0..200 {
             let _ = decode(&vec![0xAB; len], &CLOCK);
         }
+    }
+
+    #[test]
+    fn decodes_payload_records_and_bounds_their_length() {
+        let mut h = PayloadHeader {
+            header: header(EventKind::Payload),
+            endpoints: tcp_record(EventKind::TcpClose, ROLE_SERVER).endpoints,
+            conn_id: 9,
+            total_len: 100,
+            captured_len: 4,
+            direction: 1,
+            role: ROLE_SERVER,
+            _pad: 0,
+        };
+        let mut bytes = bytes_of(&h);
+        bytes.extend_from_slice(b"GET ");
+        let Ok(Record::Payload(p)) = super::decode(&bytes, &CLOCK) else { panic!("not a payload") };
+        assert_eq!((p.conn_id, p.sent, p.total_len, p.role), (9, false, 100, "server"));
+        assert_eq!(p.data, b"GET ");
+        assert_eq!(p.conn.src.port, 8080);
+        // A captured length past the record's end is cut to what is there.
+        h.captured_len = 5000;
+        let mut bytes = bytes_of(&h);
+        bytes.extend_from_slice(b"GE");
+        let Ok(Record::Payload(p)) = super::decode(&bytes, &CLOCK) else { panic!("not a payload") };
+        assert_eq!(p.data, b"GE");
     }
 
     #[test]

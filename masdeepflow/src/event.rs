@@ -97,6 +97,24 @@ pub enum Event {
         bytes_received: u64,
         interval_ns: u64,
     },
+    Http {
+        time: Time,
+        process: Option<Process>,
+        role: &'static str,
+        #[serde(flatten)]
+        conn: Connection,
+        method: String,
+        path: String,
+        path_truncated: bool,
+        host: Option<String>,
+        status: Option<u16>,
+        latency_ns: Option<u64>,
+        request_bytes: u64,
+        response_bytes: u64,
+        version: &'static str,
+        error: Option<&'static str>,
+        approximate: bool,
+    },
     AgentStart {
         time: Time,
         version: &'static str,
@@ -110,6 +128,8 @@ pub enum Event {
         lost: Lost,
         /// Connections the kernel could not track (its maps were full).
         untracked_connections: u64,
+        /// Entries in every bounded table, kernel and user space.
+        tables: BTreeMap<&'static str, u64>,
     },
 }
 
@@ -131,6 +151,7 @@ impl Event {
             Event::TcpAccept { .. } => "tcp_accept",
             Event::TcpClose { .. } => "tcp_close",
             Event::Flow { .. } => "flow",
+            Event::Http { .. } => "http",
             Event::AgentStart { .. } => "agent_start",
             Event::AgentStats { .. } => "agent_stats",
         }
@@ -142,8 +163,21 @@ impl Event {
             Event::TcpConnect { process, .. }
             | Event::TcpAccept { process, .. }
             | Event::TcpClose { process, .. }
-            | Event::Flow { process, .. } => process.as_ref(),
+            | Event::Flow { process, .. }
+            | Event::Http { process, .. } => process.as_ref(),
             Event::AgentStart { .. } | Event::AgentStats { .. } => None,
+        }
+    }
+
+    /// The connection, for TCP, flow and HTTP events.
+    pub fn connection(&self) -> Option<&Connection> {
+        match self {
+            Event::TcpConnect { conn, .. }
+            | Event::TcpAccept { conn, .. }
+            | Event::TcpClose { conn, .. }
+            | Event::Flow { conn, .. }
+            | Event::Http { conn, .. } => Some(conn),
+            _ => None,
         }
     }
 
@@ -155,6 +189,7 @@ impl Event {
             | Event::TcpAccept { time, .. }
             | Event::TcpClose { time, .. }
             | Event::Flow { time, .. }
+            | Event::Http { time, .. }
             | Event::AgentStart { time, .. }
             | Event::AgentStats { time, .. } => *time,
         }

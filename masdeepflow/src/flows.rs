@@ -30,7 +30,6 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.reported.len()
     }

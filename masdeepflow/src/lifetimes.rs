@@ -12,7 +12,6 @@ impl ExecTimes {
         ExecTimes { by_pid: HashMap::new(), cap }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_pid.len()
     }

@@ -24,7 +24,7 @@ pub struct Hook {
     pub fallback: Option<&'static str>,
 }
 
-const TCP: &[Family] = &[Family::Tcp, Family::Flow];
+const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http];
 
 pub const HOOKS: [Hook; 8] = [
     Hook { program: "sched_process_exec", category: "sched", tracepoint: "sched_process_exec", families: &[Family::Exec, Family::Exit], fallback: None },

@@ -11,6 +11,7 @@ mod clock;
 mod decode;
 mod event;
 mod flows;
+mod http;
 mod kernel;
 mod lifetimes;
 mod loader;

@@ -61,6 +61,17 @@ fn write_text(out: &mut impl Write, event: &Event) -> io::Result<()> {
             "{}:{} -> {}:{} {role} sent={bytes_sent} received={bytes_received}",
             conn.src.ip, conn.src.port, conn.dst.ip, conn.dst.port
         ),
+        Event::Http { conn, role, method, path, status, latency_ns, error, .. } => {
+            write!(out, "{}:{} -> {}:{} {role} {method} {}", conn.src.ip, conn.src.port, conn.dst.ip, conn.dst.port, path.escape_debug())?;
+            match status {
+                Some(s) => write!(out, " {s}")?,
+                None => write!(out, " {}", error.unwrap_or("-"))?,
+            }
+            if let Some(l) = latency_ns {
+                write!(out, " {}", ms(*l))?;
+            }
+            Ok(())
+        }
         Event::AgentStart { version, kernel, probes, .. } => write!(out, "version={version} kernel={kernel} probes={}", probes.len()),
         Event::AgentStats { emitted, lost, untracked_connections, .. } => write!(
             out,

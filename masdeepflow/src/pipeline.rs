@@ -7,8 +7,10 @@ use masdeepflow_common::tcp::SockState;
 use crate::{
     cli::{Family, RunArgs},
     clock::Clock,
+    decode::Record,
     event::{Event, Time},
     flows::FlowTable,
+    http::HttpTracker,
     lifetimes::ExecTimes,
 };
 
@@ -19,9 +21,11 @@ pub struct Pipeline {
     families: Vec<Family>,
     pids: Vec<u32>,
     comms: Vec<String>,
+    ports: Vec<u16>,
     clock: Clock,
     flows: FlowTable,
     exec_times: ExecTimes,
+    http: HttpTracker,
 }
 
 impl Pipeline {
@@ -30,9 +34,11 @@ impl Pipeline {
             families: args.events.clone(),
             pids: args.pid.clone(),
             comms: args.comm.clone(),
+            ports: args.port.clone(),
             clock,
             flows: FlowTable::default(),
             exec_times: ExecTimes::new(EXEC_TIMES_MAX),
+            http: HttpTracker::default(),
         }
     }
 
@@ -41,6 +47,12 @@ impl Pipeline {
     }
 
     fn passes_filters(&self, e: &Event) -> bool {
+        if !self.ports.is_empty() {
+            match e.connection() {
+                Some(c) if self.ports.contains(&c.src.port) || self.ports.contains(&c.dst.port) => {}
+                _ => return false,
+            }
+        }
         if self.pids.is_empty() && self.comms.is_empty() {
             return true;
         }
@@ -49,7 +61,16 @@ impl Pipeline {
     }
 
     /// Events to write for one kernel record, in order.
-    pub fn on_record(&mut self, event: Event, out: &mut Vec<Event>) {
+    pub fn on_record(&mut self, record: Record, out: &mut Vec<Event>) {
+        let event = match record {
+            Record::Event(e) => e,
+            Record::Payload(p) => {
+                let start = out.len();
+                self.http.on_payload(p, out);
+                self.keep_wanted_http(out, start);
+                return;
+            }
+        };
         let event = match event {
             Event::ProcessExec { time, process, filename, args, args_truncated, cwd: _ } => {
                 self.exec_times.exec(process.pid, time.0);
@@ -73,6 +94,11 @@ impl Pipeline {
                 e
             }
             close @ Event::TcpClose { .. } => {
+                if let Event::TcpClose { conn_id, time, .. } = &close {
+                    let start = out.len();
+                    self.http.on_close(*conn_id, *time, out);
+                    self.keep_wanted_http(out, start);
+                }
                 if self.wants(Family::Flow) {
                     let now = self.clock.ktime_ns(close.time().0);
                     if let Some(flow) = self.flows.close(&close, now).filter(|f| self.passes_filters(f)) {
@@ -89,6 +115,33 @@ impl Pipeline {
         if self.passes_filters(&event) {
             out.push(event);
         }
+    }
+
+    /// Applies the http family choice and the filters to `out[start..]`.
+    fn keep_wanted_http(&self, out: &mut Vec<Event>, start: usize) {
+        let wanted = self.wants(Family::Http);
+        let mut i = start;
+        while i < out.len() {
+            if wanted && self.passes_filters(&out[i]) {
+                i += 1;
+            } else {
+                out.remove(i);
+            }
+        }
+    }
+
+    /// Drops parser state of connections the kernel no longer tracks.
+    pub fn retain_live_connections(&mut self, live: &std::collections::HashSet<u64>) {
+        self.http.retain_live(live);
+    }
+
+    /// Sizes of the agent's own bounded tables.
+    pub fn table_sizes(&self) -> [(&'static str, u64); 3] {
+        [
+            ("flows", self.flows.len() as u64),
+            ("http_connections", self.http.len() as u64),
+            ("exec_times", self.exec_times.len() as u64),
+        ]
     }
 
     /// Flow records for one interval.
@@ -114,6 +167,7 @@ impl Pipeline {
                 Family::Exit => &["process_exit"],
                 Family::Tcp => &["tcp_connect", "tcp_accept", "tcp_close"],
                 Family::Flow => &["flow"],
+                Family::Http => &["http"],
             };
             for n in names {
                 types.insert(*n, 0);

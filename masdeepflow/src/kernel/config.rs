@@ -51,6 +51,7 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         sock_sk_err,
         exit_group_dead,
         close_on_state,
+        capture_bytes: 0,
     })
 }
 

@@ -1,0 +1,46 @@
+//! Socket payload records: the first bytes of each send/receive on a
+//! connection that speaks a protocol the agent parses (HTTP/1.x today).
+
+use crate::{EventHeader, tcp::Endpoints};
+
+/// Most payload bytes copied per syscall (`--capture-bytes` may lower it).
+pub const CAPTURE_MAX: usize = 4096;
+
+/// Data this socket's owner sent.
+pub const DIR_SENT: u32 = 0;
+/// Data this socket's owner received.
+pub const DIR_RECEIVED: u32 = 1;
+
+/// `SockState::protocol`: not decided yet (no payload seen).
+pub const PROTO_UNKNOWN: u32 = 0;
+/// The first payload looked like HTTP/1.x: every later syscall is captured.
+pub const PROTO_HTTP: u32 = 1;
+/// Something else: nothing is captured.
+pub const PROTO_OTHER: u32 = 2;
+
+/// Fixed part of a payload record; `captured_len` bytes of data follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PayloadHeader {
+    pub header: EventHeader,
+    pub endpoints: Endpoints,
+    /// `SockState::id` of the connection.
+    pub conn_id: u64,
+    /// Bytes the syscall moved (may exceed what was captured).
+    pub total_len: u64,
+    pub captured_len: u32,
+    pub direction: u32,
+    pub role: u32,
+    pub _pad: u32,
+}
+
+/// Ring buffer record as the kernel builds it (only `size_of::<PayloadHeader>()
+/// + captured_len` bytes of it are sent).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PayloadRecord {
+    pub header: PayloadHeader,
+    pub data: [u8; CAPTURE_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 48 + 40 + 32);

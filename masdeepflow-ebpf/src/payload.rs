@@ -1,0 +1,151 @@
+//! Payload capture for parsed protocols, called from the traffic hooks
+//! (`sock_send_length`/`sock_recv_length`) in the process that moved the
+//! bytes. The user buffer is found from the syscall's saved registers
+//! (`bpf_task_pt_regs`), so no syscall entry hooks are needed.
+//!
+//! A connection's first payload decides: if it starts like HTTP/1.x every
+//! later send/receive is captured (up to `capture_bytes` of each); else
+//! nothing more is looked at. Syscalls without a user buffer (sendfile,
+//! splice, io_uring) are reported with their length and no bytes.
+use aya_ebpf::{
+    helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, bpf_task_pt_regs},
+    macros::map,
+    maps::PerCpuArray,
+};
+use masdeepflow_common::{
+    EventHeader, EventKind,
+    payload::{CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadRecord},
+    stats::lost_index,
+    tcp::SockState,
+};
+
+use crate::{
+    kernel::{current_process, offset, read_at},
+    maps::{EVENTS, count},
+};
+
+/// Where a payload record is built before it is copied to the ring buffer.
+#[map]
+static SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// How HTTP/1.x messages start: request methods, or a status line.
+const HTTP_STARTS: [[u8; 4]; 10] =
+    [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
+
+// x86_64 `struct pt_regs` (uapi layout) and syscall numbers.
+const REGS_SI: u32 = 104;
+const REGS_ORIG_AX: u32 = 120;
+const SYS_READ: u64 = 0;
+const SYS_WRITE: u64 = 1;
+const SYS_PREAD64: u64 = 17;
+const SYS_PWRITE64: u64 = 18;
+const SYS_READV: u64 = 19;
+const SYS_WRITEV: u64 = 20;
+const SYS_SENDTO: u64 = 44;
+const SYS_RECVFROM: u64 = 45;
+const SYS_SENDMSG: u64 = 46;
+const SYS_RECVMSG: u64 = 47;
+/// `struct msghdr`: `msg_iov` at 16.
+const MSGHDR_IOV: u64 = 16;
+
+/// The first user buffer of the running syscall and its length.
+#[inline(always)]
+fn user_buffer() -> Option<(u64, u64)> {
+    // SAFETY: helpers on the current task; the result is only read through
+    // bpf_probe_read_kernel.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let nr: u64 = read_at(regs, REGS_ORIG_AX).ok()?;
+    let arg1: u64 = read_at(regs, REGS_SI).ok()?;
+    let iov = match nr {
+        SYS_READ | SYS_WRITE | SYS_PREAD64 | SYS_PWRITE64 | SYS_SENDTO | SYS_RECVFROM => return Some((arg1, u64::MAX)),
+        SYS_READV | SYS_WRITEV => arg1,
+        SYS_SENDMSG | SYS_RECVMSG => {
+            // SAFETY: user memory read with the fault-tolerant helper.
+            unsafe { bpf_probe_read_user((arg1 + MSGHDR_IOV) as *const u64) }.ok()?
+        }
+        _ => return None,
+    };
+    // SAFETY: as above.
+    let (base, len) = unsafe { (bpf_probe_read_user(iov as *const u64).ok()?, bpf_probe_read_user((iov + 8) as *const u64).ok()?) };
+    Some((base, len))
+}
+
+#[inline(always)]
+pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
+    let limit = offset!(capture_bytes) as u64;
+    if limit == 0 {
+        return;
+    }
+    // SAFETY: `state` points at the live map value of this socket.
+    let protocol = unsafe { (*state).protocol };
+    if protocol == PROTO_OTHER {
+        return;
+    }
+    let buffer = user_buffer();
+    if protocol == PROTO_UNKNOWN {
+        let Some((buf, buf_len)) = buffer else { return };
+        if buf_len < 4 || len < 4 {
+            return;
+        }
+        // SAFETY: user memory read with the fault-tolerant helper.
+        let Ok(first) = (unsafe { bpf_probe_read_user(buf as *const [u8; 4]) }) else { return };
+        let mut http = false;
+        for start in HTTP_STARTS {
+            if first == start {
+                http = true;
+            }
+        }
+        // SAFETY: as above; a plain store of a u32 in the map value.
+        unsafe { (*state).protocol = if http { PROTO_HTTP } else { PROTO_OTHER } };
+        if !http {
+            return;
+        }
+    }
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: the per-CPU scratch slot is ours for this program run.
+    unsafe {
+        let s = *state;
+        (*rec).header = PayloadHeader {
+            header: EventHeader {
+                kind: EventKind::Payload as u32,
+                has_process: 1,
+                ts_ns: bpf_ktime_get_ns(),
+                process: current_process(),
+            },
+            endpoints: s.endpoints,
+            conn_id: s.id,
+            total_len: len as u64,
+            captured_len: 0,
+            direction: if sent { DIR_SENT } else { DIR_RECEIVED },
+            role: s.role,
+            _pad: 0,
+        };
+        let mut n: u64 = 0;
+        if let Some((buf, buf_len)) = buffer {
+            n = len as u64;
+            if buf_len < n {
+                n = buf_len;
+            }
+            if limit < n {
+                n = limit;
+            }
+            if n > CAPTURE_MAX as u64 {
+                n = CAPTURE_MAX as u64;
+            }
+            let n_usize = n as usize;
+            if n_usize > 0 && n_usize <= CAPTURE_MAX {
+                if bpf_probe_read_user_buf(buf as *const u8, &mut (&mut (*rec).data)[..n_usize]).is_err() {
+                    n = 0;
+                }
+            }
+        }
+        (*rec).header.captured_len = n as u32;
+        let size = core::mem::size_of::<PayloadHeader>() + (n as usize & (CAPTURE_MAX * 2 - 1));
+        let all = core::slice::from_raw_parts(rec as *const u8, core::mem::size_of::<PayloadRecord>());
+        if size <= all.len() {
+            if EVENTS.output::<[u8]>(&all[..size], 0).is_err() {
+                count(lost_index(EventKind::Payload as u32));
+            }
+        }
+    }
+}

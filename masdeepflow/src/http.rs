@@ -1,0 +1,176 @@
+//! HTTP/1.x exchanges from captured payloads: one parser per connection
+//! (`masdeepflow-proto`), fed in the order the kernel saw the syscalls.
+//! Bounded: at most [`HTTP_CONNECTIONS_MAX`] connections; each is freed
+//! when its `tcp_close` arrives or when the kernel no longer tracks it.
+use std::collections::{HashMap, HashSet};
+
+use masdeepflow_proto::{Direction, Exchange, ExchangeError, Http1Connection};
+
+use crate::{
+    decode::Payload,
+    event::{Connection, Event, Process, Time},
+};
+
+/// Most connections with parser state at once (the kernel tracks as many).
+pub const HTTP_CONNECTIONS_MAX: usize = 65536;
+
+struct Tracked {
+    parser: Http1Connection,
+    conn: Connection,
+    role: &'static str,
+    /// The process that sent (client) or received (server) the last request bytes.
+    process: Option<Process>,
+}
+
+#[derive(Default)]
+pub struct HttpTracker {
+    conns: HashMap<u64, Tracked>,
+    /// Payloads dropped because the table was full.
+    pub untracked: u64,
+}
+
+impl HttpTracker {
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn on_payload(&mut self, p: Payload, out: &mut Vec<Event>) {
+        if !self.conns.contains_key(&p.conn_id) && self.conns.len() >= HTTP_CONNECTIONS_MAX {
+            self.untracked += 1;
+            return;
+        }
+        let t = self.conns.entry(p.conn_id).or_insert_with(|| Tracked {
+            parser: Http1Connection::new(),
+            conn: p.conn.clone(),
+            role: p.role,
+            process: None,
+        });
+        // The client sends requests; the server receives them.
+        let to_server = p.sent == (p.role == "client");
+        let dir = if to_server { Direction::ClientToServer } else { Direction::ServerToClient };
+        if to_server {
+            t.process = Some(p.process);
+        }
+        t.parser.on_data(dir, &p.data, p.total_len, p.time.0);
+        drain(t, out);
+    }
+
+    /// The connection closed: requests still waiting are reported.
+    pub fn on_close(&mut self, conn_id: u64, time: Time, out: &mut Vec<Event>) {
+        if let Some(mut t) = self.conns.remove(&conn_id) {
+            t.parser.on_close(time.0);
+            drain(&mut t, out);
+        }
+    }
+
+    /// Forgets connections the kernel no longer tracks (their close was lost).
+    pub fn retain_live(&mut self, live: &HashSet<u64>) {
+        self.conns.retain(|id, _| live.contains(id));
+    }
+}
+
+fn drain(t: &mut Tracked, out: &mut Vec<Event>) {
+    let Tracked { parser, conn, role, process } = t;
+    for x in parser.drain() {
+        out.push(to_event(&x, conn, role, process));
+    }
+}
+
+fn error_name(e: ExchangeError) -> &'static str {
+    match e {
+        ExchangeError::NoResponse => "no_response",
+        ExchangeError::ResponseIncomplete => "response_incomplete",
+        ExchangeError::ResponseHeadNotCaptured => "response_head_not_captured",
+        ExchangeError::ParserGaveUp => "parser_gave_up",
+        _ => "unknown",
+    }
+}
+
+fn to_event(x: &Exchange, conn: &Connection, role: &'static str, process: &Option<Process>) -> Event {
+    Event::Http {
+        time: Time(x.request_ts_ns),
+        process: process.clone(),
+        role,
+        conn: conn.clone(),
+        method: x.method.as_str().to_string(),
+        path: x.target_lossy().into_owned(),
+        path_truncated: x.target_truncated,
+        host: x.host_lossy().map(|h| h.into_owned()),
+        status: x.status,
+        latency_ns: x.latency_ns(),
+        request_bytes: x.request_bytes,
+        response_bytes: x.response_bytes,
+        version: if x.version == 0 { "1.0" } else { "1.1" },
+        error: x.error.map(error_name),
+        approximate: x.approximate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Endpoint;
+
+    fn payload(conn_id: u64, role: &'static str, sent: bool, data: &[u8], total: u64, t: u64) -> Payload {
+        Payload {
+            time: Time(t),
+            process: Process { pid: 7, tid: 7, ppid: 1, uid: 0, comm: "x".into() },
+            conn: Connection {
+                src: Endpoint { ip: "127.0.0.1".into(), port: 40000 },
+                dst: Endpoint { ip: "127.0.0.1".into(), port: 80 },
+                family: "ipv4",
+            },
+            role,
+            conn_id,
+            sent,
+            total_len: total,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn server_side_exchange_and_unanswered_request() {
+        let mut h = HttpTracker::default();
+        let mut out = Vec::new();
+        let req = b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        h.on_payload(payload(1, "server", false, req, req.len() as u64, 100), &mut out);
+        let resp = b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\n";
+        h.on_payload(payload(1, "server", true, resp, resp.len() as u64 + 10, 350), &mut out);
+        h.on_payload(payload(1, "server", false, req, req.len() as u64, 400), &mut out);
+        assert_eq!(out.len(), 1);
+        let json = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!(json["method"], "GET");
+        assert_eq!(json["path"], "/a?b=1");
+        assert_eq!(json["host"], "h");
+        assert_eq!(json["status"], 404);
+        assert_eq!(json["latency_ns"], 250);
+        assert_eq!(json["request_bytes"], req.len());
+        assert_eq!(json["response_bytes"], resp.len() + 10);
+        assert_eq!(json["role"], "server");
+        assert_eq!(json["error"], serde_json::Value::Null);
+        h.on_close(1, Time(500), &mut out);
+        assert_eq!(out.len(), 2);
+        let json = serde_json::to_value(&out[1]).unwrap();
+        assert_eq!(json["status"], serde_json::Value::Null);
+        assert_eq!(json["error"], "no_response");
+        assert_eq!(h.len(), 0);
+    }
+
+    #[test]
+    fn client_side_direction_and_pruning() {
+        let mut h = HttpTracker::default();
+        let mut out = Vec::new();
+        let req = b"HEAD / HTTP/1.0\r\n\r\n";
+        h.on_payload(payload(2, "client", true, req, req.len() as u64, 10), &mut out);
+        let resp = b"HTTP/1.0 200 OK\r\nContent-Length: 99\r\n\r\n";
+        h.on_payload(payload(2, "client", false, resp, resp.len() as u64, 20), &mut out);
+        assert_eq!(out.len(), 1);
+        let json = serde_json::to_value(&out[0]).unwrap();
+        assert_eq!((json["method"].as_str(), json["status"].as_u64(), json["version"].as_str()), (Some("HEAD"), Some(200), Some("1.0")));
+        assert_eq!(json["process"]["pid"], 7);
+        h.on_payload(payload(3, "client", true, req, req.len() as u64, 30), &mut out);
+        assert_eq!(h.len(), 2);
+        h.retain_live(&HashSet::from([3]));
+        assert_eq!(h.len(), 1);
+    }
+}
