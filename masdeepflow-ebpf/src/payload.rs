@@ -70,6 +70,34 @@ fn user_buffer() -> Option<(u64, u64)> {
     Some((base, len))
 }
 
+/// Whether the first bytes of a connection look like HTTP/1.x. A first
+/// write shorter than four bytes counts when it is the start of one (a
+/// request line split across writes).
+#[inline(always)]
+fn starts_like_http(buf: u64, len: u64) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let mut first = [0u8; 4];
+    // SAFETY: user memory read with the fault-tolerant helper.
+    let n = if len < 4 { len as usize } else { 4 };
+    if unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first[..n]) }.is_err() {
+        return false;
+    }
+    for start in HTTP_STARTS {
+        let mut same = true;
+        for i in 0..4 {
+            if i < n && first[i] != start[i] {
+                same = false;
+            }
+        }
+        if same {
+            return true;
+        }
+    }
+    false
+}
+
 #[inline(always)]
 pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
     let limit = offset!(capture_bytes) as u64;
@@ -84,18 +112,8 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
     let buffer = user_buffer();
     if protocol == PROTO_UNKNOWN {
         let Some((buf, buf_len)) = buffer else { return };
-        if buf_len < 4 || len < 4 {
-            return;
-        }
-        // SAFETY: user memory read with the fault-tolerant helper.
-        let Ok(first) = (unsafe { bpf_probe_read_user(buf as *const [u8; 4]) }) else { return };
-        let mut http = false;
-        for start in HTTP_STARTS {
-            if first == start {
-                http = true;
-            }
-        }
-        // SAFETY: as above; a plain store of a u32 in the map value.
+        let http = starts_like_http(buf, buf_len.min(len as u64));
+        // SAFETY: a plain store of a u32 in the live map value.
         unsafe { (*state).protocol = if http { PROTO_HTTP } else { PROTO_OTHER } };
         if !http {
             return;

@@ -1,6 +1,8 @@
 //! Running the built agent as a user would, and waiting for its events.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
@@ -100,6 +102,22 @@ impl Agent {
         self.child.id()
     }
 
+    /// Reads events until `done(all events so far)` holds (bounded).
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.events) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                panic!("{what}: not reached within {timeout:?}; {} events seen", self.events.len());
+            };
+            if self.take(left).is_none() {
+                panic!("{what}: not reached within {timeout:?}; {} events seen", self.events.len());
+            }
+            // Read what is already there before checking again, so that
+            // checking stays cheap with many events.
+            while self.events.len() % 1024 != 0 && self.take(Duration::from_millis(50)).is_some() {}
+        }
+    }
+
     /// Sends `signal`, reads the rest of the output and waits for exit (bounded).
     pub fn stop_with(mut self, signal: i32) -> (Vec<Value>, ExitStatus, String) {
         // SAFETY: signalling our own child.
@@ -141,7 +159,12 @@ pub struct Peer {
 
 impl Peer {
     pub fn python(args: &[&str]) -> Peer {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helpers/tcp_peer.py");
+        Peer::script("tcp_peer.py", args)
+    }
+
+    /// Runs `tests/helpers/<name>` with python3.
+    pub fn script(name: &str, args: &[&str]) -> Peer {
+        let script = format!("{}/tests/helpers/{name}", env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
             .args(args)

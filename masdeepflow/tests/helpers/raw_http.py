@@ -1,0 +1,62 @@
+"""Raw-socket HTTP clients for the tests.
+
+pipeline PORT: one write with three requests (the last asks to close),
+read every response to EOF, print the local port.
+split PORT: one request written in three parts 50 ms apart, read to EOF,
+print the local port.
+churn PORT N: N connections, one request each (Connection: close).
+"""
+import socket
+import sys
+import time
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    return s
+
+def read_all(s):
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return data
+        data += d
+
+def pipeline(port):
+    s = connect(port)
+    reqs = (b"GET /small.txt?p=1 HTTP/1.1\r\nHost: pipe\r\n\r\n"
+            b"GET /small.txt?p=2 HTTP/1.1\r\nHost: pipe\r\n\r\n"
+            b"GET /missing?p=3 HTTP/1.1\r\nHost: pipe\r\nConnection: close\r\n\r\n")
+    s.sendall(reqs)
+    data = read_all(s)
+    print(s.getsockname()[1], flush=True)
+    print(data.count(b"HTTP/1.1 "), flush=True)
+    s.close()
+
+def split(port):
+    s = connect(port)
+    for part in (b"GE", b"T /small.txt?split=1 HTTP/1.1\r\nHo", b"st: split\r\nConnection: close\r\n\r\n"):
+        s.sendall(part)
+        time.sleep(0.05)
+    data = read_all(s)
+    print(s.getsockname()[1], flush=True)
+    print(data.split(b"\r\n")[0].decode(), flush=True)
+    s.close()
+
+def churn(port, n):
+    req = b"GET /small.txt HTTP/1.1\r\nHost: churn\r\nConnection: close\r\n\r\n"
+    for _ in range(n):
+        s = connect(port)
+        s.sendall(req)
+        read_all(s)
+        s.close()
+    print(n, flush=True)
+
+if __name__ == "__main__":
+    mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "pipeline":
+        pipeline(port)
+    elif mode == "split":
+        split(port)
+    else:
+        churn(port, int(sys.argv[3]))
