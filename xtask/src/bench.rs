@@ -29,10 +29,16 @@ pub struct Options {
     /// Seconds the idle agent is watched.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+    /// Seconds per wrk run in the HTTP cases.
+    #[arg(long, default_value_t = 5)]
+    http_secs: u64,
+    /// Only these cases (exec, tcp, idle, http); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// CPU seconds of this process and its waited-for children.
-fn cpu_seconds() -> f64 {
+pub fn cpu_seconds() -> f64 {
     let usage = |who| {
         // SAFETY: rusage is a plain out struct.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -233,8 +239,18 @@ pub fn run(opts: &Options) -> Result<()> {
         bail!("/bin/true is missing");
     }
     println!("# masdeepflow bench: alternating runs without and with the agent; medians and median ratios");
-    run_case("exec", opts)?;
-    run_case("tcp", opts)?;
-    idle(opts)?;
+    let wants = |c: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == c);
+    if wants("exec") {
+        run_case("exec", opts)?;
+    }
+    if wants("tcp") {
+        run_case("tcp", opts)?;
+    }
+    if wants("idle") {
+        idle(opts)?;
+    }
+    if wants("http") {
+        crate::bench_http::run(opts.pairs, opts.http_secs)?;
+    }
     Ok(())
 }

@@ -1,0 +1,282 @@
+//! `cargo xtask bench` HTTP cases: nginx serving a small static file to
+//! wrk over keep-alive connections, at saturation and at a fixed rate
+//! (about 10k req/s, paced with wrk's Lua `delay`), in rounds of three runs:
+//! no tracer, the agent (`--events http`), and a bpftrace peer that
+//! captures the same syscalls' payloads. Reports medians and median ratios.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::setup::agent_path;
+
+/// The peer: the payload of every socket read/write of nginx and wrk,
+/// 64 bytes of it, printed (the classic bpftrace way of doing this).
+const BPFTRACE_PEER: &str = r#"
+tracepoint:syscalls:sys_enter_read, tracepoint:syscalls:sys_enter_write
+/comm == "nginx" || comm == "wrk"/ { @buf[tid] = (uint64)args->buf; }
+tracepoint:syscalls:sys_enter_recvfrom
+/comm == "nginx" || comm == "wrk"/ { @buf[tid] = (uint64)args->ubuf; }
+tracepoint:syscalls:sys_enter_sendto
+/comm == "nginx" || comm == "wrk"/ { @buf[tid] = (uint64)args->buff; }
+tracepoint:syscalls:sys_exit_read, tracepoint:syscalls:sys_exit_write,
+tracepoint:syscalls:sys_exit_recvfrom, tracepoint:syscalls:sys_exit_sendto
+/@buf[tid] && args->ret > 0/ { printf("%d %d %r\n", pid, args->ret, buf((uint8 *)@buf[tid], 64)); delete(@buf[tid]); }
+"#;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tracer {
+    None,
+    Agent,
+    Bpftrace,
+}
+
+impl Tracer {
+    fn name(self) -> &'static str {
+        match self {
+            Tracer::None => "none",
+            Tracer::Agent => "masdeepflow",
+            Tracer::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+struct Run {
+    rps: f64,
+    p99_ms: f64,
+    requests: u64,
+    /// CPU seconds of nginx + wrk + the tracer.
+    cpu: f64,
+    /// Events reported / requests made (agent: http events of both sides / 2).
+    completeness: f64,
+    lost: u64,
+}
+
+fn ticks_to_s(t: u64) -> f64 {
+    // SAFETY: no preconditions.
+    t as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// utime+stime of a process and its children that were waited for.
+fn proc_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    ticks_to_s(f[11] + f[12] + f[13] + f[14])
+}
+
+/// CPU of nginx: master and its workers.
+fn nginx_cpu(master: u32) -> f64 {
+    let mut total = proc_cpu(master);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()));
+        if ppid == Some(master) {
+            total += proc_cpu(pid);
+        }
+    }
+    total
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start() -> Result<Nginx> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("masdeepflow-bench-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("www"))?;
+        std::fs::write(dir.join("www/index.html"), vec![b'x'; 612])?;
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "daemon off;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
+                 http {{ access_log off; keepalive_requests 10000000; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+                 server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+                d = dir.display()
+            ),
+        )?;
+        let child = Command::new("nginx").arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf")).spawn().context("starting nginx")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nginx did not listen within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Nginx { child, port, dir })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A tracer process whose stdout is counted line by line.
+struct Traced {
+    child: Child,
+    http_lines: Arc<Mutex<u64>>,
+    last_stats: Arc<Mutex<String>>,
+}
+
+fn start_tracer(tracer: Tracer, port: u16) -> Result<Option<Traced>> {
+    let mut cmd = match tracer {
+        Tracer::None => return Ok(None),
+        Tracer::Agent => {
+            let mut c = Command::new(agent_path());
+            c.args(["--events", "http", "--port", &port.to_string(), "--stats-interval", "3600s"]);
+            c
+        }
+        Tracer::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", BPFTRACE_PEER]);
+            c
+        }
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {}", tracer.name()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let http_lines = Arc::new(Mutex::new(0u64));
+    let last_stats = Arc::new(Mutex::new(String::new()));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    {
+        let (http_lines, last_stats) = (http_lines.clone(), last_stats.clone());
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(tx) = ready.take_if(|_| line.contains("agent_start") || line.starts_with("Attaching")) {
+                    let _ = tx.send(());
+                }
+                if line.contains("\"type\":\"http\"") {
+                    *http_lines.lock().expect("lock") += 1;
+                } else if line.contains("agent_stats") {
+                    *last_stats.lock().expect("lock") = line;
+                }
+            }
+        });
+    }
+    ready_rx.recv_timeout(Duration::from_secs(60)).with_context(|| format!("{} did not start within 60 s", tracer.name()))?;
+    if tracer == Tracer::Bpftrace {
+        // bpftrace prints "Attaching N probes..." before attaching them.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Ok(Some(Traced { child, http_lines, last_stats }))
+}
+
+/// Runs wrk; `paced` adds a Lua delay per request for a fixed rate.
+fn wrk(port: u16, secs: u64, paced: bool) -> Result<(f64, f64, u64, f64)> {
+    let cpu0 = crate::bench::cpu_seconds();
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "--latency", "-d", &format!("{secs}s")]);
+    let script;
+    if paced {
+        // 12 connections, each waiting 1 ms between requests: about 10k req/s.
+        script = std::env::temp_dir().join(format!("masdeepflow-wrk-{}.lua", std::process::id()));
+        std::fs::write(&script, "function delay() return 1 end\n")?;
+        cmd.args(["-c12", "-s"]).arg(&script);
+    } else {
+        cmd.arg("-c50");
+    }
+    let out = cmd.arg(format!("http://127.0.0.1:{port}/index.html")).output().context("wrk (apt-get install wrk)")?;
+    if !out.status.success() {
+        bail!("wrk failed");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps: f64 = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).context("no Requests/sec")?.trim().parse()?;
+    let requests: u64 = text.lines().find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.to_string())).context("no request count")?.trim().parse()?;
+    let p99 = text.lines().find_map(|l| l.trim().strip_prefix("99%")).context("no p99")?.trim();
+    let p99_ms = if let Some(us) = p99.strip_suffix("us") {
+        us.parse::<f64>()? / 1000.0
+    } else if let Some(ms) = p99.strip_suffix("ms") {
+        ms.parse::<f64>()?
+    } else if let Some(s) = p99.strip_suffix('s') {
+        s.parse::<f64>()? * 1000.0
+    } else {
+        bail!("odd p99 {p99}")
+    };
+    Ok((rps, p99_ms, requests, crate::bench::cpu_seconds() - cpu0))
+}
+
+fn one_run(nginx: &Nginx, tracer: Tracer, secs: u64, paced: bool) -> Result<Run> {
+    let traced = start_tracer(tracer, nginx.port)?;
+    let n0 = nginx_cpu(nginx.child.id());
+    let t0 = traced.as_ref().map_or(0.0, |t| proc_cpu(t.child.id()));
+    let (rps, p99_ms, requests, wrk_cpu) = wrk(nginx.port, secs, paced)?;
+    // Let the tracer drain what the kernel queued, then stop it.
+    std::thread::sleep(Duration::from_millis(500));
+    let tracer_cpu = traced.as_ref().map_or(0.0, |t| proc_cpu(t.child.id()) - t0);
+    let nginx_cpu = nginx_cpu(nginx.child.id()) - n0;
+    let (mut completeness, mut lost) = (1.0, 0);
+    if let Some(mut t) = traced {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(t.child.id() as i32, libc::SIGINT) };
+        let _ = t.child.wait();
+        std::thread::sleep(Duration::from_millis(200));
+        if tracer == Tracer::Agent {
+            completeness = (*t.http_lines.lock().expect("lock") as f64 / 2.0 / requests as f64).min(1.0);
+            let stats: serde_json::Value = serde_json::from_str(&t.last_stats.lock().expect("lock")).unwrap_or_default();
+            let sum = |v: &serde_json::Value| v.as_object().map_or(0, |m| m.values().filter_map(|x| x.as_u64()).sum::<u64>());
+            lost = sum(&stats["lost"]["kernel_ring_buffer"]) + sum(&stats["lost"]["user_queue"]);
+        }
+    }
+    Ok(Run { rps, p99_ms, requests, cpu: wrk_cpu + nginx_cpu + tracer_cpu, completeness, lost })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
+}
+
+pub fn run(pairs: usize, secs: u64) -> Result<()> {
+    for tool in ["nginx", "wrk", "bpftrace"] {
+        if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.stdout.is_empty() {
+            bail!("{tool} is missing (apt-get install nginx wrk bpftrace)");
+        }
+    }
+    let nginx = Nginx::start()?;
+    for (label, paced) in [("saturation (wrk -c50)", false), ("fixed rate (~10k req/s, wrk -c12 with a 1 ms Lua delay)", true)] {
+        let tracers = [Tracer::None, Tracer::Agent, Tracer::Bpftrace];
+        let mut runs: Vec<Vec<Run>> = tracers.iter().map(|_| Vec::new()).collect();
+        for round in 0..pairs {
+            for (i, t) in tracers.iter().enumerate() {
+                runs[i].push(one_run(&nginx, *t, secs, paced)?);
+            }
+            eprintln!("bench http {label}: round {}/{pairs} done", round + 1);
+        }
+        println!("## http, {label}, {pairs} rounds of {secs} s");
+        let base = &runs[0];
+        for (i, t) in tracers.iter().enumerate() {
+            let r = &runs[i];
+            let thr_ratio = median(r.iter().zip(base).map(|(x, b)| x.rps / b.rps).collect());
+            let p99_ratio = median(r.iter().zip(base).map(|(x, b)| x.p99_ms / b.p99_ms).collect());
+            let us_per_req = median(r.iter().map(|x| x.cpu / x.requests as f64 * 1e6).collect());
+            let added = median(r.iter().zip(base).map(|(x, b)| (x.cpu / x.requests as f64 - b.cpu / b.requests as f64) * 1e6).collect());
+            println!(
+                "{:<12} req/s median {:>9.0}  throughput ratio {:.3}  p99 {:.3} ms (ratio {:.2})  CPU {:.1} us/req (added {:+.1})  completeness min {:.4}  lost max {}",
+                t.name(),
+                median(r.iter().map(|x| x.rps).collect()),
+                thr_ratio,
+                median(r.iter().map(|x| x.p99_ms).collect()),
+                p99_ratio,
+                us_per_req,
+                added,
+                r.iter().map(|x| x.completeness).fold(f64::INFINITY, f64::min),
+                r.iter().map(|x| x.lost).max().unwrap_or(0)
+            );
+        }
+    }
+    Ok(())
+}
