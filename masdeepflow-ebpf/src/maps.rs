@@ -45,3 +45,17 @@ pub unsafe fn atomic_add(counter: *mut u64, n: u64) {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, n);
     }
 }
+
+/// Ring buffer bytes waiting before a payload record wakes the agent; below
+/// it the agent's 25 ms drain timer picks records up. High-rate payload
+/// records so cost one wake-up per batch instead of one each.
+const WAKEUP_BYTES: u64 = 64 * 1024;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Flags for `EVENTS.output` of a high-rate record.
+#[inline(always)]
+pub fn batched_wakeup() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+}

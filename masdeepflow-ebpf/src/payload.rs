@@ -21,7 +21,7 @@ use masdeepflow_common::{
 
 use crate::{
     kernel::{current_process, offset, read_at},
-    maps::{EVENTS, count},
+    maps::{EVENTS, batched_wakeup, count},
 };
 
 /// Where a payload record is built before it is copied to the ring buffer.
@@ -161,7 +161,7 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
         let size = core::mem::size_of::<PayloadHeader>() + (n as usize & (CAPTURE_MAX * 2 - 1));
         let all = core::slice::from_raw_parts(rec as *const u8, core::mem::size_of::<PayloadRecord>());
         if size <= all.len() {
-            if EVENTS.output::<[u8]>(&all[..size], 0).is_err() {
+            if EVENTS.output::<[u8]>(&all[..size], batched_wakeup()).is_err() {
                 count(lost_index(EventKind::Payload as u32));
             }
         }

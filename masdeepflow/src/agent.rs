@@ -2,7 +2,6 @@
 //! writer thread -> stdout, plus the flow and stats timers and signals.
 use std::{
     collections::BTreeMap,
-    sync::mpsc::{SyncSender, TrySendError, sync_channel},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -26,6 +25,7 @@ use crate::{
     kernel::{config, privileges, tracefs},
     loader,
     pipeline::Pipeline,
+    queue::{self, Queue},
     writer::{self, WriterEnd},
 };
 
@@ -69,7 +69,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let clock = Clock::new();
     let mut pipeline = Pipeline::new(&args, clock);
-    let (tx, rx) = sync_channel::<Event>(args.queue_size as usize);
+    let (tx, rx) = queue::bounded(args.queue_size as usize);
     let (end_tx, end_rx) = tokio::sync::oneshot::channel();
     let format = args.format;
     let types = pipeline.event_types();
@@ -86,7 +86,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         probes: loaded.attached.clone(),
         events: args.events.iter().map(|f| f.name()).collect(),
     };
-    let _ = tx.send(start);
+    tx.push_always(start);
 
     let outcome = runtime.block_on(async {
         // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
@@ -111,7 +111,7 @@ async fn main_loop(
     maps: &mut Maps,
     pipeline: &mut Pipeline,
     clock: &Clock,
-    tx: &SyncSender<Event>,
+    tx: &Queue,
     mut writer_end: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<Outcome> {
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -121,6 +121,10 @@ async fn main_loop(
     flow_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stats_timer = interval_at(now + args.stats_interval, args.stats_interval);
     stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Payload records do not wake us one by one (see the kernel's
+    // `batched_wakeup`): drain on this timer too.
+    let mut drain_timer = tokio::time::interval(std::time::Duration::from_millis(25));
+    drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut loss = QueueLoss::default();
     let mut batch = Vec::new();
 
@@ -131,13 +135,16 @@ async fn main_loop(
                 drain_ring(guard.get_inner_mut(), pipeline, clock, tx, &mut loss, &mut batch);
                 guard.clear_ready();
             }
+            _ = drain_timer.tick() => {
+                drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+            }
             _ = flow_timer.tick() => {
                 let sockets: Vec<SockState> = maps.sockets.iter().filter_map(|r| r.ok()).map(|(_, v)| v).collect();
                 pipeline.on_flow_tick(sockets, &mut batch);
                 queue(tx, &mut batch, &mut loss);
             }
             _ = stats_timer.tick() => {
-                send_stats(maps, clock, tx, &loss, pipeline);
+                send_stats(maps, clock, tx, &loss, pipeline, false);
             }
             _ = sigint.recv() => break Outcome::Stopped,
             _ = sigterm.recv() => break Outcome::Stopped,
@@ -147,7 +154,7 @@ async fn main_loop(
     if let Outcome::Stopped = outcome {
         // What the kernel wrote before we stopped is still reported.
         drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
-        send_stats(maps, clock, tx, &loss, pipeline);
+        send_stats(maps, clock, tx, &loss, pipeline, true);
     }
     Ok(outcome)
 }
@@ -156,7 +163,7 @@ fn drain_ring(
     ring: &mut RingBuf<MapData>,
     pipeline: &mut Pipeline,
     clock: &Clock,
-    tx: &SyncSender<Event>,
+    tx: &Queue,
     loss: &mut QueueLoss,
     batch: &mut Vec<Event>,
 ) {
@@ -166,23 +173,20 @@ fn drain_ring(
             Err(e) => log::warn!("dropping a malformed ring buffer record: {e}"),
         }
         drop(item);
-        queue(tx, batch, loss);
+        if batch.len() >= 512 {
+            queue(tx, batch, loss);
+        }
     }
+    queue(tx, batch, loss);
 }
 
 /// Hands events to the writer without waiting; what does not fit is lost
 /// and counted.
-fn queue(tx: &SyncSender<Event>, batch: &mut Vec<Event>, loss: &mut QueueLoss) {
-    for event in batch.drain(..) {
-        match tx.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(e)) => *loss.by_type.entry(e.type_name()).or_insert(0) += 1,
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
+fn queue(tx: &Queue, batch: &mut Vec<Event>, loss: &mut QueueLoss) {
+    tx.push(batch, |e| *loss.by_type.entry(e.type_name()).or_insert(0) += 1);
 }
 
-fn send_stats(maps: &Maps, clock: &Clock, tx: &SyncSender<Event>, loss: &QueueLoss, pipeline: &mut Pipeline) {
+fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline: &mut Pipeline, last: bool) {
     // Parser state of connections the kernel no longer tracks is dropped
     // here, so user-space tables follow the kernel's.
     let live: std::collections::HashSet<u64> = maps.sockets.iter().filter_map(|r| r.ok()).map(|(_, s)| s.id).collect();
@@ -209,8 +213,14 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &SyncSender<Event>, loss: &QueueLo
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
         tables,
     };
-    // Stats are never dropped: wait for room (the kernel side does not wait).
-    let _ = tx.send(stats);
+    // Counts are cumulative, so a periodic line that finds the queue full
+    // is skipped without losing anything; the final one is always written.
+    if last {
+        tx.push_always(stats);
+    } else if tx.has_room(1) {
+        let mut one = vec![stats];
+        tx.push(&mut one, |_| {});
+    }
 }
 
 fn kernel_kind_name(kind: EventKind) -> &'static str {

@@ -18,6 +18,7 @@ mod loader;
 mod names;
 mod output;
 mod pipeline;
+mod queue;
 mod writer;
 
 fn main() -> ExitCode {

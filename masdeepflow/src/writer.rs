@@ -4,10 +4,9 @@
 use std::{
     collections::BTreeMap,
     io::{self, BufWriter, Write},
-    sync::mpsc::{Receiver, TryRecvError},
 };
 
-use crate::{cli::Format, event::Event, output::write_event};
+use crate::{cli::Format, event::Event, output::write_event, queue::QueueReader};
 
 /// How the writer stopped.
 #[derive(Debug)]
@@ -21,28 +20,32 @@ pub enum WriterEnd {
 
 /// Writes events until the queue closes. `agent_stats` records get the
 /// count of events written before them.
-pub fn run(rx: Receiver<Event>, format: Format, mut emitted: BTreeMap<&'static str, u64>, out: impl Write) -> WriterEnd {
+pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, u64>, out: impl Write) -> WriterEnd {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let result = (|| -> io::Result<()> {
         loop {
-            let mut event = match rx.try_recv() {
-                Ok(e) => e,
-                Err(TryRecvError::Empty) => {
+            let batch = match rx.next(false) {
+                Ok(b) => b,
+                Err(true) => return Ok(()),
+                Err(false) => {
                     out.flush()?;
-                    match rx.recv() {
-                        Ok(e) => e,
+                    match rx.next(true) {
+                        Ok(b) => b,
                         Err(_) => return Ok(()),
                     }
                 }
-                Err(TryRecvError::Disconnected) => return Ok(()),
             };
-            if let Event::AgentStats { emitted: counts, .. } = &mut event {
-                counts.clone_from(&emitted);
+            let n = batch.len();
+            for mut event in batch {
+                if let Event::AgentStats { emitted: counts, .. } = &mut event {
+                    counts.clone_from(&emitted);
+                }
+                write_event(&mut out, &event, format)?;
+                if !matches!(event, Event::AgentStart { .. } | Event::AgentStats { .. }) {
+                    *emitted.entry(event.type_name()).or_insert(0) += 1;
+                }
             }
-            write_event(&mut out, &event, format)?;
-            if !matches!(event, Event::AgentStart { .. } | Event::AgentStats { .. }) {
-                *emitted.entry(event.type_name()).or_insert(0) += 1;
-            }
+            rx.done(n);
         }
     })()
     .and_then(|()| out.flush());
