@@ -7,6 +7,7 @@
 //! compile time at the bottom of each module.
 #![no_std]
 
+pub mod cgroup;
 pub mod config;
 pub mod payload;
 pub mod process;
@@ -27,17 +28,23 @@ pub enum EventKind {
     TcpClose = 5,
     /// A [`payload::PayloadHeader`] and its captured bytes.
     Payload = 6,
+    /// A cgroup was created ([`cgroup::CgroupRecord`]).
+    CgroupMkdir = 7,
+    /// A cgroup was removed ([`cgroup::CgroupRecord`]).
+    CgroupRmdir = 8,
 }
 
 impl EventKind {
     /// Every kind, in id order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::ProcessExec,
         EventKind::ProcessExit,
         EventKind::TcpConnect,
         EventKind::TcpAccept,
         EventKind::TcpClose,
         EventKind::Payload,
+        EventKind::CgroupMkdir,
+        EventKind::CgroupRmdir,
     ];
 
     pub const fn from_u32(v: u32) -> Option<EventKind> {
@@ -48,6 +55,8 @@ impl EventKind {
             4 => Some(EventKind::TcpAccept),
             5 => Some(EventKind::TcpClose),
             6 => Some(EventKind::Payload),
+            7 => Some(EventKind::CgroupMkdir),
+            8 => Some(EventKind::CgroupRmdir),
             _ => None,
         }
     }
@@ -63,6 +72,7 @@ impl EventKind {
                 core::mem::size_of::<tcp::TcpRecord>()
             }
             EventKind::Payload => core::mem::size_of::<payload::PayloadHeader>(),
+            EventKind::CgroupMkdir | EventKind::CgroupRmdir => core::mem::size_of::<cgroup::CgroupRecord>(),
         }
     }
 }
@@ -72,6 +82,9 @@ impl EventKind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessInfo {
+    /// Id of the task's cgroup in the cgroup2 hierarchy
+    /// (`bpf_get_current_cgroup_id`): the inode of its directory.
+    pub cgroup_id: u64,
     /// Thread-group id (what user space calls the pid).
     pub pid: u32,
     /// Thread id.
@@ -95,5 +108,5 @@ pub struct EventHeader {
     pub process: ProcessInfo,
 }
 
-const _: () = assert!(core::mem::size_of::<ProcessInfo>() == 32);
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
+const _: () = assert!(core::mem::size_of::<ProcessInfo>() == 40);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);

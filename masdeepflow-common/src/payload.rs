@@ -43,4 +43,4 @@ pub struct PayloadRecord {
     pub data: [u8; CAPTURE_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 48 + 40 + 32);
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32);

@@ -30,5 +30,5 @@ pub struct ExitRecord {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 48 + 16 + FILENAME_MAX + ARGS_MAX);
-const _: () = assert!(core::mem::size_of::<ExitRecord>() == 56);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 56 + 16 + FILENAME_MAX + ARGS_MAX);
+const _: () = assert!(core::mem::size_of::<ExitRecord>() == 64);

@@ -74,9 +74,9 @@ pub struct TcpRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoints>() == 40);
-const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 32 + 8);
-const _: () = assert!(core::mem::size_of::<PendingConnect>() == 40);
-const _: () = assert!(core::mem::size_of::<TcpRecord>() == 48 + 40 + 8 + 24 + 8);
+const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 40 + 8);
+const _: () = assert!(core::mem::size_of::<PendingConnect>() == 48);
+const _: () = assert!(core::mem::size_of::<TcpRecord>() == 56 + 40 + 8 + 24 + 8);
 
 #[cfg(feature = "user")]
 mod user {

@@ -1,7 +1,7 @@
 //! Reading the current task and kernel structs at offsets the agent took
 //! from the running kernel's BTF (see `masdeepflow_common::config`).
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
     bpf_get_current_uid_gid, bpf_probe_read_kernel,
 };
 use masdeepflow_common::{ProcessInfo, config::KernelConfig};
@@ -66,6 +66,8 @@ pub fn current_process() -> ProcessInfo {
         read_at(parent, offset!(task_tgid)).unwrap_or(0)
     };
     ProcessInfo {
+        // SAFETY: a helper with no preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         ppid,

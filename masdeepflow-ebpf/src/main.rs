@@ -10,6 +10,7 @@
 #![feature(core_intrinsics)]
 
 mod accept;
+mod cgroup;
 mod kernel;
 mod maps;
 mod payload;

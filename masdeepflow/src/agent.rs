@@ -21,7 +21,7 @@ use crate::{
     cli::RunArgs,
     clock::Clock,
     decode::decode,
-    event::{Event, Lost, Time},
+    event::{Event, Lost, Output, Time},
     kernel::{config, privileges, tracefs},
     loader,
     pipeline::Pipeline,
@@ -68,7 +68,8 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let clock = Clock::new();
-    let mut pipeline = Pipeline::new(&args, clock);
+    let containers = crate::containers::cgroup2_root().map(|root| crate::containers::Containers::from_tree(&root)).unwrap_or_default();
+    let mut pipeline = Pipeline::new(&args, clock, containers);
     let (tx, rx) = queue::bounded(args.queue_size as usize);
     let (end_tx, end_rx) = tokio::sync::oneshot::channel();
     let format = args.format;
@@ -86,7 +87,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         probes: loaded.attached.clone(),
         events: args.events.iter().map(|f| f.name()).collect(),
     };
-    tx.push_always(start);
+    tx.push_always(Output::plain(start));
 
     let outcome = runtime.block_on(async {
         // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
@@ -122,11 +123,12 @@ async fn main_loop(
     let mut stats_timer = interval_at(now + args.stats_interval, args.stats_interval);
     stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Payload records do not wake us one by one (see the kernel's
-    // `batched_wakeup`): drain on this timer too.
-    let mut drain_timer = tokio::time::interval(std::time::Duration::from_millis(25));
+    // `batched_wakeup`): with HTTP on, drain on this timer too.
+    let drain_period = if args.events.contains(&crate::cli::Family::Http) { 25 } else { 3_600_000 };
+    let mut drain_timer = tokio::time::interval(std::time::Duration::from_millis(drain_period));
     drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut loss = QueueLoss::default();
-    let mut batch = Vec::new();
+    let mut batch = Batch::default();
 
     let outcome = loop {
         tokio::select! {
@@ -140,8 +142,8 @@ async fn main_loop(
             }
             _ = flow_timer.tick() => {
                 let sockets: Vec<SockState> = maps.sockets.iter().filter_map(|r| r.ok()).map(|(_, v)| v).collect();
-                pipeline.on_flow_tick(sockets, &mut batch);
-                queue(tx, &mut batch, &mut loss);
+                pipeline.on_flow_tick(sockets, &mut batch.events);
+                batch.flush(pipeline, tx, &mut loss);
             }
             _ = stats_timer.tick() => {
                 send_stats(maps, clock, tx, &loss, pipeline, false);
@@ -159,31 +161,34 @@ async fn main_loop(
     Ok(outcome)
 }
 
-fn drain_ring(
-    ring: &mut RingBuf<MapData>,
-    pipeline: &mut Pipeline,
-    clock: &Clock,
-    tx: &Queue,
-    loss: &mut QueueLoss,
-    batch: &mut Vec<Event>,
-) {
+/// Events on their way from the pipeline to the queue.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    lines: Vec<Output>,
+}
+
+impl Batch {
+    /// Enriches the events and hands them to the writer without waiting;
+    /// what does not fit is lost and counted.
+    fn flush(&mut self, pipeline: &mut Pipeline, tx: &Queue, loss: &mut QueueLoss) {
+        pipeline.enrich_into(&mut self.events, &mut self.lines);
+        tx.push(&mut self.lines, |l| *loss.by_type.entry(l.event.type_name()).or_insert(0) += 1);
+    }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, clock: &Clock, tx: &Queue, loss: &mut QueueLoss, batch: &mut Batch) {
     while let Some(item) = ring.next() {
         match decode(&item, clock) {
-            Ok(event) => pipeline.on_record(event, batch),
+            Ok(record) => pipeline.on_record(record, &mut batch.events),
             Err(e) => log::warn!("dropping a malformed ring buffer record: {e}"),
         }
         drop(item);
-        if batch.len() >= 512 {
-            queue(tx, batch, loss);
+        if batch.events.len() >= 512 {
+            batch.flush(pipeline, tx, loss);
         }
     }
-    queue(tx, batch, loss);
-}
-
-/// Hands events to the writer without waiting; what does not fit is lost
-/// and counted.
-fn queue(tx: &Queue, batch: &mut Vec<Event>, loss: &mut QueueLoss) {
-    tx.push(batch, |e| *loss.by_type.entry(e.type_name()).or_insert(0) += 1);
+    batch.flush(pipeline, tx, loss);
 }
 
 fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline: &mut Pipeline, last: bool) {
@@ -191,6 +196,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
     // here, so user-space tables follow the kernel's.
     let live: std::collections::HashSet<u64> = maps.sockets.iter().filter_map(|r| r.ok()).map(|(_, s)| s.id).collect();
     pipeline.retain_live_connections(&live);
+    pipeline.prune_cgroups();
     let mut tables = BTreeMap::new();
     tables.insert("kernel_sockets", live.len() as u64);
     tables.insert("kernel_connecting", maps.connecting.keys().filter(|k| k.is_ok()).count() as u64);
@@ -216,9 +222,9 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
     // Counts are cumulative, so a periodic line that finds the queue full
     // is skipped without losing anything; the final one is always written.
     if last {
-        tx.push_always(stats);
+        tx.push_always(Output::plain(stats));
     } else if tx.has_room(1) {
-        let mut one = vec![stats];
+        let mut one = vec![Output::plain(stats)];
         tx.push(&mut one, |_| {});
     }
 }
@@ -231,6 +237,8 @@ fn kernel_kind_name(kind: EventKind) -> &'static str {
         EventKind::TcpAccept => "tcp_accept",
         EventKind::TcpClose => "tcp_close",
         EventKind::Payload => "payload",
+        EventKind::CgroupMkdir => "cgroup_mkdir",
+        EventKind::CgroupRmdir => "cgroup_rmdir",
     }
 }
 

@@ -64,6 +64,16 @@ pub struct RunArgs {
     /// Only connection events (tcp, flow, http) with one of these ports on either end.
     #[arg(long, value_delimiter = ',')]
     pub port: Vec<u16>,
+    /// Only events of processes in pods of these Kubernetes namespaces.
+    #[arg(long, value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// Only events of processes in these pods (names).
+    #[arg(long, value_delimiter = ',')]
+    pub pod: Vec<String>,
+    /// This node's name, for watching its pods (default: $NODE_NAME). Without
+    /// it, or without a reachable cluster, events carry container ids only.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Payload bytes copied per send/receive on HTTP connections (bytes past
     /// them are counted, not read).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=4096))]

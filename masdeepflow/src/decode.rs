@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use masdeepflow_common::{
     COMM_LEN, EventHeader, EventKind, ProcessInfo,
+    cgroup::CgroupRecord,
     payload::{DIR_SENT, PayloadHeader},
     process::{ExecRecord, ExitRecord},
     tcp::{AF_INET, AF_INET6, Endpoints, ROLE_CLIENT, TcpRecord},
@@ -41,7 +42,7 @@ pub fn kind(bytes: &[u8]) -> Result<EventKind, DecodeError> {
 
 /// Bytes a connection's owner sent or received, as far as captured.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Payload {
+pub struct Payload<'a> {
     pub time: Time,
     pub process: Process,
     pub conn: Connection,
@@ -51,19 +52,23 @@ pub struct Payload {
     pub sent: bool,
     /// Bytes the syscall moved; `data` holds the first of them.
     pub total_len: u64,
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
 }
 
 /// A decoded ring buffer record: an event to report, or input for a
 /// protocol parser.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Record {
+pub enum Record<'a> {
     Event(Event),
-    Payload(Payload),
+    /// Borrowed from the ring buffer: parse it before the next record.
+    Payload(Payload<'a>),
+    /// A cgroup2 directory was created (`path` relative to the root).
+    CgroupMkdir { id: u64, path: String },
+    CgroupRmdir { id: u64 },
 }
 
 /// Decodes one ring buffer record.
-pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
+pub fn decode<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Record<'a>, DecodeError> {
     let kind = kind(bytes)?;
     if bytes.len() < kind.record_size() {
         return Err(DecodeError::Short(bytes.len()));
@@ -73,10 +78,19 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Record, DecodeError> {
         EventKind::ProcessExit => exit(&read::<ExitRecord>(bytes)?, clock),
         EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpClose => tcp(kind, &read::<TcpRecord>(bytes)?, clock),
         EventKind::Payload => return payload(bytes, clock).map(Record::Payload),
+        EventKind::CgroupMkdir | EventKind::CgroupRmdir => {
+            let r: CgroupRecord = read(bytes)?;
+            return Ok(if kind == EventKind::CgroupMkdir {
+                let len = (r.path_len as usize).min(r.path.len());
+                Record::CgroupMkdir { id: r.id, path: c_string(&r.path[..len]) }
+            } else {
+                Record::CgroupRmdir { id: r.id }
+            });
+        }
     }))
 }
 
-fn payload(bytes: &[u8], clock: &Clock) -> Result<Payload, DecodeError> {
+fn payload<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Payload<'a>, DecodeError> {
     let h: PayloadHeader = read(bytes)?;
     let data = &bytes[size_of::<PayloadHeader>()..];
     let captured = (h.captured_len as usize).min(data.len());
@@ -88,7 +102,7 @@ fn payload(bytes: &[u8], clock: &Clock) -> Result<Payload, DecodeError> {
         conn_id: h.conn_id,
         sent: h.direction == DIR_SENT,
         total_len: h.total_len.max(captured as u64),
-        data: data[..captured].to_vec(),
+        data: &data[..captured],
     })
 }
 
@@ -98,7 +112,7 @@ fn c_string(bytes: &[u8]) -> String {
 }
 
 pub fn process(p: &ProcessInfo) -> Process {
-    Process { pid: p.pid, tid: p.tid, ppid: p.ppid, uid: p.uid, comm: c_string(&p.comm[..COMM_LEN]) }
+    Process { cgroup_id: p.cgroup_id, pid: p.pid, tid: p.tid, ppid: p.ppid, uid: p.uid, comm: c_string(&p.comm[..COMM_LEN]) }
 }
 
 fn time(header: &EventHeader, clock: &Clock) -> Time {
@@ -198,7 +212,7 @@ mod tests {
     fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         match super::decode(bytes, clock)? {
             Record::Event(e) => Ok(e),
-            Record::Payload(p) => panic!("unexpected payload {p:?}"),
+            other => panic!("unexpected record {other:?}"),
         }
     }
 
@@ -214,7 +228,7 @@ mod tests {
             kind: kind as u32,
             has_process: 1,
             ts_ns: 2_000,
-            process: ProcessInfo { pid: 10, tid: 11, ppid: 1, uid: 1000, comm },
+            process: ProcessInfo { cgroup_id: 0, pid: 10, tid: 11, ppid: 1, uid: 1000, comm },
         }
     }
 
@@ -235,7 +249,7 @@ mod tests {
             panic!("not an exec")
         };
         assert_eq!(time, Time(1_000_002_000));
-        assert_eq!(process, Process { pid: 10, tid: 11, ppid: 1, uid: 1000, comm: "curl".into() });
+        assert_eq!(process, Process { cgroup_id: 0, pid: 10, tid: 11, ppid: 1, uid: 1000, comm: "curl".into() });
         assert_eq!(filename, "/bin/echo");
         assert_eq!(args, vec!["echo".to_string(), "a \"q\"\nb".into(), "\u{fffd}\u{fffd}".into()]);
         assert!(!args_truncated);
@@ -346,6 +360,21 @@ mod tests {
         bytes.extend_from_slice(b"GE");
         let Ok(Record::Payload(p)) = super::decode(&bytes, &CLOCK) else { panic!("not a payload") };
         assert_eq!(p.data, b"GE");
+    }
+
+    #[test]
+    fn decodes_cgroup_records() {
+        let mut r: CgroupRecord = unsafe { std::mem::zeroed() };
+        r.header = header(EventKind::CgroupMkdir);
+        r.id = 77;
+        r.path[..9].copy_from_slice(b"/kubepods");
+        r.path_len = 9;
+        assert_eq!(super::decode(&bytes_of(&r), &CLOCK), Ok(Record::CgroupMkdir { id: 77, path: "/kubepods".into() }));
+        r.header.kind = EventKind::CgroupRmdir as u32;
+        assert_eq!(super::decode(&bytes_of(&r), &CLOCK), Ok(Record::CgroupRmdir { id: 77 }));
+        r.path_len = 9999;
+        r.header.kind = EventKind::CgroupMkdir as u32;
+        assert!(matches!(super::decode(&bytes_of(&r), &CLOCK), Ok(Record::CgroupMkdir { .. })));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The events the agent writes, one JSON object per line. The contract is
 //! documented in docs/events.md; keep both in step.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
-use serde::{Serialize, Serializer};
+use masdeepflow_container::ContainerRef;
+use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 use crate::clock::rfc3339;
 
@@ -18,6 +19,9 @@ impl Serialize for Time {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Process {
+    /// cgroup2 id, for container enrichment (not written).
+    #[serde(skip)]
+    pub cgroup_id: u64,
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
@@ -194,4 +198,42 @@ impl Event {
             | Event::AgentStats { time, .. } => *time,
         }
     }
+}
+
+/// Kubernetes context of a container's process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct K8s {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A line of output: an event plus, for processes in containers, their
+/// container and Kubernetes context.
+#[derive(Clone, Debug, Serialize)]
+pub struct Output {
+    #[serde(flatten)]
+    pub event: Event,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "container_json")]
+    pub container: Option<Arc<ContainerRef>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<Arc<K8s>>,
+}
+
+impl Output {
+    pub fn plain(event: Event) -> Output {
+        Output { event, container: None, k8s: None }
+    }
+}
+
+/// `{"id": "<64 hex>", "runtime": "containerd"}`.
+fn container_json<S: Serializer>(c: &Option<Arc<ContainerRef>>, s: S) -> Result<S::Ok, S::Error> {
+    let Some(c) = c else { return s.serialize_none() };
+    let mut m = s.serialize_map(Some(2))?;
+    m.serialize_entry("id", &c.id)?;
+    m.serialize_entry("runtime", c.runtime.as_str())?;
+    m.end()
 }

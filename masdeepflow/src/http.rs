@@ -34,7 +34,7 @@ impl HttpTracker {
         self.conns.len()
     }
 
-    pub fn on_payload(&mut self, p: Payload, out: &mut Vec<Event>) {
+    pub fn on_payload(&mut self, p: Payload<'_>, out: &mut Vec<Event>) {
         if !self.conns.contains_key(&p.conn_id) && self.conns.len() >= HTTP_CONNECTIONS_MAX {
             self.untracked += 1;
             return;
@@ -51,7 +51,7 @@ impl HttpTracker {
         if to_server {
             t.process = Some(p.process);
         }
-        t.parser.on_data(dir, &p.data, p.total_len, p.time.0);
+        t.parser.on_data(dir, p.data, p.total_len, p.time.0);
         drain(t, out);
     }
 
@@ -111,10 +111,10 @@ mod tests {
     use super::*;
     use crate::event::Endpoint;
 
-    fn payload(conn_id: u64, role: &'static str, sent: bool, data: &[u8], total: u64, t: u64) -> Payload {
+    fn payload<'a>(conn_id: u64, role: &'static str, sent: bool, data: &'a [u8], total: u64, t: u64) -> Payload<'a> {
         Payload {
             time: Time(t),
-            process: Process { pid: 7, tid: 7, ppid: 1, uid: 0, comm: "x".into() },
+            process: Process { cgroup_id: 0, pid: 7, tid: 7, ppid: 1, uid: 0, comm: "x".into() },
             conn: Connection {
                 src: Endpoint { ip: "127.0.0.1".into(), port: 40000 },
                 dst: Endpoint { ip: "127.0.0.1".into(), port: 80 },
@@ -124,7 +124,7 @@ mod tests {
             conn_id,
             sent,
             total_len: total,
-            data: data.to_vec(),
+            data,
         }
     }
 

@@ -25,8 +25,9 @@ pub struct Hook {
 }
 
 const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http];
+const ALL: &[Family] = &[Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http];
 
-pub const HOOKS: [Hook; 8] = [
+pub const HOOKS: [Hook; 10] = [
     Hook { program: "sched_process_exec", category: "sched", tracepoint: "sched_process_exec", families: &[Family::Exec, Family::Exit], fallback: None },
     Hook { program: "sched_process_exit", category: "sched", tracepoint: "sched_process_exit", families: &[Family::Exit], fallback: None },
     Hook { program: "inet_sock_set_state", category: "sock", tracepoint: "inet_sock_set_state", families: TCP, fallback: None },
@@ -41,6 +42,14 @@ pub const HOOKS: [Hook; 8] = [
     Hook { program: "sys_exit_accept", category: "syscalls", tracepoint: "sys_exit_accept4", families: TCP, fallback: Some("accept4() callers are not seen: tcp_accept missing, server-side process unknown") },
     Hook { program: "sock_send_length", category: "sock", tracepoint: "sock_send_length", families: TCP, fallback: Some("bytes sent are not counted (kernel older than 6.3)") },
     Hook { program: "sock_recv_length", category: "sock", tracepoint: "sock_recv_length", families: TCP, fallback: Some("bytes received are not counted (kernel older than 6.3)") },
+    Hook {
+        program: "cgroup_mkdir",
+        category: "cgroup",
+        tracepoint: "cgroup_mkdir",
+        families: ALL,
+        fallback: Some("cgroups created after start are read from /proc/<pid>/cgroup: short-lived containers may lack their container id"),
+    },
+    Hook { program: "cgroup_rmdir", category: "cgroup", tracepoint: "cgroup_rmdir", families: ALL, fallback: Some("removed cgroups are kept until the agent restarts") },
 ];
 
 pub struct Loaded {

@@ -8,6 +8,7 @@ mod agent;
 mod check;
 mod cli;
 mod clock;
+mod containers;
 mod decode;
 mod event;
 mod flows;

@@ -1,15 +1,27 @@
 //! Writing events: JSON lines, or aligned text for a terminal.
 use std::io::{self, Write};
 
-use crate::{cli::Format, clock::rfc3339, event::Event};
+use crate::{
+    cli::Format,
+    clock::rfc3339,
+    event::{Event, Output},
+};
 
-/// Writes one event and its newline.
-pub fn write_event(out: &mut impl Write, event: &Event, format: Format) -> io::Result<()> {
+/// Writes one line: the event with its context, and a newline.
+pub fn write_event(out: &mut impl Write, line: &Output, format: Format) -> io::Result<()> {
     match format {
         Format::Json => {
-            serde_json::to_writer(&mut *out, event).map_err(io::Error::other)?;
+            serde_json::to_writer(&mut *out, line).map_err(io::Error::other)?;
         }
-        Format::Text => write_text(out, event)?,
+        Format::Text => {
+            write_text(out, &line.event)?;
+            if let Some(c) = &line.container {
+                write!(out, " container={}", &c.id[..12.min(c.id.len())])?;
+            }
+            if let Some(k) = &line.k8s {
+                write!(out, " pod={}/{}", k.namespace, k.pod)?;
+            }
+        }
     }
     out.write_all(b"\n")
 }
@@ -95,7 +107,7 @@ mod tests {
     fn exec() -> Event {
         Event::ProcessExec {
             time: Time(1_795_711_206_123_456_789),
-            process: Process { pid: 42, tid: 42, ppid: 1, uid: 0, comm: "sh".into() },
+            process: Process { cgroup_id: 0, pid: 42, tid: 42, ppid: 1, uid: 0, comm: "sh".into() },
             filename: "/bin/sh".into(),
             args: vec!["sh".into(), "-c".into(), "echo \"hi\"\n".into()],
             args_truncated: false,
@@ -106,7 +118,7 @@ mod tests {
     #[test]
     fn json_line() {
         let mut out = Vec::new();
-        write_event(&mut out, &exec(), Format::Json).unwrap();
+        write_event(&mut out, &Output::plain(exec()), Format::Json).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert_eq!(
             line,
@@ -117,7 +129,7 @@ mod tests {
     #[test]
     fn text_line() {
         let mut out = Vec::new();
-        write_event(&mut out, &exec(), Format::Text).unwrap();
+        write_event(&mut out, &Output::plain(exec()), Format::Text).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert_eq!(line, "16:40:06.123456 process_exec      42 sh               /bin/sh \"-c\" \"echo \\\"hi\\\"\\n\"\n");
     }

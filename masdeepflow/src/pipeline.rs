@@ -7,8 +7,9 @@ use masdeepflow_common::tcp::SockState;
 use crate::{
     cli::{Family, RunArgs},
     clock::Clock,
+    containers::Containers,
     decode::Record,
-    event::{Event, Time},
+    event::{Event, Output, Time},
     flows::FlowTable,
     http::HttpTracker,
     lifetimes::ExecTimes,
@@ -26,10 +27,13 @@ pub struct Pipeline {
     flows: FlowTable,
     exec_times: ExecTimes,
     http: HttpTracker,
+    containers: Containers,
+    namespaces: Vec<String>,
+    pods: Vec<String>,
 }
 
 impl Pipeline {
-    pub fn new(args: &RunArgs, clock: Clock) -> Self {
+    pub fn new(args: &RunArgs, clock: Clock, containers: Containers) -> Self {
         Pipeline {
             families: args.events.clone(),
             pids: args.pid.clone(),
@@ -39,6 +43,9 @@ impl Pipeline {
             flows: FlowTable::default(),
             exec_times: ExecTimes::new(EXEC_TIMES_MAX),
             http: HttpTracker::default(),
+            containers,
+            namespaces: args.namespace.clone(),
+            pods: args.pod.clone(),
         }
     }
 
@@ -61,13 +68,21 @@ impl Pipeline {
     }
 
     /// Events to write for one kernel record, in order.
-    pub fn on_record(&mut self, record: Record, out: &mut Vec<Event>) {
+    pub fn on_record(&mut self, record: Record<'_>, out: &mut Vec<Event>) {
         let event = match record {
             Record::Event(e) => e,
             Record::Payload(p) => {
                 let start = out.len();
                 self.http.on_payload(p, out);
                 self.keep_wanted_http(out, start);
+                return;
+            }
+            Record::CgroupMkdir { id, path } => {
+                self.containers.on_mkdir(id, &path);
+                return;
+            }
+            Record::CgroupRmdir { id } => {
+                self.containers.on_rmdir(id, std::time::Instant::now());
                 return;
             }
         };
@@ -135,9 +150,31 @@ impl Pipeline {
         self.http.retain_live(live);
     }
 
+    /// Adds container (and Kubernetes) context to `events` and applies
+    /// the namespace and pod filters, moving them to `out`.
+    pub fn enrich_into(&mut self, events: &mut Vec<Event>, out: &mut Vec<Output>) {
+        for event in events.drain(..) {
+            let container = event.process().and_then(|p| self.containers.container(p.cgroup_id, p.pid));
+            let line = Output { event, container, k8s: None };
+            if !self.namespaces.is_empty() || !self.pods.is_empty() {
+                let Some(k) = &line.k8s else { continue };
+                if (!self.namespaces.is_empty() && !self.namespaces.contains(&k.namespace)) || (!self.pods.is_empty() && !self.pods.contains(&k.pod)) {
+                    continue;
+                }
+            }
+            out.push(line);
+        }
+    }
+
+    /// Forgets cgroups removed long enough ago.
+    pub fn prune_cgroups(&mut self) {
+        self.containers.prune(std::time::Instant::now());
+    }
+
     /// Sizes of the agent's own bounded tables.
-    pub fn table_sizes(&self) -> [(&'static str, u64); 3] {
+    pub fn table_sizes(&self) -> [(&'static str, u64); 4] {
         [
+            ("cgroups", self.containers.len() as u64),
             ("flows", self.flows.len() as u64),
             ("http_connections", self.http.len() as u64),
             ("exec_times", self.exec_times.len() as u64),

@@ -7,16 +7,16 @@ use std::sync::{
     mpsc::{Receiver, Sender, TryRecvError, channel},
 };
 
-use crate::event::Event;
+use crate::event::Output;
 
 pub struct Queue {
-    tx: Sender<Vec<Event>>,
+    tx: Sender<Vec<Output>>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 pub struct QueueReader {
-    rx: Receiver<Vec<Event>>,
+    rx: Receiver<Vec<Output>>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -29,7 +29,7 @@ pub fn bounded(capacity: usize) -> (Queue, QueueReader) {
 impl Queue {
     /// Queues as much of `batch` as fits and calls `lost` for the rest.
     /// Leaves `batch` empty.
-    pub fn push(&self, batch: &mut Vec<Event>, mut lost: impl FnMut(&Event)) {
+    pub fn push(&self, batch: &mut Vec<Output>, mut lost: impl FnMut(&Output)) {
         if batch.is_empty() {
             return;
         }
@@ -53,7 +53,7 @@ impl Queue {
 
     /// Queues one event regardless of the bound (agent_start, the final
     /// agent_stats).
-    pub fn push_always(&self, e: Event) {
+    pub fn push_always(&self, e: Output) {
         self.queued.fetch_add(1, Ordering::AcqRel);
         let _ = self.tx.send(vec![e]);
     }
@@ -61,7 +61,7 @@ impl Queue {
 
 impl QueueReader {
     /// The next batch, waiting if `wait`; None when empty (not waiting) or closed.
-    pub fn next(&self, wait: bool) -> Result<Vec<Event>, bool> {
+    pub fn next(&self, wait: bool) -> Result<Vec<Output>, bool> {
         match self.rx.try_recv() {
             Ok(b) => Ok(b),
             Err(TryRecvError::Disconnected) => Err(true),
@@ -79,10 +79,10 @@ impl QueueReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Time;
+    use crate::event::{Event, Time};
 
-    fn ev() -> Event {
-        Event::AgentStart { time: Time(0), version: "", kernel: String::new(), probes: vec![], events: vec![] }
+    fn ev() -> Output {
+        Output::plain(Event::AgentStart { time: Time(0), version: "", kernel: String::new(), probes: vec![], events: vec![] })
     }
 
     #[test]
@@ -101,10 +101,10 @@ mod tests {
         assert_eq!(r.next(false).unwrap().len(), 1);
         r.done(1);
         assert!(q.has_room(3));
-        assert_eq!(r.next(false), Err(false));
+        assert!(matches!(r.next(false), Err(false)));
         q.push_always(ev());
         drop(q);
         assert_eq!(r.next(true).unwrap().len(), 1);
-        assert_eq!(r.next(true), Err(true));
+        assert!(matches!(r.next(true), Err(true)));
     }
 }

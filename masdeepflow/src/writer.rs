@@ -36,13 +36,13 @@ pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, 
                 }
             };
             let n = batch.len();
-            for mut event in batch {
-                if let Event::AgentStats { emitted: counts, .. } = &mut event {
+            for mut line in batch {
+                if let Event::AgentStats { emitted: counts, .. } = &mut line.event {
                     counts.clone_from(&emitted);
                 }
-                write_event(&mut out, &event, format)?;
-                if !matches!(event, Event::AgentStart { .. } | Event::AgentStats { .. }) {
-                    *emitted.entry(event.type_name()).or_insert(0) += 1;
+                write_event(&mut out, &line, format)?;
+                if !matches!(line.event, Event::AgentStart { .. } | Event::AgentStats { .. }) {
+                    *emitted.entry(line.event.type_name()).or_insert(0) += 1;
                 }
             }
             rx.done(n);

@@ -17,7 +17,7 @@ fn our_programs() -> usize {
     let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (apt-get install bpftool)");
     assert!(out.status.success(), "bpftool prog show failed");
     let text = String::from_utf8_lossy(&out.stdout);
-    let ours = ["sched_process_e", "inet_sock_set_s", "tcp_destroy_soc", "sys_exit_accept", "sock_send_lengt", "sock_recv_lengt"];
+    let ours = ["sched_process_e", "inet_sock_set_s", "tcp_destroy_soc", "sys_exit_accept", "sock_send_lengt", "sock_recv_lengt", "cgroup_mkdir", "cgroup_rmdir"];
     text.lines().filter(|l| ours.iter().any(|n| l.contains(&format!("name {n}")))).count()
 }
 
@@ -42,10 +42,10 @@ fn agent_lifecycle() {
 
     // SIGTERM: flush, final stats, exit 0, nothing stays attached.
     let agent = Agent::start(&[]);
-    assert!(our_programs() >= 6, "the agent's programs are not loaded");
+    assert_eq!(our_programs(), 9, "the agent's programs are not all loaded");
     let start = agent.events[0].clone();
     assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(start["probes"].as_array().unwrap().len(), 8, "{start}");
+    assert_eq!(start["probes"].as_array().unwrap().len(), 10, "{start}");
     let (events, status, stderr) = agent.stop_with(libc::SIGTERM);
     assert!(status.success(), "exit status {status}: {stderr}");
     assert_eq!(events.last().unwrap()["type"], "agent_stats");
