@@ -69,7 +69,10 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let clock = Clock::new();
     let containers = crate::containers::cgroup2_root().map(|root| crate::containers::Containers::from_tree(&root)).unwrap_or_default();
-    let mut pipeline = Pipeline::new(&args, clock, containers);
+    // Pod metadata, when this node's name is known: watched in the
+    // background; lookups never wait for the API server.
+    let pods_index = args.node_name.as_ref().filter(|n| !n.is_empty()).map(|_| masdeepflow_k8s::PodIndex::new());
+    let mut pipeline = Pipeline::new(&args, clock, containers, pods_index.clone());
     let (tx, rx) = queue::bounded(args.queue_size as usize);
     let (end_tx, end_rx) = tokio::sync::oneshot::channel();
     let format = args.format;
@@ -90,6 +93,14 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     tx.push_always(Output::plain(start));
 
     let outcome = runtime.block_on(async {
+        let watcher = match (&pods_index, &args.node_name) {
+            (Some(index), Some(node)) => {
+                let config = masdeepflow_k8s::WatchConfig::new(node.clone(), masdeepflow_k8s::ClientSource::Infer);
+                Some(masdeepflow_k8s::spawn_watcher(config, index.clone()))
+            }
+            _ => None,
+        };
+        let _stop_watcher = AbortOnDrop(watcher);
         // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
@@ -159,6 +170,17 @@ async fn main_loop(
         send_stats(maps, clock, tx, &loss, pipeline, true);
     }
     Ok(outcome)
+}
+
+/// Stops the pod watcher when the main loop ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
 }
 
 /// Events on their way from the pipeline to the queue.

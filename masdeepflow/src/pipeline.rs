@@ -28,12 +28,13 @@ pub struct Pipeline {
     exec_times: ExecTimes,
     http: HttpTracker,
     containers: Containers,
+    pods_index: Option<masdeepflow_k8s::PodIndex>,
     namespaces: Vec<String>,
     pods: Vec<String>,
 }
 
 impl Pipeline {
-    pub fn new(args: &RunArgs, clock: Clock, containers: Containers) -> Self {
+    pub fn new(args: &RunArgs, clock: Clock, containers: Containers, pods_index: Option<masdeepflow_k8s::PodIndex>) -> Self {
         Pipeline {
             families: args.events.clone(),
             pids: args.pid.clone(),
@@ -44,6 +45,7 @@ impl Pipeline {
             exec_times: ExecTimes::new(EXEC_TIMES_MAX),
             http: HttpTracker::default(),
             containers,
+            pods_index,
             namespaces: args.namespace.clone(),
             pods: args.pod.clone(),
         }
@@ -155,7 +157,20 @@ impl Pipeline {
     pub fn enrich_into(&mut self, events: &mut Vec<Event>, out: &mut Vec<Output>) {
         for event in events.drain(..) {
             let container = event.process().and_then(|p| self.containers.container(p.cgroup_id, p.pid));
-            let line = Output { event, container, k8s: None };
+            let k8s = match (&container, &self.pods_index) {
+                (Some(c), Some(index)) => index.lookup(&c.id).map(|m| {
+                    std::sync::Arc::new(crate::event::K8s {
+                        namespace: m.namespace,
+                        pod: m.pod,
+                        pod_uid: m.pod_uid,
+                        container: m.container,
+                        node: m.node,
+                        labels: m.labels,
+                    })
+                }),
+                _ => None,
+            };
+            let line = Output { event, container, k8s };
             if !self.namespaces.is_empty() || !self.pods.is_empty() {
                 let Some(k) = &line.k8s else { continue };
                 if (!self.namespaces.is_empty() && !self.namespaces.contains(&k.namespace)) || (!self.pods.is_empty() && !self.pods.contains(&k.pod)) {
@@ -172,9 +187,10 @@ impl Pipeline {
     }
 
     /// Sizes of the agent's own bounded tables.
-    pub fn table_sizes(&self) -> [(&'static str, u64); 4] {
+    pub fn table_sizes(&self) -> [(&'static str, u64); 5] {
         [
             ("cgroups", self.containers.len() as u64),
+            ("pods", self.pods_index.as_ref().map_or(0, |i| i.len() as u64)),
             ("flows", self.flows.len() as u64),
             ("http_connections", self.http.len() as u64),
             ("exec_times", self.exec_times.len() as u64),

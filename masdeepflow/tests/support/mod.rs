@@ -34,9 +34,15 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and waits for its `agent_start` line.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with_env(args, &[])
+    }
+
+    /// Starts the agent with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         require_root();
         let mut child = Command::new(AGENT)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -151,7 +157,8 @@ pub fn of(events: &[Value], ty: &str, pid: u32) -> Vec<Value> {
     events.iter().filter(|e| e["type"] == ty && e["process"]["pid"] == pid).cloned().collect()
 }
 
-/// A helper process whose stdout lines we read one by one.
+/// A helper process whose stdout lines we read one by one (killed when
+/// dropped, if still running).
 pub struct Peer {
     pub child: Child,
     lines: Receiver<String>,
@@ -187,8 +194,21 @@ impl Peer {
         self.lines.recv_timeout(WAIT).expect("peer printed nothing in time")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn wait(mut self) {
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "peer failed: {status}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
