@@ -87,7 +87,10 @@ fn container_and_pod_context_with_api_server_down_then_up() {
     let bundle = Bundle::new();
     let api_port = free_port();
     let config = kubeconfig(api_port);
-    let mut agent = Agent::start_with_env(&["--events", "exec,exit,tcp", "--node-name", "node-a"], &[("KUBECONFIG", config.to_str().unwrap())]);
+    let kube_env = [("KUBECONFIG", config.to_str().unwrap())];
+    let mut agent = Agent::start_with_env(&["--events", "exec,exit,tcp", "--node-name", "node-a"], &kube_env);
+    // A second agent keeps only the pods of namespace `shop`.
+    let mut shop_only = Agent::start_with_env(&["--events", "exec", "--node-name", "node-a", "--namespace", "shop"], &kube_env);
 
     // API server down: events flow, with the container id only.
     let server = Peer::python(&["server", "ipv4", "3", "5"]);
@@ -107,14 +110,17 @@ fn container_and_pod_context_with_api_server_down_then_up() {
 
     // API server up (a replay): the agent lists this node's pods, then watches.
     let api = Peer::script("kube_replay.py", &[&api_port.to_string(), &podlist()]);
-    let list = api.line();
-    assert!(list.starts_with("/api/v1/pods?"), "{list}");
-    assert!(list.contains("fieldSelector=spec.nodeName%3Dnode-a"), "{list}");
-    assert!(!list.contains("watch="), "{list}");
-    let watch = api.line();
-    assert!(watch.contains("watch=true") || watch.contains("watch=1"), "{watch}");
-    assert!(watch.contains("resourceVersion=184467"), "{watch}");
-    assert!(watch.contains("fieldSelector=spec.nodeName%3Dnode-a"), "{watch}");
+    // Two agents: each lists once, then watches from the list's version.
+    let requests: Vec<String> = (0..4).map(|_| api.line()).collect();
+    let (watches, lists): (Vec<&String>, Vec<&String>) = requests.iter().partition(|r| r.contains("watch=true") || r.contains("watch=1"));
+    assert_eq!((lists.len(), watches.len()), (2, 2), "{requests:?}");
+    for r in &requests {
+        assert!(r.starts_with("/api/v1/pods?"), "{r}");
+        assert!(r.contains("fieldSelector=spec.nodeName%3Dnode-a"), "{r}");
+    }
+    for w in &watches {
+        assert!(w.contains("resourceVersion=184467"), "{w}");
+    }
 
     bundle.run("after", "/bin/true marker-after");
     let exec = agent.expect("exec after the API server came up", |e| e["type"] == "process_exec" && e["args"] == json!(["/bin/true", "marker-after"]));
@@ -130,6 +136,13 @@ fn container_and_pod_context_with_api_server_down_then_up() {
             "labels": {"app.kubernetes.io/name": "web", "app.kubernetes.io/part-of": "shop", "pod-template-hash": "7d9c6b5f4"}
         })
     );
+    shop_only.expect("marker-after in namespace shop", |e| e["args"] == json!(["/bin/true", "marker-after"]));
+    let filtered = shop_only.stop();
+    let execs: Vec<&Value> = filtered.iter().filter(|e| e["type"] == "process_exec").collect();
+    assert!(!execs.is_empty());
+    assert!(execs.iter().all(|e| e["k8s"]["namespace"] == "shop"), "--namespace shop let through: {execs:?}");
+    assert!(!execs.iter().any(|e| e["args"] == json!(["/bin/true", "marker-before"])), "marker-before had no pod yet");
+
     let events = agent.stop();
     // Host processes carry no container.
     let host = events.iter().find(|e| e["type"] == "process_exec" && e["process"]["pid"] == std::process::id()).or_else(|| {
