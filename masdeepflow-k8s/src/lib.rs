@@ -82,8 +82,9 @@ pub const DEFAULT_MAX_PODS: usize = 10_000;
 /// Default time a deleted pod stays resolvable.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
-/// Kubernetes metadata of the pod a container belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Kubernetes metadata of the pod a container belongs to (serialised as
+/// the agent's `k8s` object).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PodMeta {
     /// `metadata.namespace`.
     pub namespace: String,

@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use masdeepflow_container::ContainerRef;
+use masdeepflow_k8s::PodMeta;
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 use crate::clock::rfc3339;
@@ -200,17 +201,6 @@ impl Event {
     }
 }
 
-/// Kubernetes context of a container's process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct K8s {
-    pub namespace: String,
-    pub pod: String,
-    pub pod_uid: String,
-    pub container: String,
-    pub node: String,
-    pub labels: BTreeMap<String, String>,
-}
-
 /// A line of output: an event plus, for processes in containers, their
 /// container and Kubernetes context.
 #[derive(Clone, Debug, Serialize)]
@@ -220,7 +210,7 @@ pub struct Output {
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "container_json")]
     pub container: Option<Arc<ContainerRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub k8s: Option<Arc<K8s>>,
+    pub k8s: Option<Arc<PodMeta>>,
 }
 
 impl Output {

@@ -158,16 +158,7 @@ impl Pipeline {
         for event in events.drain(..) {
             let container = event.process().and_then(|p| self.containers.container(p.cgroup_id, p.pid));
             let k8s = match (&container, &self.pods_index) {
-                (Some(c), Some(index)) => index.lookup(&c.id).map(|m| {
-                    std::sync::Arc::new(crate::event::K8s {
-                        namespace: m.namespace,
-                        pod: m.pod,
-                        pod_uid: m.pod_uid,
-                        container: m.container,
-                        node: m.node,
-                        labels: m.labels,
-                    })
-                }),
+                (Some(c), Some(index)) => index.lookup(&c.id).map(std::sync::Arc::new),
                 _ => None,
             };
             let line = Output { event, container, k8s };
