@@ -21,6 +21,28 @@ fn our_programs() -> usize {
     text.lines().filter(|l| ours.iter().any(|n| l.contains(&format!("name {n}")))).count()
 }
 
+/// `proto port` of every listening TCP or bound UDP socket that `pid` holds.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(String::from))
+        .collect();
+    let mut found = Vec::new();
+    for proto in ["tcp", "tcp6", "udp", "udp6"] {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")).unwrap_or_default();
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (f[1], f[3], f[9]);
+            let listening = proto.starts_with("udp") || state == "0A";
+            if listening && inodes.iter().any(|i| i == inode) {
+                found.push(format!("{proto} {local}"));
+            }
+        }
+    }
+    found
+}
+
 fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -93,6 +115,53 @@ fn agent_lifecycle() {
     assert!(err.contains("missing privileges: CAP_BPF, CAP_PERFMON"), "{err}");
     assert!(!err.contains("panicked"));
     assert!(out.stdout.is_empty());
+
+    // Least privilege: uid 0 with only CAP_BPF and CAP_PERFMON runs every
+    // family; without either, one line names the missing one.
+    let mut exact = Command::new("setpriv")
+        .args(["--bounding-set=-all,+bpf,+perfmon", "--inh-caps=-all", AGENT, "--events", "exec"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(exact.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("agent_start"), "with CAP_BPF+CAP_PERFMON: {first}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(exact.id() as i32, libc::SIGINT) };
+    assert!(wait_exit(&mut exact).success());
+    for (keep, missing) in [("+bpf", "CAP_PERFMON"), ("+perfmon", "CAP_BPF")] {
+        let out = Command::new("setpriv").args([&format!("--bounding-set=-all,{keep}"), "--inh-caps=-all", AGENT]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim(), format!("masdeepflow: error: missing privileges: {missing} (run as root, or grant {missing} or CAP_SYS_ADMIN)"));
+    }
+
+    // No listening socket of ours while running.
+    let agent = Agent::start(&[]);
+    assert_eq!(listening_sockets(agent.pid()), Vec::<String>::new(), "the agent listens on a port");
+    // kill -9 under load: everything goes with the process, and a new agent starts cleanly.
+    let load = std::thread::spawn(|| {
+        for _ in 0..200 {
+            Command::new("/bin/true").status().unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
+    let (_, status, _) = agent.stop_with(0);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    load.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while our_programs() != 0 {
+        assert!(Instant::now() < deadline, "programs still loaded 10 s after kill -9");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (events, status, err) = Agent::start(&["--events", "exec"]).stop_with(libc::SIGTERM);
+    assert!(status.success(), "restart after kill -9: {err}");
+    assert_eq!(events.first().unwrap()["type"], "agent_start");
+    assert_eq!(our_programs(), 0);
 
     // `check` passes on this machine.
     let out = Command::new(AGENT).arg("check").output().unwrap();

@@ -124,10 +124,13 @@ impl Agent {
         }
     }
 
-    /// Sends `signal`, reads the rest of the output and waits for exit (bounded).
+    /// Sends `signal` (0: none, it was sent already), reads the rest of the
+    /// output and waits for exit (bounded).
     pub fn stop_with(mut self, signal: i32) -> (Vec<Value>, ExitStatus, String) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        if signal != 0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, signal) };
+        }
         let deadline = Instant::now() + WAIT;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
