@@ -106,6 +106,10 @@ fn errors() {
         let got = if buf.starts_with(b"HTTP") { parse_response_head(buf).map(|_| ()) } else { parse_request_head(buf).map(|_| ()) };
         assert_eq!(got, Err(*want), "{:?}", String::from_utf8_lossy(buf));
     }
+    // Control bytes in a target or header value are reported (servers answer
+    // 400, and that exchange is worth seeing), escaped later by the writer.
+    let (head, _) = parse_request_head(b"GET /a\x1b[31m\x01\x7f\xff HTTP/1.1\r\nHost: h\x01\r\n\r\n").unwrap().unwrap();
+    assert_eq!(head.target, b"/a\x1b[31m\x01\x7f\xff");
     // Partial garbage is rejected before the head limit.
     assert_eq!(parse_request_head(b"GET / HTTP/1.1\r\nA: \x00"), Err(InvalidByte));
 }

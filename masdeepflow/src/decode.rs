@@ -205,7 +205,7 @@ fn tcp(kind: EventKind, r: &TcpRecord, clock: &Clock) -> Event {
 
 #[cfg(test)]
 mod tests {
-    use masdeepflow_common::tcp::ROLE_SERVER;
+    use masdeepflow_common::{process::ARGS_MAX, tcp::ROLE_SERVER};
 
     use super::*;
 
@@ -375,6 +375,34 @@ mod tests {
         r.path_len = 9999;
         r.header.kind = EventKind::CgroupMkdir as u32;
         assert!(matches!(super::decode(&bytes_of(&r), &CLOCK), Ok(Record::CgroupMkdir { .. })));
+    }
+
+    proptest::proptest! {
+        /// The decoder never panics, whatever the kernel (or a bug) sends.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..6000), kind in 0u32..12) {
+            let mut bytes = bytes;
+            if bytes.len() >= 4 {
+                bytes[..4].copy_from_slice(&kind.to_ne_bytes());
+            }
+            let _ = super::decode(&bytes, &CLOCK);
+        }
+
+        /// Any argv bytes give exactly one line of valid JSON with the
+        /// same arguments (invalid UTF-8 replaced).
+        #[test]
+        fn any_argv_is_one_json_line(argv in proptest::collection::vec(proptest::num::u8::ANY, 0..ARGS_MAX + 100)) {
+            let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+            r.header = header(EventKind::ProcessExec);
+            let n = argv.len().min(ARGS_MAX);
+            r.args[..n].copy_from_slice(&argv[..n]);
+            r.args_len = argv.len() as u32;
+            let event = decode(&bytes_of(&r), &CLOCK).unwrap();
+            let line = serde_json::to_string(&event).unwrap();
+            proptest::prop_assert!(!line.contains('\n'));
+            let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+            proptest::prop_assert_eq!(back["args"].as_array().unwrap().len(), split_args(&argv[..n]).len());
+        }
     }
 
     #[test]

@@ -156,3 +156,23 @@ fn latency_of_a_slow_server_from_both_sides_and_a_50kb_post() {
     assert_eq!(c["response_bytes"], s["response_bytes"]);
     agent.stop();
 }
+
+#[test]
+fn hostile_request_bytes_give_one_escaped_json_line() {
+    let nginx = Nginx::start();
+    let port = nginx.port;
+    let mut agent = Agent::start(&["--events", "http", "--port", &port.to_string()]);
+    let peer = Peer::script("raw_http.py", &["hostile", &port.to_string()]);
+    let client_port: u64 = peer.line().parse().unwrap();
+    assert_eq!(peer.line(), "HTTP/1.1 400 Bad Request");
+    peer.wait();
+    // Every line the agent wrote parsed as JSON (the harness checks); the
+    // path comes back exactly, invalid UTF-8 replaced.
+    for role in ["client", "server"] {
+        let e = agent.expect("the hostile exchange", |e| e["type"] == "http" && e["role"] == role && e["src"]["port"] == client_port);
+        assert_eq!(e["path"], "/a\u{1b}[31mred\u{1}\u{7f}\u{fffd}\"q\\", "{role}");
+        assert_eq!(e["host"], "h\u{1}");
+        assert_eq!(e["status"], 400);
+    }
+    agent.stop();
+}

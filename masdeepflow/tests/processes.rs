@@ -83,3 +83,20 @@ fn burst_of_300_execs_none_lost() {
     let written = events.iter().filter(|e| e["type"] == "process_exec").count() as u64;
     assert_eq!(stats["emitted"]["process_exec"], written);
 }
+
+#[test]
+fn hostile_argv_gives_one_valid_json_line() {
+    use std::{ffi::OsStr, os::unix::ffi::OsStrExt as _};
+    let mut agent = Agent::start(&["--events", "exec"]);
+    let hostile = OsStr::from_bytes(b"\xff\xfe\x1b[0m\"quoted\"\nnext\\line\x01");
+    let mut c = Command::new("/bin/echo").arg(hostile).arg("}{\"type\":\"fake\"}").stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    let exec = agent.expect("exec with hostile argv", |e| e["type"] == "process_exec" && e["process"]["pid"] == pid);
+    assert_eq!(
+        exec["args"],
+        serde_json::json!(["/bin/echo", "\u{fffd}\u{fffd}\u{1b}[0m\"quoted\"\nnext\\line\u{1}", "}{\"type\":\"fake\"}"])
+    );
+    let events = agent.stop();
+    assert!(!events.iter().any(|e| e["type"] == "fake"), "argv must not inject events");
+}

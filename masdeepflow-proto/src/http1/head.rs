@@ -114,10 +114,11 @@ pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Bytes that may appear anywhere in a head: printable ASCII, tab, obs-text
-/// and the line terminators.
+/// Bytes that may appear in a head. Servers reject control bytes, but the
+/// exchange is still worth reporting (escaped by the JSON writer): only NUL,
+/// which no text protocol sends, marks a head as not HTTP.
 pub(crate) fn is_head_byte(b: u8) -> bool {
-    b == b'\t' || b == b'\r' || b == b'\n' || (b >= 0x20 && b != 0x7f)
+    b != 0
 }
 
 fn trim_ows(mut v: &[u8]) -> &[u8] {
@@ -181,8 +182,11 @@ fn parse_method(tok: &[u8]) -> Result<Method, ParseError> {
     Ok(Method::from_token(tok))
 }
 
+/// A target may hold any byte but space, the line terminators and NUL
+/// (hostile or broken clients send control bytes; they are reported,
+/// escaped).
 fn valid_target(t: &[u8]) -> bool {
-    !t.is_empty() && t.iter().all(|&b| b > 0x20 && b != 0x7f)
+    !t.is_empty() && t.iter().all(|&b| !matches!(b, b' ' | b'\r' | b'\n' | 0))
 }
 
 /// Parse `method SP target SP version`.
@@ -317,7 +321,7 @@ impl Fields {
 }
 
 fn check_value(v: &[u8]) -> Result<(), ParseError> {
-    if v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) { Ok(()) } else { Err(ParseError::InvalidHeaderValue) }
+    if v.iter().all(|&b| !matches!(b, b'\r' | b'\n' | 0)) { Ok(()) } else { Err(ParseError::InvalidHeaderValue) }
 }
 
 /// Split a complete head (ending with its blank line) into start line and

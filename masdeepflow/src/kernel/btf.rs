@@ -209,6 +209,22 @@ mod tests {
         assert!(Btf::parse(&bad).is_err());
     }
 
+    proptest::proptest! {
+        /// Corrupted BTF never panics the parser or the lookups.
+        #[test]
+        fn mutated_btf_never_panics(flips in proptest::collection::vec((0usize..200, proptest::num::u8::ANY), 1..8)) {
+            let mut data = fixture();
+            for (at, byte) in flips {
+                let i = at % data.len();
+                data[i] = byte;
+            }
+            if let Ok(btf) = Btf::parse(&data) {
+                let _ = btf.member_offset("outer", "b");
+                let _ = btf.member_offset("outer", "a");
+            }
+        }
+    }
+
     #[test]
     fn running_kernel_has_the_fields_we_read() {
         let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {

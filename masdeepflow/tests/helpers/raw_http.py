@@ -5,6 +5,8 @@ read every response to EOF, print the local port.
 split PORT: one request written in three parts 50 ms apart, read to EOF,
 print the local port.
 churn PORT N: N connections, one request each (Connection: close).
+hostile PORT: a request whose target and Host hold control bytes, invalid
+UTF-8, quotes and backslashes; prints the local port and the status line.
 """
 import socket
 import sys
@@ -52,11 +54,21 @@ def churn(port, n):
         s.close()
     print(n, flush=True)
 
+def hostile(port):
+    s = connect(port)
+    s.sendall(b'GET /a\x1b[31mred\x01\x7f\xff"q\\ HTTP/1.1\r\nHost: h\x01\r\nConnection: close\r\n\r\n')
+    data = read_all(s)
+    print(s.getsockname()[1], flush=True)
+    print(data.split(b"\r\n")[0].decode(), flush=True)
+    s.close()
+
 if __name__ == "__main__":
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "pipeline":
         pipeline(port)
     elif mode == "split":
         split(port)
+    elif mode == "hostile":
+        hostile(port)
     else:
         churn(port, int(sys.argv[3]))
