@@ -31,7 +31,15 @@ pub struct KernelConfig {
     /// Payload bytes to copy per send/receive of an HTTP connection; 0
     /// turns payload capture off.
     pub capture_bytes: u32,
+    /// Number of names in `comm_filter` in use; 0 reports every process.
+    pub comm_filter_len: u32,
+    /// Only processes with one of these command names (NUL padded) are
+    /// reported, so that losses are counted for them alone.
+    pub comm_filter: [[u8; crate::COMM_LEN]; COMM_FILTER_MAX],
 }
+
+/// Most command names the kernel filters on (more: filtered in user space).
+pub const COMM_FILTER_MAX: usize = 4;
 
 #[cfg(feature = "user")]
 mod user {

@@ -25,6 +25,8 @@ pub static OFFSETS: KernelConfig = KernelConfig {
     exit_group_dead: 0,
     close_on_state: 0,
     capture_bytes: 0,
+    comm_filter_len: 0,
+    comm_filter: [[0; 16]; masdeepflow_common::config::COMM_FILTER_MAX],
 };
 
 /// One offset from `OFFSETS`, read so the compiler cannot fold the zero.
@@ -74,4 +76,33 @@ pub fn current_process() -> ProcessInfo {
         uid: bpf_get_current_uid_gid() as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     }
+}
+
+/// Whether a process with this `comm` is reported (`--comm` in the kernel).
+#[inline(always)]
+pub fn comm_wanted(comm: &[u8; 16]) -> bool {
+    let n = offset!(comm_filter_len);
+    if n == 0 {
+        return true;
+    }
+    let want = comm_words(comm);
+    for i in 0..masdeepflow_common::config::COMM_FILTER_MAX {
+        if (i as u32) < n {
+            // SAFETY: reading a global the loader initialised.
+            let name = unsafe { core::ptr::read_volatile(&raw const OFFSETS.comm_filter[i]) };
+            if comm_words(&name) == want {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn comm_words(c: &[u8; 16]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&c[..8]);
+    b.copy_from_slice(&c[8..]);
+    (u64::from_ne_bytes(a), u64::from_ne_bytes(b))
 }

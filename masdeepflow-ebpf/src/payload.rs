@@ -20,7 +20,7 @@ use masdeepflow_common::{
 };
 
 use crate::{
-    kernel::{current_process, offset, read_at},
+    kernel::{comm_wanted, current_process, offset, read_at},
     maps::{EVENTS, batched_wakeup, count},
 };
 
@@ -109,6 +109,10 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
     if protocol == PROTO_OTHER {
         return;
     }
+    let process = current_process();
+    if !comm_wanted(&process.comm) {
+        return;
+    }
     let buffer = user_buffer();
     if protocol == PROTO_UNKNOWN {
         let Some((buf, buf_len)) = buffer else { return };
@@ -128,7 +132,7 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
                 kind: EventKind::Payload as u32,
                 has_process: 1,
                 ts_ns: bpf_ktime_get_ns(),
-                process: current_process(),
+                process,
             },
             endpoints: s.endpoints,
             conn_id: s.id,

@@ -10,8 +10,10 @@ use masdeepflow_common::{
     stats::lost_index,
 };
 
+use aya_ebpf::helpers::bpf_get_current_comm;
+
 use crate::{
-    kernel::{current_process, current_task, offset, read_at},
+    kernel::{comm_wanted, current_process, current_task, offset, read_at},
     maps::{EVENTS, count},
 };
 
@@ -26,6 +28,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_exec(ctx: &TracePointContext) {
+    if !comm_wanted(&bpf_get_current_comm().unwrap_or([0; 16])) {
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count(lost_index(EventKind::ProcessExec as u32));
         return;
@@ -90,7 +95,7 @@ fn try_exit(ctx: &TracePointContext) {
     } else {
         process.pid == process.tid
     };
-    if !last {
+    if !last || !comm_wanted(&process.comm) {
         return;
     }
     let exit_code: u32 = read_at(current_task(), offset!(task_exit_code)).unwrap_or(0);

@@ -14,7 +14,7 @@ use masdeepflow_common::{
 };
 
 use crate::{
-    kernel::{current_process, offset, read_at},
+    kernel::{comm_wanted, current_process, offset, read_at},
     maps::{CONNECTING, EVENTS, SOCKETS, count},
 };
 
@@ -183,17 +183,27 @@ pub fn emit(
     bytes_received: u64,
     conn_id: u64,
 ) {
-    let record = TcpRecord {
-        header: EventHeader { kind: kind as u32, has_process: has_owner, ts_ns: now, process: owner },
-        endpoints,
-        role,
-        error,
-        duration_ns,
-        bytes_sent,
-        bytes_received,
-        conn_id,
-    };
-    if EVENTS.output::<TcpRecord>(&record, 0).is_err() {
-        count(lost_index(kind as u32));
+    // With `--comm`, only owners of that name count (an unknown owner too is
+    // not reported).
+    if !comm_wanted(if has_owner != 0 { &owner.comm } else { &[0xff; 16] }) {
+        return;
     }
+    let Some(mut entry) = EVENTS.reserve::<TcpRecord>(0) else {
+        count(lost_index(kind as u32));
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: a reserved slot of the right size, every field written before
+    // submit (written in place: the BPF stack is small).
+    unsafe {
+        (*r).header = EventHeader { kind: kind as u32, has_process: has_owner, ts_ns: now, process: owner };
+        (*r).endpoints = endpoints;
+        (*r).role = role;
+        (*r).error = error;
+        (*r).duration_ns = duration_ns;
+        (*r).bytes_sent = bytes_sent;
+        (*r).bytes_received = bytes_received;
+        (*r).conn_id = conn_id;
+    }
+    entry.submit(0);
 }

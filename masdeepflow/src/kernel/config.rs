@@ -52,6 +52,8 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         exit_group_dead,
         close_on_state,
         capture_bytes: 0,
+        comm_filter_len: 0,
+        comm_filter: Default::default(),
     })
 }
 

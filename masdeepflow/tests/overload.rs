@@ -1,0 +1,127 @@
+//! Overload: with a tiny kernel ring buffer (agent stopped meanwhile), and
+//! with a stalled stdout reader, flood execs and connections. The traced
+//! programs keep running, and per event family reported + counted-lost
+//! equals the work generated, exactly (`--comm` is applied in the kernel,
+//! so losses are counted for the flood's processes alone; the two tests
+//! use different names and may run at once).
+mod support;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{Agent, require_root, servers::Nginx};
+
+/// A symlink named `name` to `target`: processes started through it get
+/// `name` as their command name.
+fn named(name: &str, target: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("masdeepflow-overload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, &link).unwrap();
+    link
+}
+
+fn flood_execs(program: &PathBuf, n: usize) {
+    for i in 0..n {
+        let status = Command::new(program).arg(i.to_string()).status().unwrap();
+        assert!(status.success(), "a traced program failed");
+    }
+}
+
+fn stats(events: &[Value]) -> &Value {
+    events.iter().rev().find(|e| e["type"] == "agent_stats").expect("final agent_stats")
+}
+
+fn lost(stats: &Value, ty: &str) -> u64 {
+    stats["lost"]["kernel_ring_buffer"][ty].as_u64().unwrap_or(0) + stats["lost"]["user_queue"][ty].as_u64().unwrap_or(0)
+}
+
+fn count(events: &[Value], ty: &str, comm: &str) -> u64 {
+    events.iter().filter(|e| e["type"] == ty && e["process"]["comm"] == comm).count() as u64
+}
+
+fn pause(agent: &Agent, signal: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid() as i32, signal) };
+}
+
+#[test]
+fn full_ring_buffer_exact_accounting() {
+    const N: usize = 400;
+    let program = named("mdf-flood", "/bin/true");
+    let agent = Agent::start(&["--events", "exec,exit", "--comm", "mdf-flood", "--ring-buffer-size", "16384"]);
+    // The agent does not read while stopped: the kernel must drop and count.
+    pause(&agent, libc::SIGSTOP);
+    flood_execs(&program, N);
+    pause(&agent, libc::SIGCONT);
+    let events = agent.stop();
+    let s = stats(&events);
+    for ty in ["process_exec", "process_exit"] {
+        let (seen, lost) = (count(&events, ty, "mdf-flood"), lost(s, ty));
+        assert_eq!(seen + lost, N as u64, "{ty}: {seen} reported + {lost} lost");
+    }
+    assert!(s["lost"]["kernel_ring_buffer"]["process_exec"].as_u64().unwrap() > 0, "the ring buffer never filled: the test proves nothing");
+
+    // Connections: client side owned by `mdf-tcpflood` (the server, nginx, is
+    // filtered out in the kernel).
+    const C: usize = 300;
+    let nginx = Nginx::start();
+    let python = named("mdf-tcpflood", "/usr/bin/python3");
+    let agent = Agent::start(&["--events", "tcp", "--comm", "mdf-tcpflood", "--ring-buffer-size", "8192"]);
+    pause(&agent, libc::SIGSTOP);
+    let script = format!("{}/tests/helpers/raw_http.py", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&python).args([&script, "churn", &nginx.port.to_string(), &C.to_string()]).output().unwrap();
+    assert!(out.status.success(), "the flood client failed");
+    pause(&agent, libc::SIGCONT);
+    let events = agent.stop();
+    let s = stats(&events);
+    let connects = count(&events, "tcp_connect", "mdf-tcpflood");
+    let closes = events.iter().filter(|e| e["type"] == "tcp_close" && e["role"] == "client" && e["process"]["comm"] == "mdf-tcpflood").count() as u64;
+    assert_eq!(connects + lost(s, "tcp_connect"), C as u64, "connects: {connects} reported");
+    assert_eq!(closes + lost(s, "tcp_close"), C as u64, "closes: {closes} reported");
+    assert_eq!(lost(s, "tcp_accept"), 0, "nginx's accepts are filtered before the ring buffer");
+    assert!(lost(s, "tcp_connect") + lost(s, "tcp_close") > 0, "the ring buffer never filled");
+}
+
+#[test]
+fn stalled_stdout_exact_accounting_and_bounded_memory() {
+    const N: usize = 600;
+    require_root();
+    let program = named("mdf-stall", "/bin/true");
+    let mut child = Command::new(support::AGENT)
+        .args(["--events", "exec,exit", "--comm", "mdf-stall", "--queue-size", "20", "--stats-interval", "3600s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("agent_start"), "{first}");
+    // Nobody reads stdout now: the pipe, then the queue, fill up.
+    let t0 = Instant::now();
+    flood_execs(&program, N);
+    assert!(t0.elapsed() < Duration::from_secs(60), "the traced programs were slowed down");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    assert!(rss_kb < 64 * 1024, "agent RSS {rss_kb} kB while stdout is stalled");
+    // Read again, stop, and account.
+    let reader = std::thread::spawn(move || out.lines().map_while(Result::ok).map(|l| serde_json::from_str::<Value>(&l).unwrap()).collect::<Vec<_>>());
+    // Let the agent take in the last records before the stop signal.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let events = reader.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    let s = stats(&events);
+    for ty in ["process_exec", "process_exit"] {
+        let (seen, lost) = (count(&events, ty, "mdf-stall"), lost(s, ty));
+        assert_eq!(seen + lost, N as u64, "{ty}: {seen} reported + {lost} lost");
+    }
+    assert!(s["lost"]["user_queue"]["process_exec"].as_u64().unwrap() > 0, "the queue never filled: the test proves nothing");
+}
