@@ -84,14 +84,14 @@ fn nginx_cpu(master: u32) -> f64 {
     total
 }
 
-struct Nginx {
+pub struct Nginx {
     child: Child,
-    port: u16,
+    pub port: u16,
     dir: PathBuf,
 }
 
 impl Nginx {
-    fn start() -> Result<Nginx> {
+    pub fn start() -> Result<Nginx> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("masdeepflow-bench-nginx-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("www"))?;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_http;
 mod setup;
+mod soak;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -31,8 +32,11 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle).
+    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP).
     Bench(bench::Options),
+    /// Set up, build and run the agent under mixed load for a while,
+    /// failing when its memory or any table keeps growing.
+    Soak(soak::Options),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Task::Run { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::run_agent(&args)),
         Task::Test { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::test(&args)),
         Task::Bench(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| bench::run(&opts)),
+        Task::Soak(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| soak::run(&opts)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
