@@ -8,7 +8,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 use masdeepflow_common::EventKind;
 
 use crate::{
-    kernel::{current_process, current_task, offset, read_at},
+    kernel::{current_process, sock_of_fd},
     maps::SOCKETS,
     tcp_state::emit,
 };
@@ -26,16 +26,7 @@ fn try_accept(ctx: &TracePointContext) -> Result<(), i64> {
     if fd < 0 {
         return Ok(());
     }
-    let files: u64 = read_at(current_task(), offset!(task_files))?;
-    let fdt: u64 = read_at(files, offset!(files_fdt))?;
-    let max_fds: u32 = read_at(fdt, offset!(fdt_max_fds))?;
-    if fd as u64 >= max_fds as u64 {
-        return Ok(());
-    }
-    let fd_array: u64 = read_at(fdt, offset!(fdt_fd))?;
-    let file: u64 = read_at(fd_array + (fd as u64) * 8, 0)?;
-    let socket: u64 = read_at(file, offset!(file_private_data))?;
-    let sk: u64 = read_at(socket, offset!(socket_sk))?;
+    let sk = sock_of_fd(fd as u64)?;
     let Some(state) = SOCKETS.get_ptr_mut(&sk) else {
         return Ok(());
     };

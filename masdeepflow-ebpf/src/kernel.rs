@@ -106,3 +106,29 @@ fn comm_words(c: &[u8; 16]) -> (u64, u64) {
     b.copy_from_slice(&c[8..]);
     (u64::from_ne_bytes(a), u64::from_ne_bytes(b))
 }
+
+/// The `struct sock *` behind file descriptor `fd` of the current task
+/// (task->files->fdt->fd[fd]->private_data->sk). For an fd that is not a
+/// socket this is some other pointer, which no map holds.
+#[inline(always)]
+pub fn sock_of_fd(fd: u64) -> Result<u64, i64> {
+    let files: u64 = read_at(current_task(), offset!(task_files))?;
+    let fdt: u64 = read_at(files, offset!(files_fdt))?;
+    let max_fds: u32 = read_at(fdt, offset!(fdt_max_fds))?;
+    if fd >= max_fds as u64 {
+        return Err(0);
+    }
+    let fd_array: u64 = read_at(fdt, offset!(fdt_fd))?;
+    let file: u64 = read_at(fd_array + fd * 8, 0)?;
+    let socket: u64 = read_at(file, offset!(file_private_data))?;
+    read_at(socket, offset!(socket_sk))
+}
+
+/// The current task's saved user registers (`struct pt_regs *`), where the
+/// running syscall's arguments are.
+#[inline(always)]
+pub fn syscall_regs() -> u64 {
+    // SAFETY: helpers on the current task; the result is only read through
+    // bpf_probe_read_kernel.
+    unsafe { aya_ebpf::helpers::bpf_task_pt_regs(aya_ebpf::helpers::bpf_get_current_task_btf()) as u64 }
+}

@@ -8,7 +8,7 @@
 //! nothing more is looked at. Syscalls without a user buffer (sendfile,
 //! splice, io_uring) are reported with their length and no bytes.
 use aya_ebpf::{
-    helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, bpf_task_pt_regs},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::map,
     maps::PerCpuArray,
 };
@@ -20,7 +20,7 @@ use masdeepflow_common::{
 };
 
 use crate::{
-    kernel::{comm_wanted, current_process, offset, read_at},
+    kernel::{comm_wanted, current_process, offset, read_at, syscall_regs},
     maps::{EVENTS, batched_wakeup, count},
 };
 
@@ -51,9 +51,7 @@ const MSGHDR_IOV: u64 = 16;
 /// The first user buffer of the running syscall and its length.
 #[inline(always)]
 fn user_buffer() -> Option<(u64, u64)> {
-    // SAFETY: helpers on the current task; the result is only read through
-    // bpf_probe_read_kernel.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let regs = syscall_regs();
     let nr: u64 = read_at(regs, REGS_ORIG_AX).ok()?;
     let arg1: u64 = read_at(regs, REGS_SI).ok()?;
     let iov = match nr {

@@ -37,15 +37,22 @@ fn try_count(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
     }
     // SAFETY: documented record layout.
     let sk: u64 = unsafe { ctx.read_at(8)? };
+    count_and_capture(sk, sent, ret as u32);
+    Ok(())
+}
+
+/// Adds `len` bytes to a tracked socket's counters and captures the
+/// payload of parsed protocols. Shared with the syscall fallback.
+#[inline(always)]
+pub fn count_and_capture(sk: u64, sent: bool, len: u32) {
     let Some(state) = SOCKETS.get_ptr_mut(&sk) else {
-        return Ok(());
+        return;
     };
     // SAFETY: `state` points into the map value; the counters are only ever
     // changed atomically.
     unsafe {
         let counter = if sent { &raw mut (*state).bytes_sent } else { &raw mut (*state).bytes_received };
-        atomic_add(counter, ret as u64);
+        atomic_add(counter, len as u64);
     }
-    capture(state, sk, sent, ret as u32);
-    Ok(())
+    capture(state, sk, sent, len);
 }

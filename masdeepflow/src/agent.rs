@@ -60,7 +60,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         kernel_config.capture_bytes = args.capture_bytes;
     }
     set_comm_filter(&mut kernel_config, &args.comm);
-    let mut loaded = loader::load(&kernel_config, &args.events, args.ring_buffer_size, &tracefs_root)?;
+    let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;
     let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the object"));
     let ring = RingBuf::try_from(take(&mut loaded.ebpf, "EVENTS")?)?;
     let sockets = BpfHashMap::try_from(take(&mut loaded.ebpf, "SOCKETS")?)?;

@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// them are counted, not read).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=4096))]
     pub capture_bytes: u32,
+    /// Where socket byte counts and HTTP payloads come from.
+    #[arg(long, value_enum, default_value_t = crate::loader::TrafficSource::Auto)]
+    pub traffic_source: crate::loader::TrafficSource,
     /// Period of flow records, e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub flow_interval: Duration,

@@ -22,35 +22,95 @@ pub struct Hook {
     /// What the user loses when the tracepoint is missing, or None when the
     /// agent cannot run those families without it.
     pub fallback: Option<&'static str>,
+    /// Which way of counting socket bytes it belongs to, if either.
+    pub traffic: Option<TrafficSource>,
+}
+
+/// Where byte counts and payloads come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrafficSource {
+    /// `sock:sock_send_length`/`sock_recv_length` when present, else syscalls.
+    Auto,
+    /// `sock:sock_send_length`/`sock_recv_length` (6.3+): fires for sockets only.
+    Sock,
+    /// The exits of the socket I/O syscalls: any kernel, costlier.
+    Syscalls,
+}
+
+/// Which traffic hooks to use on a kernel that has (or lacks) the sock
+/// tracepoints.
+pub fn traffic_source(wanted: TrafficSource, has: impl Fn(&str, &str) -> bool) -> TrafficSource {
+    match wanted {
+        TrafficSource::Auto if has("sock", "sock_send_length") && has("sock", "sock_recv_length") => TrafficSource::Sock,
+        TrafficSource::Auto => TrafficSource::Syscalls,
+        other => other,
+    }
 }
 
 const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http];
 const ALL: &[Family] = &[Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http];
 
-pub const HOOKS: [Hook; 10] = [
-    Hook { program: "sched_process_exec", category: "sched", tracepoint: "sched_process_exec", families: &[Family::Exec, Family::Exit], fallback: None },
-    Hook { program: "sched_process_exit", category: "sched", tracepoint: "sched_process_exit", families: &[Family::Exit], fallback: None },
-    Hook { program: "inet_sock_set_state", category: "sock", tracepoint: "inet_sock_set_state", families: TCP, fallback: None },
+pub const HOOKS: [Hook; 19] = [
+    Hook { program: "sched_process_exec", category: "sched", tracepoint: "sched_process_exec", families: &[Family::Exec, Family::Exit], fallback: None, traffic: None },
+    Hook { program: "sched_process_exit", category: "sched", tracepoint: "sched_process_exit", families: &[Family::Exit], fallback: None, traffic: None },
+    Hook { program: "inet_sock_set_state", category: "sock", tracepoint: "inet_sock_set_state", families: TCP, fallback: None, traffic: None },
     Hook {
         program: "tcp_destroy_sock",
         category: "tcp",
         tracepoint: "tcp_destroy_sock",
         families: TCP,
         fallback: Some("tcp_close is reported when the socket enters TCP_CLOSE; bytes read after that are not counted"),
+        traffic: None,
     },
-    Hook { program: "sys_exit_accept", category: "syscalls", tracepoint: "sys_exit_accept", families: TCP, fallback: Some("accept() callers are not seen: tcp_accept missing, server-side process unknown") },
-    Hook { program: "sys_exit_accept", category: "syscalls", tracepoint: "sys_exit_accept4", families: TCP, fallback: Some("accept4() callers are not seen: tcp_accept missing, server-side process unknown") },
-    Hook { program: "sock_send_length", category: "sock", tracepoint: "sock_send_length", families: TCP, fallback: Some("bytes sent are not counted (kernel older than 6.3)") },
-    Hook { program: "sock_recv_length", category: "sock", tracepoint: "sock_recv_length", families: TCP, fallback: Some("bytes received are not counted (kernel older than 6.3)") },
+    Hook { program: "sys_exit_accept", category: "syscalls", tracepoint: "sys_exit_accept", families: TCP, fallback: Some("accept() callers are not seen: tcp_accept missing, server-side process unknown"), traffic: None },
+    Hook { program: "sys_exit_accept", category: "syscalls", tracepoint: "sys_exit_accept4", families: TCP, fallback: Some("accept4() callers are not seen: tcp_accept missing, server-side process unknown"), traffic: None },
+    Hook {
+        program: "sock_send_length",
+        category: "sock",
+        tracepoint: "sock_send_length",
+        families: TCP,
+        fallback: Some("bytes and payloads come from syscall tracepoints instead (kernels before 6.3; costlier)"),
+        traffic: Some(TrafficSource::Sock),
+    },
+    Hook {
+        program: "sock_recv_length",
+        category: "sock",
+        tracepoint: "sock_recv_length",
+        families: TCP,
+        fallback: Some("bytes and payloads come from syscall tracepoints instead (kernels before 6.3; costlier)"),
+        traffic: Some(TrafficSource::Sock),
+    },
+    sys_exit("sys_exit_sent", "sys_exit_write"),
+    sys_exit("sys_exit_sent", "sys_exit_writev"),
+    sys_exit("sys_exit_sent", "sys_exit_sendto"),
+    sys_exit("sys_exit_sent", "sys_exit_sendmsg"),
+    sys_exit("sys_exit_sent", "sys_exit_sendfile64"),
+    sys_exit("sys_exit_received", "sys_exit_read"),
+    sys_exit("sys_exit_received", "sys_exit_readv"),
+    sys_exit("sys_exit_received", "sys_exit_recvfrom"),
+    sys_exit("sys_exit_received", "sys_exit_recvmsg"),
     Hook {
         program: "cgroup_mkdir",
         category: "cgroup",
         tracepoint: "cgroup_mkdir",
         families: ALL,
         fallback: Some("cgroups created after start are read from /proc/<pid>/cgroup: short-lived containers may lack their container id"),
+        traffic: None,
     },
-    Hook { program: "cgroup_rmdir", category: "cgroup", tracepoint: "cgroup_rmdir", families: ALL, fallback: Some("removed cgroups are kept until the agent restarts") },
+    Hook { program: "cgroup_rmdir", category: "cgroup", tracepoint: "cgroup_rmdir", families: ALL, fallback: Some("removed cgroups are kept until the agent restarts"), traffic: None },
 ];
+
+/// A syscall-exit hook of the traffic fallback.
+const fn sys_exit(program: &'static str, tracepoint: &'static str) -> Hook {
+    Hook {
+        program,
+        category: "syscalls",
+        tracepoint,
+        families: TCP,
+        fallback: Some("without sock:sock_*_length, bytes moved by this syscall are not counted"),
+        traffic: Some(TrafficSource::Syscalls),
+    }
+}
 
 pub struct Loaded {
     pub ebpf: Ebpf,
@@ -60,7 +120,8 @@ pub struct Loaded {
 
 /// Loads the object with this kernel's configuration and attaches what
 /// `families` need.
-pub fn load(config: &KernelConfig, families: &[Family], ring_buffer_size: u32, tracefs_root: &Path) -> Result<Loaded> {
+pub fn load(config: &KernelConfig, families: &[Family], traffic: TrafficSource, ring_buffer_size: u32, tracefs_root: &Path) -> Result<Loaded> {
+    let traffic = traffic_source(traffic, |c, n| tracefs::has_tracepoint(tracefs_root, c, n));
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", config, true)
@@ -70,7 +131,8 @@ pub fn load(config: &KernelConfig, families: &[Family], ring_buffer_size: u32, t
 
     let mut attached = Vec::new();
     let mut loaded: Vec<&str> = Vec::new();
-    for hook in HOOKS.iter().filter(|h| h.families.iter().any(|f| families.contains(f))) {
+    let chosen = |h: &&Hook| h.traffic.is_none_or(|t| t == traffic);
+    for hook in HOOKS.iter().filter(|h| h.families.iter().any(|f| families.contains(f))).filter(chosen) {
         if !tracefs::has_tracepoint(tracefs_root, hook.category, hook.tracepoint) {
             match hook.fallback {
                 Some(cost) => {
@@ -104,5 +166,39 @@ fn raise_memlock_limit() {
     // SAFETY: a valid rlimit pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         log::debug!("cannot raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tracepoints of kernels the agent meets, as their tracefs lists them
+    /// (from the kernels' sources: `sock_*_length` appeared in 6.3).
+    fn kernel_has(release: (u32, u32)) -> impl Fn(&str, &str) -> bool {
+        move |category, name| match (category, name) {
+            ("sock", "sock_send_length" | "sock_recv_length") => release >= (6, 3),
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn picks_the_traffic_source_from_the_kernel() {
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 18))), TrafficSource::Sock);
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 1))), TrafficSource::Syscalls);
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((5, 10))), TrafficSource::Syscalls);
+        assert_eq!(traffic_source(TrafficSource::Syscalls, kernel_has((6, 18))), TrafficSource::Syscalls);
+        assert_eq!(traffic_source(TrafficSource::Sock, kernel_has((5, 10))), TrafficSource::Sock);
+    }
+
+    #[test]
+    fn every_hook_names_its_cost_or_is_required() {
+        for h in &HOOKS {
+            if h.traffic.is_some() {
+                assert!(h.fallback.is_some(), "{} must be optional", h.tracepoint);
+            }
+        }
+        let syscalls = HOOKS.iter().filter(|h| h.traffic == Some(TrafficSource::Syscalls)).count();
+        assert_eq!(syscalls, 9);
     }
 }

@@ -42,9 +42,19 @@ fn curl(args: &[&str], urls: &[String]) -> (Vec<(u16, u64, u64)>, u32) {
 
 #[test]
 fn nginx_and_curl_keep_alive_static_files_sendfile_and_404() {
+    nginx_and_curl("auto");
+}
+
+/// The same through the syscall fallback (kernels before 6.3), forced.
+#[test]
+fn nginx_and_curl_through_the_syscall_fallback() {
+    nginx_and_curl("syscalls");
+}
+
+fn nginx_and_curl(traffic_source: &str) {
     let nginx = Nginx::start();
     let port = nginx.port;
-    let mut agent = Agent::start(&["--events", "http", "--port", &port.to_string()]);
+    let mut agent = Agent::start(&["--events", "http", "--port", &port.to_string(), "--traffic-source", traffic_source]);
     let paths = ["/small.txt", "/big.bin", "/missing", "/small.txt?x=1&y=%20"];
     let urls: Vec<String> = paths.iter().map(|p| format!("http://127.0.0.1:{port}{p}")).collect();
     let (rows, curl_pid) = curl(&[], &urls);
