@@ -136,15 +136,12 @@ impl Pipeline {
 
     /// Applies the http family choice and the filters to `out[start..]`.
     fn keep_wanted_http(&self, out: &mut Vec<Event>, start: usize) {
-        let wanted = self.wants(Family::Http);
-        let mut i = start;
-        while i < out.len() {
-            if wanted && self.passes_filters(&out[i]) {
-                i += 1;
-            } else {
-                out.remove(i);
-            }
+        if !self.wants(Family::Http) {
+            out.truncate(start);
+            return;
         }
+        let kept: Vec<Event> = out.drain(start..).filter(|e| self.passes_filters(e)).collect();
+        out.extend(kept);
     }
 
     /// Drops parser state of connections the kernel no longer tracks.
