@@ -15,61 +15,85 @@ pub struct Item {
     pub what: String,
     /// What the user loses when it is not ok.
     pub cost: String,
+    /// Missing, but another hook does its work (e.g. the syscall traffic
+    /// hooks on kernels without `sock:sock_*_length`).
+    pub replaced: bool,
+}
+
+impl Item {
+    pub fn new(ok: bool, what: impl Into<String>, cost: impl Into<String>) -> Item {
+        Item { ok, what: what.into(), cost: cost.into(), replaced: false }
+    }
+}
+
+/// The tracepoint `category:name` an item is about, if it is one.
+fn tracepoint_of(item: &Item) -> Option<&str> {
+    item.what.strip_prefix("tracepoint ")?.split(' ').next()
+}
+
+/// Marks the traffic hooks the agent will not use (because the other
+/// source is complete) as replaced.
+pub fn mark_replaced(items: &mut [Item]) {
+    let present = |items: &[Item], c: &str, n: &str| items.iter().any(|i| i.ok && tracepoint_of(i) == Some(&format!("{c}:{n}")));
+    let chosen = crate::loader::traffic_source(crate::loader::TrafficSource::Auto, |c, n| present(items, c, n));
+    for item in items.iter_mut().filter(|i| !i.ok) {
+        let hook = HOOKS.iter().find(|h| tracepoint_of(item) == Some(&format!("{}:{}", h.category, h.tracepoint)));
+        if let Some(t) = hook.and_then(|h| h.traffic) {
+            item.replaced = t != chosen;
+        }
+    }
 }
 
 /// Everything the agent needs, checked on this machine.
 pub fn items() -> Vec<Item> {
     let mut items = Vec::new();
     let missing_privileges = privileges::check_current();
-    items.push(Item {
-        ok: missing_privileges.is_none(),
-        what: "privileges to load BPF programs (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)".into(),
-        cost: missing_privileges.unwrap_or_default() + "; nothing can run",
-    });
+    items.push(Item::new(
+        missing_privileges.is_none(),
+        "privileges to load BPF programs (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)",
+        missing_privileges.unwrap_or_default() + "; nothing can run",
+    ));
     let btf = std::fs::read(config::VMLINUX_BTF);
-    items.push(Item {
-        ok: btf.is_ok(),
-        what: format!("kernel BTF at {}", config::VMLINUX_BTF),
-        cost: "struct offsets unknown; nothing can run (kernel needs CONFIG_DEBUG_INFO_BTF)".into(),
-    });
+    items.push(Item::new(
+        btf.is_ok(),
+        format!("kernel BTF at {}", config::VMLINUX_BTF),
+        "struct offsets unknown; nothing can run (kernel needs CONFIG_DEBUG_INFO_BTF)",
+    ));
     if let Ok(data) = &btf {
         match Btf::parse(data) {
             Ok(btf) => {
                 for (s, m) in config::MEMBERS {
-                    items.push(Item {
-                        ok: btf.member_offset(s, m).is_ok(),
-                        what: format!("kernel struct field {s}.{m}"),
-                        cost: "the programs that read it cannot load".into(),
-                    });
+                    items.push(Item::new(btf.member_offset(s, m).is_ok(), format!("kernel struct field {s}.{m}"), "the programs that read it cannot load"));
                 }
             }
-            Err(e) => items.push(Item { ok: false, what: "kernel BTF parses".into(), cost: format!("{e}; nothing can run") }),
+            Err(e) => items.push(Item::new(false, "kernel BTF parses", format!("{e}; nothing can run"))),
         }
     }
-    items.push(Item { ok: has_ring_buffer(), what: "BPF ring buffer maps (5.8+)".into(), cost: "nothing can run".into() });
+    items.push(Item::new(has_ring_buffer(), "BPF ring buffer maps (5.8+)", "nothing can run"));
     let root = tracefs::root();
-    items.push(Item {
-        ok: root.is_some(),
-        what: "tracefs mounted at /sys/kernel/tracing".into(),
-        cost: "no tracepoint can be attached (mount -t tracefs nodev /sys/kernel/tracing)".into(),
-    });
+    items.push(Item::new(
+        root.is_some(),
+        "tracefs mounted at /sys/kernel/tracing",
+        "no tracepoint can be attached (mount -t tracefs nodev /sys/kernel/tracing)",
+    ));
     if let Some(root) = root {
         for hook in &HOOKS {
             let families: Vec<&str> = hook.families.iter().map(|f| f.name()).collect();
-            items.push(Item {
-                ok: tracefs::has_tracepoint(&root, hook.category, hook.tracepoint),
-                what: format!("tracepoint {}:{} (for {})", hook.category, hook.tracepoint, families.join(", ")),
-                cost: hook.fallback.map_or_else(|| format!("{} cannot be reported", families.join(" and ")), String::from),
-            });
+            items.push(Item::new(
+                tracefs::has_tracepoint(&root, hook.category, hook.tracepoint),
+                format!("tracepoint {}:{} (for {})", hook.category, hook.tracepoint, families.join(", ")),
+                hook.fallback.map_or_else(|| format!("{} cannot be reported", families.join(" and ")), String::from),
+            ));
         }
     }
+    mark_replaced(&mut items);
     items
 }
 
 /// Families that will work given `items` (all hooks without a fallback present).
 pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
     let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ")).all(|i| i.ok);
-    [Family::Exec, Family::Exit, Family::Tcp, Family::Flow]
+    [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]
         .into_iter()
         .map(|f| {
             let hooks_ok = HOOKS.iter().filter(|h| h.families.contains(&f) && h.fallback.is_none()).all(|h| {
@@ -88,6 +112,8 @@ pub fn report(items: &[Item]) -> (String, bool) {
     for i in items {
         if i.ok {
             let _ = writeln!(out, "[ok]      {}", i.what);
+        } else if i.replaced {
+            let _ = writeln!(out, "[replaced] {}: {}", i.what, i.cost);
         } else {
             let _ = writeln!(out, "[missing] {}: {}", i.what, i.cost);
         }
@@ -95,7 +121,7 @@ pub fn report(items: &[Item]) -> (String, bool) {
     let families = working_families(items);
     let summary: Vec<String> = families.iter().map(|(f, ok)| format!("{} {}", f.name(), if *ok { "ok" } else { "unavailable" })).collect();
     let _ = writeln!(out, "features: {}", summary.join(", "));
-    (out, items.iter().all(|i| i.ok))
+    (out, items.iter().all(|i| i.ok || i.replaced))
 }
 
 /// Creates and closes a small ring buffer map.
@@ -127,7 +153,7 @@ mod tests {
     use super::*;
 
     fn item(ok: bool, what: &str) -> Item {
-        Item { ok, what: what.into(), cost: "costs".into() }
+        Item::new(ok, what, "costs")
     }
 
     #[test]
@@ -138,20 +164,27 @@ mod tests {
         assert!(working_families(&full).iter().all(|(_, ok)| *ok));
         assert!(report(&full).1);
 
-        // A 5.10-like kernel: no sock_send_length/recv_length; everything still works, with a cost.
-        let old: Vec<Item> = full
+        // A 6.1-like kernel (seen in the VM test): no sock_send_length/recv_length;
+        // the syscall hooks replace them, so everything works and check passes.
+        let mut old: Vec<Item> = full
             .iter()
-            .map(|i| Item { ok: i.ok && !i.what.contains(":sock_send_length") && !i.what.contains(":sock_recv_length"), what: i.what.clone(), cost: i.cost.clone() })
+            .map(|i| item(i.ok && !i.what.contains(":sock_send_length") && !i.what.contains(":sock_recv_length"), &i.what))
             .collect();
+        mark_replaced(&mut old);
         assert!(working_families(&old).iter().all(|(_, ok)| *ok));
         let (text, all) = report(&old);
-        assert!(!all);
-        assert!(text.contains("[missing] tracepoint sock:sock_send_length"), "{text}");
+        assert!(all, "{text}");
+        assert!(text.contains("[replaced] tracepoint sock:sock_send_length"), "{text}");
+
+        // Neither source of bytes: tcp still reports connections, but check fails.
+        let mut neither: Vec<Item> = old.iter().map(|i| item(i.ok && !i.what.contains("syscalls:sys_exit_read "), &i.what)).collect();
+        mark_replaced(&mut neither);
+        assert!(!report(&neither).1);
 
         // No sched_process_exit: exit is unavailable, the rest works.
-        let no_exit: Vec<Item> = full.iter().map(|i| Item { ok: !i.what.contains(":sched_process_exit "), what: i.what.clone(), cost: i.cost.clone() }).collect();
+        let no_exit: Vec<Item> = full.iter().map(|i| item(!i.what.contains(":sched_process_exit "), &i.what)).collect();
         let fams = working_families(&no_exit);
-        assert_eq!(fams, vec![(Family::Exec, true), (Family::Exit, false), (Family::Tcp, true), (Family::Flow, true)]);
+        assert_eq!(fams, vec![(Family::Exec, true), (Family::Exit, false), (Family::Tcp, true), (Family::Flow, true), (Family::Http, true)]);
 
         // No BTF: nothing works.
         let mut no_btf = full;

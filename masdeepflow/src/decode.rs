@@ -163,8 +163,17 @@ fn ip(family: u16, raw: &[u8; 16]) -> String {
     addr.to_string()
 }
 
-/// Client and server endpoints of a socket seen from side `role`.
+/// Client and server endpoints of a socket seen from side `role`. An IPv6
+/// socket talking to an IPv4 peer (`::ffff:a.b.c.d` on a dual-stack
+/// listener) is reported as IPv4, so both ends of a connection match.
 pub fn connection(e: &Endpoints, role: u32) -> Connection {
+    let mut e = *e;
+    let mapped = |a: &[u8; 16]| a[..10] == [0; 10] && a[10..12] == [0xff, 0xff];
+    if e.family == AF_INET6 && mapped(&e.saddr) && mapped(&e.daddr) {
+        e.family = AF_INET;
+        e.saddr.copy_within(12..16, 0);
+        e.daddr.copy_within(12..16, 0);
+    }
     let local = Endpoint { ip: ip(e.family, &e.saddr), port: e.sport };
     let peer = Endpoint { ip: ip(e.family, &e.daddr), port: e.dport };
     let (src, dst) = if role == ROLE_CLIENT { (local, peer) } else { (peer, local) };
@@ -322,6 +331,12 @@ mod tests {
         let json = serde_json::to_value(decode(&bytes_of(&r), &CLOCK).unwrap()).unwrap();
         assert_eq!(json["src"]["ip"], "::1");
         assert_eq!(json["family"], "ipv6");
+        // A dual-stack listener's view of an IPv4 client.
+        r.endpoints.saddr = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
+        r.endpoints.daddr = Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped().octets();
+        let json = serde_json::to_value(decode(&bytes_of(&r), &CLOCK).unwrap()).unwrap();
+        assert_eq!((json["src"]["ip"].as_str(), json["dst"]["ip"].as_str()), (Some("127.0.0.1"), Some("127.0.0.2")));
+        assert_eq!(json["family"], "ipv4");
     }
 
     #[test]
