@@ -7,6 +7,7 @@ mod bench;
 mod bench_http;
 mod setup;
 mod soak;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -37,6 +38,8 @@ enum Task {
     /// Set up, build and run the agent under mixed load for a while,
     /// failing when its memory or any table keeps growing.
     Soak(soak::Options),
+    /// Set up, build, and run the agent on Debian's Linux 6.1 under QEMU.
+    VmTest,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Task::Run { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::run_agent(&args)),
         Task::Test { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::test(&args)),
         Task::Bench(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| bench::run(&opts)),
+        Task::VmTest => setup::setup().and_then(|()| setup::build_release()).and_then(|()| vm::run_vm_test()),
         Task::Soak(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| soak::run(&opts)),
     };
     match result {
