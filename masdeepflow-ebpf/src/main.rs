@@ -15,6 +15,7 @@ mod kernel;
 mod maps;
 mod payload;
 mod process;
+mod syscall_abi;
 mod syscall_traffic;
 mod tcp_state;
 mod traffic;

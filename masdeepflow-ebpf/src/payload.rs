@@ -20,6 +20,10 @@ use masdeepflow_common::{
 };
 
 use crate::{
+    syscall_abi::{
+        MSGHDR_IOV, REGS_ORIG_AX, REGS_SI, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG,
+        SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
+    },
     kernel::{comm_wanted, current_process, offset, read_at, syscall_regs},
     maps::{EVENTS, batched_wakeup, count},
 };
@@ -32,21 +36,6 @@ static SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0)
 const HTTP_STARTS: [[u8; 4]; 10] =
     [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
 
-// x86_64 `struct pt_regs` (uapi layout) and syscall numbers.
-const REGS_SI: u32 = 104;
-const REGS_ORIG_AX: u32 = 120;
-const SYS_READ: u64 = 0;
-const SYS_WRITE: u64 = 1;
-const SYS_PREAD64: u64 = 17;
-const SYS_PWRITE64: u64 = 18;
-const SYS_READV: u64 = 19;
-const SYS_WRITEV: u64 = 20;
-const SYS_SENDTO: u64 = 44;
-const SYS_RECVFROM: u64 = 45;
-const SYS_SENDMSG: u64 = 46;
-const SYS_RECVMSG: u64 = 47;
-/// `struct msghdr`: `msg_iov` at 16.
-const MSGHDR_IOV: u64 = 16;
 
 /// The first user buffer of the running syscall and its length.
 #[inline(always)]

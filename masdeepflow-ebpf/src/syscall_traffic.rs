@@ -11,18 +11,11 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
+    syscall_abi::{MSG_PEEK, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_R10, SYS_RECVFROM, SYS_RECVMSG},
     kernel::{read_at, sock_of_fd, syscall_regs},
     traffic::count_and_capture,
 };
 
-// x86_64 `struct pt_regs`: syscall arguments 1, 3 and 4.
-const REGS_DI: u32 = 112;
-const REGS_DX: u32 = 96;
-const REGS_R10: u32 = 56;
-const REGS_ORIG_AX: u32 = 120;
-const SYS_RECVFROM: u64 = 45;
-const SYS_RECVMSG: u64 = 47;
-const MSG_PEEK: u64 = 2;
 
 #[tracepoint]
 pub fn sys_exit_sent(ctx: TracePointContext) -> u32 {
