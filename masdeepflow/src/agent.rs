@@ -68,6 +68,12 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let connecting = BpfHashMap::try_from(take(&mut loaded.ebpf, "CONNECTING")?)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Handle SIGINT/SIGTERM from before `agent_start` is written, so that a
+    // signal sent as soon as it is seen still flushes and exits cleanly.
+    let signals = {
+        let _in_runtime = runtime.enter();
+        Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? }
+    };
     let clock = Clock::new();
     let containers = crate::containers::cgroup2_root().map(|root| crate::containers::Containers::from_tree(&root)).unwrap_or_default();
     // Pod metadata, when this node's name is known: watched in the
@@ -106,7 +112,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
         let mut maps = Maps { ring, sockets, counters, connecting };
-        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx).await
+        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals).await
     })?;
 
     drop(tx);
@@ -126,9 +132,8 @@ async fn main_loop(
     clock: &Clock,
     tx: &Queue,
     mut writer_end: tokio::sync::oneshot::Receiver<()>,
+    mut signals: Signals,
 ) -> Result<Outcome> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let now = tokio::time::Instant::now();
     let mut flow_timer = interval_at(now + args.flow_interval, args.flow_interval);
     flow_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -160,8 +165,8 @@ async fn main_loop(
             _ = stats_timer.tick() => {
                 send_stats(maps, clock, tx, &loss, pipeline, false);
             }
-            _ = sigint.recv() => break Outcome::Stopped,
-            _ = sigterm.recv() => break Outcome::Stopped,
+            _ = signals.int.recv() => break Outcome::Stopped,
+            _ = signals.term.recv() => break Outcome::Stopped,
             _ = &mut writer_end => break Outcome::StdoutClosed,
         }
     };
@@ -171,6 +176,11 @@ async fn main_loop(
         send_stats(maps, clock, tx, &loss, pipeline, true);
     }
     Ok(outcome)
+}
+
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
 }
 
 /// Stops the pod watcher when the main loop ends.
