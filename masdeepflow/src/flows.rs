@@ -46,8 +46,11 @@ impl FlowTable {
                 out.push(flow);
             }
         }
+        // A socket missing from this snapshot may have closed with its
+        // tcp_close still in the ring buffer: forget it only when it was
+        // missing from the previous snapshot too.
         let tick = self.tick;
-        self.reported.retain(|_, r| r.seen_in_tick == tick);
+        self.reported.retain(|_, r| r.seen_in_tick + 1 >= tick);
         out
     }
 
@@ -146,7 +149,14 @@ mod tests {
         assert!(t.close(&close(8, 0, 0, 500), 600).is_none());
         t.tick([sock(1, 1, 0), sock(2, 1, 0)], 200, Time(0));
         assert_eq!(t.len(), 2);
+        // Gone from one snapshot: kept (its close may still be on the way).
         t.tick([sock(2, 1, 0)], 300, Time(0));
+        assert_eq!(t.len(), 2);
+        assert_eq!(bytes(&t.close(&close(1, 3, 0, 150), 350).unwrap()), (2, 0, 150));
+        t.tick([sock(2, 1, 0), sock(3, 1, 0)], 400, Time(0));
+        t.tick([sock(3, 1, 0)], 500, Time(0));
+        assert_eq!(t.len(), 2);
+        t.tick([sock(3, 1, 0)], 600, Time(0));
         assert_eq!(t.len(), 1);
     }
 }

@@ -20,6 +20,8 @@ struct Tracked {
     role: &'static str,
     /// The process that sent (client) or received (server) the last request bytes.
     process: Option<Process>,
+    /// Absent from the kernel's live sockets at the last check.
+    missing: bool,
 }
 
 #[derive(Default)]
@@ -44,6 +46,7 @@ impl HttpTracker {
             conn: p.conn.clone(),
             role: p.role,
             process: None,
+            missing: false,
         });
         // The client sends requests; the server receives them.
         let to_server = p.sent == (p.role == "client");
@@ -63,14 +66,21 @@ impl HttpTracker {
         }
     }
 
-    /// Forgets connections the kernel no longer tracks (their close was lost).
+    /// Forgets connections the kernel no longer tracks (their close was
+    /// lost): those absent from two consecutive checks, since one that just
+    /// closed may still have records in the ring buffer.
     pub fn retain_live(&mut self, live: &HashSet<u64>) {
-        self.conns.retain(|id, _| live.contains(id));
+        self.conns.retain(|id, t| {
+            let gone = !live.contains(id);
+            let keep = !(gone && t.missing);
+            t.missing = gone;
+            keep
+        });
     }
 }
 
 fn drain(t: &mut Tracked, out: &mut Vec<Event>) {
-    let Tracked { parser, conn, role, process } = t;
+    let Tracked { parser, conn, role, process, .. } = t;
     for x in parser.drain() {
         out.push(to_event(&x, conn, role, process));
     }
@@ -170,6 +180,8 @@ mod tests {
         assert_eq!(json["process"]["pid"], 7);
         h.on_payload(payload(3, "client", true, req, req.len() as u64, 30), &mut out);
         assert_eq!(h.len(), 2);
+        h.retain_live(&HashSet::from([3]));
+        assert_eq!(h.len(), 2, "kept for one more check");
         h.retain_live(&HashSet::from([3]));
         assert_eq!(h.len(), 1);
     }
