@@ -61,6 +61,21 @@ impl EventKind {
         }
     }
 
+    /// The name used for this kind in `agent_stats` (the event `type` for
+    /// kinds that are events).
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::ProcessExec => "process_exec",
+            EventKind::ProcessExit => "process_exit",
+            EventKind::TcpConnect => "tcp_connect",
+            EventKind::TcpAccept => "tcp_accept",
+            EventKind::TcpClose => "tcp_close",
+            EventKind::Payload => "payload",
+            EventKind::CgroupMkdir => "cgroup_mkdir",
+            EventKind::CgroupRmdir => "cgroup_rmdir",
+        }
+    }
+
     /// Smallest record the kernel writes for this kind (payload records
     /// are followed by their data). A new kind that is not added here fails
     /// to compile.

@@ -3,6 +3,7 @@ use crate::{EventHeader, ProcessInfo};
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
 
 /// The socket initiated the connection.
 pub const ROLE_CLIENT: u32 = 1;

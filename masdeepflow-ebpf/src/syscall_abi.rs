@@ -1,4 +1,4 @@
-//! The x86_64 syscall ABI as the programs read it: where `struct pt_regs`
+//! The syscall ABI as the programs read it (x86_64 for the registers): where `struct pt_regs`
 //! keeps the arguments (uapi layout, stable), and syscall numbers.
 
 /// Offsets in `struct pt_regs` of the syscall number and arguments 1-4.

@@ -10,7 +10,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
     stats::{CONNECTING_FULL, SOCKETS_FULL, lost_index},
-    tcp::{AF_INET, AF_INET6, Endpoints, PendingConnect, ROLE_CLIENT, ROLE_SERVER, SockState, TcpRecord},
+    tcp::{AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, PendingConnect, ROLE_CLIENT, ROLE_SERVER, SockState, TcpRecord},
 };
 
 use crate::{
@@ -18,7 +18,6 @@ use crate::{
     maps::{CONNECTING, EVENTS, SOCKETS, count},
 };
 
-const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;

@@ -6,13 +6,14 @@
 //! Record: `sk` at 8, `family` 16, `protocol` 18, `ret` 20, `flags` 24.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
+use masdeepflow_common::tcp::IPPROTO_TCP;
+
 use crate::{
+    syscall_abi::MSG_PEEK,
     maps::{SOCKETS, atomic_add},
     payload::capture,
 };
 
-const IPPROTO_TCP: u16 = 6;
-const MSG_PEEK: i32 = 2;
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
@@ -32,7 +33,7 @@ fn try_count(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
     let (protocol, ret, flags) = unsafe {
         (ctx.read_at::<u16>(18)?, ctx.read_at::<i32>(20)?, ctx.read_at::<i32>(24)?)
     };
-    if protocol != IPPROTO_TCP || ret <= 0 || (!sent && flags & MSG_PEEK != 0) {
+    if protocol != IPPROTO_TCP || ret <= 0 || (!sent && flags as u64 & MSG_PEEK != 0) {
         return Ok(());
     }
     // SAFETY: documented record layout.

@@ -59,7 +59,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     if args.events.contains(&crate::cli::Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
     }
-    set_comm_filter(&mut kernel_config, &args.comm);
+    config::set_comm_filter(&mut kernel_config, &args.comm);
     let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;
     let take = |ebpf: &mut aya::Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the object"));
     let ring = RingBuf::try_from(take(&mut loaded.ebpf, "EVENTS")?)?;
@@ -239,7 +239,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
     let counter = |i: u32| maps.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
     let mut lost = Lost { kernel_ring_buffer: BTreeMap::new(), user_queue: pipeline.event_types() };
     for kind in EventKind::ALL {
-        let name = kernel_kind_name(kind);
+        let name = kind.name();
         lost.kernel_ring_buffer.insert(name, counter(lost_index(kind as u32)));
     }
     for (k, v) in &loss.by_type {
@@ -260,33 +260,6 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         let mut one = vec![Output::plain(stats)];
         tx.push(&mut one, |_| {});
     }
-}
-
-fn kernel_kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::ProcessExec => "process_exec",
-        EventKind::ProcessExit => "process_exit",
-        EventKind::TcpConnect => "tcp_connect",
-        EventKind::TcpAccept => "tcp_accept",
-        EventKind::TcpClose => "tcp_close",
-        EventKind::Payload => "payload",
-        EventKind::CgroupMkdir => "cgroup_mkdir",
-        EventKind::CgroupRmdir => "cgroup_rmdir",
-    }
-}
-
-/// `--comm` in the kernel, when the names fit: then losses are counted for
-/// those processes alone. Names longer than the kernel's 15 bytes, or more
-/// than it holds, are filtered in user space only.
-fn set_comm_filter(config: &mut masdeepflow_common::config::KernelConfig, comms: &[String]) {
-    let fits = comms.len() <= config.comm_filter.len() && comms.iter().all(|c| !c.is_empty() && c.len() < 16);
-    if comms.is_empty() || !fits {
-        return;
-    }
-    for (slot, name) in config.comm_filter.iter_mut().zip(comms) {
-        slot[..name.len()].copy_from_slice(name.as_bytes());
-    }
-    config.comm_filter_len = comms.len() as u32;
 }
 
 fn kernel_release() -> String {

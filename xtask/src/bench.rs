@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::setup::agent_path;
+use crate::{procfs, setup::agent_path};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -78,19 +78,13 @@ impl Agent {
         }
     }
 
-    /// CPU seconds so far (from /proc/<pid>/stat).
+    /// CPU seconds so far.
     fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        let fields: Vec<&str> = stat.rsplit_once(')').context("odd stat")?.1.split_whitespace().collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / hz)
+        procfs::cpu_seconds(self.child.id()).context("the agent is gone")
     }
 
     fn peak_rss_mb(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).context("no VmHWM")?.trim().trim_end_matches("kB").trim().parse()?;
-        Ok(kb / 1024.0)
+        procfs::memory_mb(self.child.id(), "VmHWM").context("the agent is gone")
     }
 
     /// Stops the agent and returns its output lines as JSON.

@@ -57,17 +57,9 @@ struct Run {
     lost: u64,
 }
 
-fn ticks_to_s(t: u64) -> f64 {
-    // SAFETY: no preconditions.
-    t as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-/// utime+stime of a process and its children that were waited for.
+/// CPU seconds of a process and its waited-for children (0 once gone).
 fn proc_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    ticks_to_s(f[11] + f[12] + f[13] + f[14])
+    crate::procfs::cpu_seconds(pid).unwrap_or(0.0)
 }
 
 /// CPU of nginx: master and its workers.

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod procfs;
 mod setup;
 mod soak;
 mod vm;

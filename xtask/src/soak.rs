@@ -44,12 +44,6 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     if den == 0.0 { 0.0 } else { num / den }
 }
 
-fn rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 pub fn run(opts: &Options) -> Result<()> {
     if opts.minutes == 0 {
         bail!("--minutes must be at least 1");
@@ -133,7 +127,7 @@ pub fn run(opts: &Options) -> Result<()> {
     while start.elapsed() < duration {
         std::thread::sleep(Duration::from_secs(1));
         let t = start.elapsed().as_secs_f64() / 60.0;
-        rss.push((t, rss_mb(pid).context("the agent died")?));
+        rss.push((t, crate::procfs::memory_mb(pid, "VmRSS").context("the agent died")?));
     }
     stop.store(true, Ordering::Relaxed);
     let _ = churn.join();

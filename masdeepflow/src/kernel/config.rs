@@ -63,3 +63,40 @@ pub fn for_running_kernel(tracefs_root: &std::path::Path) -> Result<KernelConfig
     let btf = Btf::parse(&data).context("cannot parse kernel BTF")?;
     kernel_config(&btf, tracefs_root)
 }
+
+/// `--comm` in the kernel, when the names fit: then losses are counted for
+/// those processes alone. Names of 16 bytes or more (the kernel keeps 15),
+/// or more names than it holds, are filtered in user space only.
+pub fn set_comm_filter(config: &mut KernelConfig, comms: &[String]) {
+    let fits = comms.len() <= config.comm_filter.len() && comms.iter().all(|c| !c.is_empty() && c.len() < 16);
+    if comms.is_empty() || !fits {
+        return;
+    }
+    for (slot, name) in config.comm_filter.iter_mut().zip(comms) {
+        slot[..name.len()].copy_from_slice(name.as_bytes());
+    }
+    config.comm_filter_len = comms.len() as u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn comm_filter_goes_to_the_kernel_only_when_it_fits() {
+        let mut c = KernelConfig::default();
+        set_comm_filter(&mut c, &names(&["nginx", "curl"]));
+        assert_eq!(c.comm_filter_len, 2);
+        assert_eq!(&c.comm_filter[0][..6], b"nginx\0");
+        assert_eq!(c.comm_filter[1], *b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
+        for too_much in [names(&["a", "b", "c", "d", "e"]), names(&["sixteen-bytes-xx"]), names(&[""])] {
+            let mut c = KernelConfig::default();
+            set_comm_filter(&mut c, &too_much);
+            assert_eq!(c.comm_filter_len, 0, "{too_much:?}");
+        }
+    }
+}
