@@ -33,6 +33,9 @@ pub struct KernelConfig {
     pub capture_bytes: u32,
     /// Number of names in `comm_filter` in use; 0 reports every process.
     pub comm_filter_len: u32,
+    /// Ring buffer bytes waiting before a payload record wakes the agent
+    /// (below it the agent's drain timer picks records up).
+    pub wakeup_bytes: u32,
     /// Only processes with one of these command names (NUL padded) are
     /// reported, so that losses are counted for them alone.
     pub comm_filter: [[u8; crate::COMM_LEN]; COMM_FILTER_MAX],

@@ -18,6 +18,28 @@ pub const PROTO_HTTP: u32 = 1;
 /// Something else: nothing is captured.
 pub const PROTO_OTHER: u32 = 2;
 
+/// Payload records of one connection that the ring buffer could not take,
+/// not yet reported: the kernel keeps them in the socket's `SockState` and
+/// hands them over (then zeroes them) with the connection's next payload
+/// record, or with its `tcp_close`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadLoss {
+    /// Lost records, sent by the socket's owner, that start like an
+    /// HTTP/1.x message (a method or `HTTP`).
+    pub sent_starts: u64,
+    pub received_starts: u64,
+    /// Bytes of all lost records, per direction.
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+}
+
+impl PayloadLoss {
+    pub fn is_empty(&self) -> bool {
+        self.sent_starts == 0 && self.received_starts == 0 && self.sent_bytes == 0 && self.received_bytes == 0
+    }
+}
+
 /// Fixed part of a payload record; `captured_len` bytes of data follow it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +54,8 @@ pub struct PayloadHeader {
     pub direction: u32,
     pub role: u32,
     pub _pad: u32,
+    /// Records of this connection lost since the previous one delivered.
+    pub loss: PayloadLoss,
 }
 
 /// Ring buffer record as the kernel builds it (only `size_of::<PayloadHeader>()
@@ -43,4 +67,5 @@ pub struct PayloadRecord {
     pub data: [u8; CAPTURE_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32);
+const _: () = assert!(core::mem::size_of::<PayloadLoss>() == 32);
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32 + 32);

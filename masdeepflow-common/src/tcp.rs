@@ -1,5 +1,5 @@
 //! TCP connection records and the kernel's per-socket state.
-use crate::{EventHeader, ProcessInfo};
+use crate::{EventHeader, ProcessInfo, payload::PayloadLoss};
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -46,6 +46,8 @@ pub struct SockState {
     /// `payload::PROTO_*`: decided by the kernel on the first payload.
     pub protocol: u32,
     pub _pad: u32,
+    /// Payload records lost and not yet reported, changed atomically.
+    pub payload_loss: PayloadLoss,
 }
 
 /// A connect in flight, in the kernel map `CONNECTING`, keyed by the
@@ -72,12 +74,14 @@ pub struct TcpRecord {
     pub bytes_received: u64,
     /// [`SockState::id`], 0 for a failed connect.
     pub conn_id: u64,
+    /// close: payload records lost since the last one delivered.
+    pub payload_loss: PayloadLoss,
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoints>() == 40);
-const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 40 + 8);
+const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 40 + 8 + 32);
 const _: () = assert!(core::mem::size_of::<PendingConnect>() == 48);
-const _: () = assert!(core::mem::size_of::<TcpRecord>() == 56 + 40 + 8 + 24 + 8);
+const _: () = assert!(core::mem::size_of::<TcpRecord>() == 56 + 40 + 8 + 24 + 8 + 32);
 
 #[cfg(feature = "user")]
 mod user {

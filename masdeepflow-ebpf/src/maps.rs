@@ -4,6 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
+use crate::kernel::offset;
 use masdeepflow_common::{
     stats::COUNTERS_LEN,
     tcp::{PendingConnect, SockState},
@@ -21,6 +22,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_L
 #[map]
 pub static SOCKETS: HashMap<u64, SockState> = HashMap::with_max_entries(65536, 0);
 
+/// Where a new `SOCKETS` entry is built (too large for the BPF stack).
+#[map]
+pub static SOCK_SCRATCH: PerCpuArray<SockState> = PerCpuArray::with_max_entries(1, 0);
+
 /// Connects between SYN sent and established/failed, by `struct sock` address.
 #[map]
 pub static CONNECTING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(16384, 0);
@@ -28,9 +33,15 @@ pub static CONNECTING: HashMap<u64, PendingConnect> = HashMap::with_max_entries(
 /// Adds one to counter `index`.
 #[inline(always)]
 pub fn count(index: u32) {
+    count_n(index, 1);
+}
+
+/// Adds `n` to counter `index`.
+#[inline(always)]
+pub fn count_n(index: u32, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: the pointer comes from the map.
-        unsafe { atomic_add(slot, 1) };
+        unsafe { atomic_add(slot, n) };
     }
 }
 
@@ -46,16 +57,14 @@ pub unsafe fn atomic_add(counter: *mut u64, n: u64) {
     }
 }
 
-/// Ring buffer bytes waiting before a payload record wakes the agent; below
-/// it the agent's 25 ms drain timer picks records up. High-rate payload
-/// records so cost one wake-up per batch instead of one each.
-const WAKEUP_BYTES: u64 = 64 * 1024;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Flags for `EVENTS.output` of a high-rate record.
+/// Flags for `EVENTS.output` of a high-rate record: wake the agent only
+/// once `wakeup_bytes` are waiting (its drain timer picks up the rest), so
+/// high-rate payload records cost one wake-up per batch instead of one each.
 #[inline(always)]
 pub fn batched_wakeup() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= offset!(wakeup_bytes) as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use masdeepflow_common::{
     EventHeader, EventKind,
-    payload::{CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadRecord},
+    payload::{CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadLoss, PayloadRecord},
     stats::lost_index,
     tcp::SockState,
 };
@@ -25,7 +25,7 @@ use crate::{
         SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
     },
     kernel::{comm_wanted, current_process, offset, read_at, syscall_regs},
-    maps::{EVENTS, batched_wakeup, count},
+    maps::{EVENTS, atomic_add, batched_wakeup, count},
 };
 
 /// Where a payload record is built before it is copied to the ring buffer.
@@ -66,9 +66,18 @@ fn starts_like_http(buf: u64, len: u64) -> bool {
         return false;
     }
     let mut first = [0u8; 4];
-    // SAFETY: user memory read with the fault-tolerant helper.
     let n = if len < 4 { len as usize } else { 4 };
+    // SAFETY: user memory read with the fault-tolerant helper.
     if unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first[..n]) }.is_err() {
+        return false;
+    }
+    is_http_start(&first, n)
+}
+
+/// Whether the first `n` (1..=4) of `first` start an HTTP/1.x message.
+#[inline(always)]
+fn is_http_start(first: &[u8; 4], n: usize) -> bool {
+    if n == 0 {
         return false;
     }
     for start in HTTP_STARTS {
@@ -83,6 +92,50 @@ fn starts_like_http(buf: u64, len: u64) -> bool {
         }
     }
     false
+}
+
+/// Takes the connection's unreported payload losses (zeroing them with
+/// atomic subtractions, so losses counted meanwhile on another CPU stay).
+///
+/// # Safety
+/// `loss` must point into a live `SOCKETS` value.
+#[inline(always)]
+unsafe fn take_loss(loss: *mut PayloadLoss) -> PayloadLoss {
+    // SAFETY: as the caller promised.
+    unsafe {
+        let taken = core::ptr::read_volatile(loss);
+        if !taken.is_empty() {
+            atomic_add(&raw mut (*loss).sent_starts, taken.sent_starts.wrapping_neg());
+            atomic_add(&raw mut (*loss).received_starts, taken.received_starts.wrapping_neg());
+            atomic_add(&raw mut (*loss).sent_bytes, taken.sent_bytes.wrapping_neg());
+            atomic_add(&raw mut (*loss).received_bytes, taken.received_bytes.wrapping_neg());
+        }
+        taken
+    }
+}
+
+/// Puts back losses taken for a record that was then lost, plus that record.
+///
+/// # Safety
+/// As [`take_loss`].
+#[inline(always)]
+unsafe fn give_back(loss: *mut PayloadLoss, taken: &PayloadLoss, sent: bool, start: bool, len: u64) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        let (starts, bytes) = if sent {
+            (&raw mut (*loss).sent_starts, &raw mut (*loss).sent_bytes)
+        } else {
+            (&raw mut (*loss).received_starts, &raw mut (*loss).received_bytes)
+        };
+        atomic_add(starts, start as u64);
+        atomic_add(bytes, len);
+        if !taken.is_empty() {
+            atomic_add(&raw mut (*loss).sent_starts, taken.sent_starts);
+            atomic_add(&raw mut (*loss).received_starts, taken.received_starts);
+            atomic_add(&raw mut (*loss).sent_bytes, taken.sent_bytes);
+            atomic_add(&raw mut (*loss).received_bytes, taken.received_bytes);
+        }
+    }
 }
 
 #[inline(always)]
@@ -111,9 +164,10 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
         }
     }
     let Some(rec) = SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: the per-CPU scratch slot is ours for this program run.
+    // SAFETY: the per-CPU scratch slot is ours for this program run;
+    // `state` is the live map value (only its loss counters change under us,
+    // atomically).
     unsafe {
-        let s = *state;
         (*rec).header = PayloadHeader {
             header: EventHeader {
                 kind: EventKind::Payload as u32,
@@ -121,13 +175,14 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
                 ts_ns: bpf_ktime_get_ns(),
                 process,
             },
-            endpoints: s.endpoints,
-            conn_id: s.id,
+            endpoints: (*state).endpoints,
+            conn_id: (*state).id,
             total_len: len as u64,
             captured_len: 0,
             direction: if sent { DIR_SENT } else { DIR_RECEIVED },
-            role: s.role,
+            role: (*state).role,
             _pad: 0,
+            loss: PayloadLoss { sent_starts: 0, received_starts: 0, sent_bytes: 0, received_bytes: 0 },
         };
         let mut n: u64 = 0;
         if let Some((buf, buf_len)) = buffer {
@@ -149,12 +204,16 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
             }
         }
         (*rec).header.captured_len = n as u32;
+        let loss = &raw mut (*state).payload_loss;
+        (*rec).header.loss = take_loss(loss);
         let size = core::mem::size_of::<PayloadHeader>() + (n as usize & (CAPTURE_MAX * 2 - 1));
         let all = core::slice::from_raw_parts(rec as *const u8, core::mem::size_of::<PayloadRecord>());
-        if size <= all.len() {
-            if EVENTS.output::<[u8]>(&all[..size], batched_wakeup()).is_err() {
-                count(lost_index(EventKind::Payload as u32));
-            }
+        if size <= all.len() && EVENTS.output::<[u8]>(&all[..size], batched_wakeup()).is_ok() {
+            return;
         }
+        count(lost_index(EventKind::Payload as u32));
+        let first = [(*rec).data[0], (*rec).data[1], (*rec).data[2], (*rec).data[3]];
+        let start = is_http_start(&first, if n < 4 { n as usize } else { 4 });
+        give_back(loss, &(*rec).header.loss, sent, start, len as u64);
     }
 }

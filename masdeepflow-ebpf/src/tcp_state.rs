@@ -9,19 +9,23 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
-    stats::{CONNECTING_FULL, SOCKETS_FULL, lost_index},
-    tcp::{AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, PendingConnect, ROLE_CLIENT, ROLE_SERVER, SockState, TcpRecord},
+    payload::PayloadLoss,
+    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
+    tcp::{AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, PendingConnect, ROLE_CLIENT, ROLE_SERVER, TcpRecord},
 };
 
 use crate::{
     kernel::{comm_wanted, current_process, offset, read_at},
-    maps::{CONNECTING, EVENTS, SOCKETS, count},
+    maps::{CONNECTING, EVENTS, SOCK_SCRATCH, SOCKETS, count, count_n},
 };
 
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
+
+/// Connects and accepts carry no payload losses.
+const NO_LOSS: PayloadLoss = PayloadLoss { sent_starts: 0, received_starts: 0, sent_bytes: 0, received_bytes: 0 };
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
@@ -62,7 +66,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 Some(p) => (1, p.owner),
                 None => (0, ProcessInfo::default()),
             };
-            track(sk, now, endpoints, ROLE_CLIENT, has_owner, owner);
+            track(sk, now, &endpoints, ROLE_CLIENT, has_owner, &owner);
             if let Some(p) = pending {
                 emit(EventKind::TcpConnect, now, endpoints, ROLE_CLIENT, 1, p.owner, 0, now - p.syn_sent_ns, 0, 0, now);
             }
@@ -79,7 +83,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             let endpoints = read_endpoints(ctx)?;
-            track(sk, now, endpoints, ROLE_SERVER, 0, ProcessInfo::default());
+            track(sk, now, &endpoints, ROLE_SERVER, 0, &ProcessInfo::default());
         }
         (_, TCP_CLOSE) if offset!(close_on_state) != 0 => report_close(sk, now),
         _ => {}
@@ -99,27 +103,45 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Sends `tcp_close` for a tracked socket and forgets it.
+/// Sends `tcp_close` for a tracked socket and forgets it. The record is
+/// written straight from the map value (no copy: the BPF stack is small).
 #[inline(always)]
 fn report_close(sk: u64, now: u64) {
-    // SAFETY: copied out before removal.
-    let Some(state) = (unsafe { SOCKETS.get(&sk) }).copied() else {
+    let Some(state) = SOCKETS.get_ptr(&sk) else {
         return;
     };
+    // SAFETY: `state` is the live map value until the removal below; other
+    // CPUs only add to its counters.
+    unsafe {
+        let has_owner = (*state).has_owner;
+        if comm_wanted(if has_owner != 0 { &(*state).owner.comm } else { &[0xff; 16] }) {
+            match EVENTS.reserve::<TcpRecord>(0) {
+                Some(mut entry) => {
+                    let r = entry.as_mut_ptr();
+                    (*r).header = EventHeader { kind: EventKind::TcpClose as u32, has_process: has_owner, ts_ns: now, process: (*state).owner };
+                    (*r).endpoints = (*state).endpoints;
+                    (*r).role = (*state).role;
+                    (*r).error = 0;
+                    (*r).duration_ns = now - (*state).established_ns;
+                    (*r).bytes_sent = (*state).bytes_sent;
+                    (*r).bytes_received = (*state).bytes_received;
+                    (*r).conn_id = (*state).id;
+                    (*r).payload_loss = (*state).payload_loss;
+                    entry.submit(0);
+                }
+                None => {
+                    count(lost_index(EventKind::TcpClose as u32));
+                    // Requests in lost payloads are reported nowhere else.
+                    let loss = &(*state).payload_loss;
+                    let requests = if (*state).role == ROLE_CLIENT { loss.sent_starts } else { loss.received_starts };
+                    if requests != 0 {
+                        count_n(HTTP_REQUESTS_LOST_AT_CLOSE, requests);
+                    }
+                }
+            }
+        }
+    }
     let _ = SOCKETS.remove(&sk);
-    emit(
-        EventKind::TcpClose,
-        now,
-        state.endpoints,
-        state.role,
-        state.has_owner,
-        state.owner,
-        0,
-        now - state.established_ns,
-        state.bytes_sent,
-        state.bytes_received,
-        state.id,
-    );
 }
 
 #[inline(always)]
@@ -148,21 +170,29 @@ fn read_endpoints(ctx: &TracePointContext) -> Result<Endpoints, i64> {
     }
 }
 
+/// Starts tracking an established socket. The entry is built in a
+/// per-CPU scratch slot: it is too large for the BPF stack of the callers.
 #[inline(always)]
-fn track(sk: u64, now: u64, endpoints: Endpoints, role: u32, has_owner: u32, owner: ProcessInfo) {
-    let state = SockState {
-        id: now,
-        established_ns: now,
-        bytes_sent: 0,
-        bytes_received: 0,
-        endpoints,
-        role,
-        has_owner,
-        owner,
-        protocol: 0,
-        _pad: 0,
+fn track(sk: u64, now: u64, endpoints: &Endpoints, role: u32, has_owner: u32, owner: &ProcessInfo) {
+    let Some(state) = SOCK_SCRATCH.get_ptr_mut(0) else {
+        return;
     };
-    if SOCKETS.insert(&sk, &state, 0).is_err() {
+    // SAFETY: the per-CPU scratch slot is ours for this program run.
+    let inserted = unsafe {
+        (*state).id = now;
+        (*state).established_ns = now;
+        (*state).bytes_sent = 0;
+        (*state).bytes_received = 0;
+        (*state).endpoints = *endpoints;
+        (*state).role = role;
+        (*state).has_owner = has_owner;
+        (*state).owner = *owner;
+        (*state).protocol = 0;
+        (*state)._pad = 0;
+        (*state).payload_loss = NO_LOSS;
+        SOCKETS.insert(&sk, &*state, 0)
+    };
+    if inserted.is_err() {
         count(SOCKETS_FULL);
     }
 }
@@ -203,6 +233,7 @@ pub fn emit(
         (*r).bytes_sent = bytes_sent;
         (*r).bytes_received = bytes_received;
         (*r).conn_id = conn_id;
+        (*r).payload_loss = NO_LOSS;
     }
     entry.submit(0);
 }

@@ -13,6 +13,8 @@ use crate::http1::{
     self, Detect, Method, ParseError, RequestHead, ResponseHead, check_partial, find_head_end,
     has_valid_start_line, leading_newlines,
 };
+mod loss;
+
 use crate::limits::{
     DEFAULT_MAX_SYNC_SKIPS, MAX_HEAD_SIZE, MAX_OUTPUT, MAX_PENDING_REQUESTS, MAX_UNPAIRED_RESPONSES,
 };
@@ -89,6 +91,10 @@ pub struct ConnectionStats {
     /// Times framing was lost and the parser fell back to resynchronising on
     /// message heads at syscall starts.
     pub resyncs: u64,
+    /// Exchanges not reported because the capture pipeline lost the start
+    /// of their request or of their response ([`Http1Connection::on_lost`]),
+    /// or because the connection's end was lost ([`Http1Connection::abandon`]).
+    pub lost_exchanges: u64,
 }
 
 #[derive(Debug)]
@@ -110,6 +116,9 @@ enum Pending {
     /// Requests that exist but are not stored (overflow or not captured);
     /// they still consume one response each, keeping the pairing right.
     Placeholder(u64),
+    /// Requests whose start the capture pipeline lost: each consumes one
+    /// response and counts as a lost exchange.
+    Lost(u64),
 }
 
 #[derive(Debug)]
@@ -263,7 +272,7 @@ impl Http1Connection {
             .iter()
             .map(|p| match p {
                 Pending::Req(_) => 1,
-                Pending::Placeholder(n) => usize::try_from(*n).unwrap_or(usize::MAX),
+                Pending::Placeholder(n) | Pending::Lost(n) => usize::try_from(*n).unwrap_or(usize::MAX),
             })
             .fold(0usize, usize::saturating_add)
     }
@@ -393,6 +402,7 @@ impl Http1Connection {
 
     /// Free buffers and queues once nothing more will be parsed.
     fn release(&mut self) {
+        self.count_lost_pending();
         self.req.state = SideState::Idle;
         self.resp.state = SideState::Idle;
         self.pending.clear();
@@ -443,12 +453,17 @@ impl Http1Connection {
         }
     }
 
-    /// Emit every stored pending request with `err` and forget placeholders.
+    /// Emit every stored pending request with `err` and forget placeholders
+    /// (lost requests are counted).
     fn flush_pending(&mut self, err: ExchangeError) {
         while let Some(p) = self.pending.pop_front() {
-            if let Pending::Req(r) = p {
-                let ex = Self::exchange(r, None, Some(err));
-                self.emit(ex);
+            match p {
+                Pending::Req(r) => {
+                    let ex = Self::exchange(r, None, Some(err));
+                    self.emit(ex);
+                }
+                Pending::Lost(n) => self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(n),
+                Pending::Placeholder(_) => {}
             }
         }
         self.pending_real = 0;
@@ -570,6 +585,13 @@ impl Http1Connection {
                     self.pending.pop_front();
                 }
                 self.stats.orphan_responses += 1;
+            }
+            Some(Pending::Lost(n)) => {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.pending.pop_front();
+                }
+                self.stats.lost_exchanges += 1;
             }
             Some(Pending::Req(r)) if r.ts <= resp.start_ts => {
                 if let Some(Pending::Req(r)) = self.pending.pop_front() {
@@ -786,6 +808,11 @@ impl Http1Connection {
                 if s == 204 || s == 304 || self.front_method_is(&Method::Head) {
                     self.complete_response(None);
                     return SideState::Idle;
+                }
+                if matches!(self.pending.front(), Some(Pending::Lost(_))) && (h.chunked || h.content_length != Some(0)) {
+                    // Its request was lost: whether it was HEAD (no body)
+                    // is unknown, so the body ends at the next head.
+                    return SideState::Resync { open: true, chunked_tail: h.chunked };
                 }
                 if h.chunked {
                     SideState::Body(Framing::Chunked(ChunkedDecoder::new()))

@@ -63,6 +63,19 @@
 //! that were already open when observation began; otherwise the first bytes
 //! of each direction must be HTTP or the connection is given up.
 //!
+//! # Lost syscalls
+//!
+//! When the capture pipeline drops syscalls it can still say how many
+//! started a message and how many bytes they held:
+//! [`Http1Connection::on_lost`]. A lost request start queues a lost request
+//! that consumes one response; a lost response start consumes the request
+//! it answered; lost bytes inside a body are counted through its framing.
+//! Every exchange is then either emitted, paired with its own response, or
+//! counted in [`ConnectionStats::lost_exchanges`], once
+//! ([`Http1Connection::abandon`] counts what waits on a connection whose end
+//! was lost). A response answering a lost request ends at the next head,
+//! since it may have answered a `HEAD`.
+//!
 //! # Bounds
 //!
 //! See [`limits`]: heads ≤ 16 KiB and ≤ 64 header lines (else the connection

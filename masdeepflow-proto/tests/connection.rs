@@ -579,3 +579,59 @@ fn stray_crlf_between_messages_and_bare_lf() {
     assert_eq!(ex.len(), 2);
     assert_eq!((ex[0].request_bytes, ex[1].request_bytes), (38, 17));
 }
+
+/// Syscalls lost by the capture pipeline, as counts: the exchange whose
+/// request or response start was lost is counted, the others keep their
+/// own responses.
+#[test]
+fn lost_request_and_lost_response_are_counted_not_mispaired() {
+    let req = |i: u32| format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes();
+    let resp = |s: u16| format!("HTTP/1.1 {s} X\r\nContent-Length: 3\r\n\r\nabc").into_bytes();
+    let mut f = Feed::new();
+    f.req(&req(1), 10).resp(&resp(201), 20);
+    // request 2 lost; its response arrives
+    f.c.on_lost(C2S, 1, len(&req(2)), 30);
+    f.resp(&resp(202), 40);
+    // request 3 seen, its response lost, request 4 seen and answered
+    f.req(&req(3), 50);
+    f.c.on_lost(S2C, 1, len(&resp(203)), 70);
+    f.req(&req(4), 70).resp(&resp(204), 80);
+    // request 5 seen; its response is lost and so is the close's news of it
+    f.req(&req(5), 90);
+    f.c.on_lost(S2C, 1, 5, 100);
+    f.close(100);
+    let got: Vec<_> = f.take().iter().map(|e| (e.target.clone(), e.status)).collect();
+    assert_eq!(got, vec![(b"/1".to_vec(), Some(201)), (b"/4".to_vec(), Some(204))]);
+    assert_eq!(f.c.stats().lost_exchanges, 3);
+}
+
+/// Lost bytes inside a body are counted through its framing: the exchange
+/// stays exact.
+#[test]
+fn lost_body_bytes_keep_the_exchange_exact() {
+    let mut f = Feed::new();
+    f.req(b"GET /big HTTP/1.1\r\n\r\n", 1);
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n";
+    f.raw(S2C, head, len(head) + 1000, 2);
+    f.c.on_lost(S2C, 0, 1500, 3);
+    f.raw(S2C, b"", 500, 4);
+    f.req(b"GET /next HTTP/1.1\r\n\r\n", 5).resp(b"HTTP/1.1 204 No Content\r\n\r\n", 6);
+    let ex = f.take();
+    assert_eq!(ex.len(), 2);
+    assert_eq!((ex[0].status, ex[0].response_bytes, ex[0].approximate), (Some(200), len(head) + 3000, false));
+    assert_eq!(ex[1].status, Some(204));
+    assert_eq!(f.c.stats().lost_exchanges, 0);
+}
+
+/// A connection whose end was never reported: waiting requests, stored or
+/// lost, are counted and nothing is emitted.
+#[test]
+fn abandoned_connection_counts_waiting_requests() {
+    let mut f = Feed::new();
+    f.req(b"GET /a HTTP/1.1\r\n\r\n", 1);
+    f.c.on_lost(C2S, 2, 40, 2);
+    f.c.abandon();
+    f.collect();
+    assert!(f.take().is_empty());
+    assert_eq!(f.c.stats().lost_exchanges, 3);
+}

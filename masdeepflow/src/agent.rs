@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
-    stats::{CONNECTING_FULL, SOCKETS_FULL, lost_index},
+    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
     tcp::{PendingConnect, SockState},
 };
 use tokio::{
@@ -58,6 +58,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
     if args.events.contains(&crate::cli::Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
+        kernel_config.wakeup_bytes = config::wakeup_bytes(args.ring_buffer_size);
     }
     config::set_comm_filter(&mut kernel_config, &args.comm);
     let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;
@@ -242,6 +243,8 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         let name = kind.name();
         lost.kernel_ring_buffer.insert(name, counter(lost_index(kind as u32)));
     }
+    // Exchanges, from their lost payload records (see `http.rs`).
+    lost.kernel_ring_buffer.insert("http", pipeline.http_lost() + counter(HTTP_REQUESTS_LOST_AT_CLOSE));
     for (k, v) in &loss.by_type {
         lost.user_queue.insert(k, *v);
     }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use masdeepflow_common::{
     COMM_LEN, EventHeader, EventKind, ProcessInfo,
     cgroup::CgroupRecord,
-    payload::{DIR_SENT, PayloadHeader},
+    payload::{DIR_SENT, PayloadHeader, PayloadLoss},
     process::{ExecRecord, ExitRecord},
     tcp::{AF_INET, AF_INET6, Endpoints, ROLE_CLIENT, TcpRecord},
 };
@@ -53,6 +53,8 @@ pub struct Payload<'a> {
     /// Bytes the syscall moved; `data` holds the first of them.
     pub total_len: u64,
     pub data: &'a [u8],
+    /// Records of this connection the ring buffer lost before this one.
+    pub loss: PayloadLoss,
 }
 
 /// A decoded ring buffer record: an event to report, or input for a
@@ -103,6 +105,7 @@ fn payload<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Payload<'a>, DecodeErro
         sent: h.direction == DIR_SENT,
         total_len: h.total_len.max(captured as u64),
         data: &data[..captured],
+        loss: h.loss,
     })
 }
 
@@ -208,6 +211,7 @@ fn tcp(kind: EventKind, r: &TcpRecord, clock: &Clock) -> Event {
             bytes_received: r.bytes_received,
             duration_ns: r.duration_ns,
             conn_id: r.conn_id,
+            payload_loss: r.payload_loss,
         },
     }
 }
@@ -293,6 +297,7 @@ mod tests {
             bytes_sent: 7,
             bytes_received: 9,
             conn_id: 42,
+            payload_loss: PayloadLoss { sent_starts: 1, received_starts: 2, sent_bytes: 3, received_bytes: 4 },
         }
     }
 
@@ -362,11 +367,13 @@ mod tests {
             direction: 1,
             role: ROLE_SERVER,
             _pad: 0,
+            loss: PayloadLoss { sent_starts: 0, received_starts: 5, sent_bytes: 0, received_bytes: 60 },
         };
         let mut bytes = bytes_of(&h);
         bytes.extend_from_slice(b"GET ");
         let Ok(Record::Payload(p)) = super::decode(&bytes, &CLOCK) else { panic!("not a payload") };
         assert_eq!((p.conn_id, p.sent, p.total_len, p.role), (9, false, 100, "server"));
+        assert_eq!((p.loss.received_starts, p.loss.received_bytes), (5, 60));
         assert_eq!(p.data, b"GET ");
         assert_eq!(p.conn.src.port, 8080);
         // A captured length past the record's end is cut to what is there.

@@ -7,6 +7,7 @@ use masdeepflow_k8s::PodMeta;
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 use crate::clock::rfc3339;
+use masdeepflow_common::payload::PayloadLoss;
 
 /// Unix nanoseconds, written as RFC 3339.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,6 +92,9 @@ pub enum Event {
         duration_ns: u64,
         #[serde(skip)]
         conn_id: u64,
+        /// Payload records lost since the connection's last one delivered.
+        #[serde(skip)]
+        payload_loss: PayloadLoss,
     },
     Flow {
         time: Time,

@@ -57,7 +57,7 @@ impl FlowTable {
     /// The last flow of a connection, from its `tcp_close`, if bytes moved
     /// since the last one. `now_ns` is the kernel time of the close.
     pub fn close(&mut self, close: &Event, now_ns: u64) -> Option<Event> {
-        let Event::TcpClose { time, process, role, conn, bytes_sent, bytes_received, duration_ns, conn_id } = close else {
+        let Event::TcpClose { time, process, role, conn, bytes_sent, bytes_received, duration_ns, conn_id, .. } = close else {
             return None;
         };
         let last = self.reported.remove(conn_id).unwrap_or(Reported {
@@ -117,6 +117,7 @@ mod tests {
             bytes_received: received,
             duration_ns,
             conn_id,
+            payload_loss: Default::default(),
         }
     }
 

@@ -2,8 +2,14 @@
 //! (`masdeepflow-proto`), fed in the order the kernel saw the syscalls.
 //! Bounded: at most [`HTTP_CONNECTIONS_MAX`] connections; each is freed
 //! when its `tcp_close` arrives or when the kernel no longer tracks it.
+//!
+//! Payload records the ring buffer dropped arrive as counts with the
+//! connection's next record (or its close); the parser then reports every
+//! exchange with its own response or counts it in
+//! [`HttpTracker::lost_exchanges`], never both.
 use std::collections::{HashMap, HashSet};
 
+use masdeepflow_common::payload::PayloadLoss;
 use masdeepflow_proto::{Direction, Exchange, ExchangeError, Http1Connection};
 
 use crate::{
@@ -22,6 +28,8 @@ struct Tracked {
     process: Option<Process>,
     /// Absent from the kernel's live sockets at the last check.
     missing: bool,
+    /// The parser's `lost_exchanges` already added to the tracker's.
+    lost_counted: u64,
 }
 
 #[derive(Default)]
@@ -29,6 +37,20 @@ pub struct HttpTracker {
     conns: HashMap<u64, Tracked>,
     /// Payloads dropped because the table was full.
     pub untracked: u64,
+    /// Exchanges not reported because a payload record of their request or
+    /// response was lost (or the connection's close with news of it).
+    pub lost_exchanges: u64,
+}
+
+/// The request and response directions of a loss: (starts, bytes) each.
+fn oriented(loss: &PayloadLoss, role: &str) -> [(Direction, u64, u64); 2] {
+    let sent_requests = role == "client";
+    let (req, resp) = if sent_requests {
+        ((loss.sent_starts, loss.sent_bytes), (loss.received_starts, loss.received_bytes))
+    } else {
+        ((loss.received_starts, loss.received_bytes), (loss.sent_starts, loss.sent_bytes))
+    };
+    [(Direction::ClientToServer, req.0, req.1), (Direction::ServerToClient, resp.0, resp.1)]
 }
 
 impl HttpTracker {
@@ -47,7 +69,13 @@ impl HttpTracker {
             role: p.role,
             process: None,
             missing: false,
+            lost_counted: 0,
         });
+        if !p.loss.is_empty() {
+            for (dir, starts, bytes) in oriented(&p.loss, p.role) {
+                t.parser.on_lost(dir, starts, bytes, p.time.0);
+            }
+        }
         // The client sends requests; the server receives them.
         let to_server = p.sent == (p.role == "client");
         let dir = if to_server { Direction::ClientToServer } else { Direction::ServerToClient };
@@ -56,27 +84,52 @@ impl HttpTracker {
         }
         t.parser.on_data(dir, p.data, p.total_len, p.time.0);
         drain(t, out);
+        self.lost_exchanges += settle_lost(t);
     }
 
-    /// The connection closed: requests still waiting are reported.
-    pub fn on_close(&mut self, conn_id: u64, time: Time, out: &mut Vec<Event>) {
-        if let Some(mut t) = self.conns.remove(&conn_id) {
-            t.parser.on_close(time.0);
-            drain(&mut t, out);
+    /// The connection closed: requests still waiting are reported, after
+    /// the losses its close carries.
+    pub fn on_close(&mut self, conn_id: u64, time: Time, role: &str, loss: &PayloadLoss, out: &mut Vec<Event>) {
+        match self.conns.remove(&conn_id) {
+            Some(mut t) => {
+                for (dir, starts, bytes) in oriented(loss, role) {
+                    t.parser.on_lost(dir, starts, bytes, time.0);
+                }
+                t.parser.on_close(time.0);
+                drain(&mut t, out);
+                self.lost_exchanges += settle_lost(&mut t);
+            }
+            // Every record of the connection was lost: its requests are.
+            None => self.lost_exchanges += oriented(loss, role)[0].1,
         }
     }
 
     /// Forgets connections the kernel no longer tracks (their close was
     /// lost): those absent from two consecutive checks, since one that just
     /// closed may still have records in the ring buffer.
+    /// Their waiting requests count as lost.
     pub fn retain_live(&mut self, live: &HashSet<u64>) {
+        let mut lost = 0;
         self.conns.retain(|id, t| {
             let gone = !live.contains(id);
             let keep = !(gone && t.missing);
             t.missing = gone;
+            if !keep {
+                t.parser.abandon();
+                lost += settle_lost(t);
+            }
             keep
         });
+        self.lost_exchanges += lost;
     }
+}
+
+/// Exchanges the parser counted as lost since the last call.
+fn settle_lost(t: &mut Tracked) -> u64 {
+    let total = t.parser.stats().lost_exchanges;
+    let new = total.saturating_sub(t.lost_counted);
+    t.lost_counted = total;
+    new
 }
 
 fn drain(t: &mut Tracked, out: &mut Vec<Event>) {
@@ -135,6 +188,7 @@ mod tests {
             sent,
             total_len: total,
             data,
+            loss: PayloadLoss::default(),
         }
     }
 
@@ -158,7 +212,7 @@ mod tests {
         assert_eq!(json["response_bytes"], resp.len() + 10);
         assert_eq!(json["role"], "server");
         assert_eq!(json["error"], serde_json::Value::Null);
-        h.on_close(1, Time(500), &mut out);
+        h.on_close(1, Time(500), "server", &PayloadLoss::default(), &mut out);
         assert_eq!(out.len(), 2);
         let json = serde_json::to_value(&out[1]).unwrap();
         assert_eq!(json["status"], serde_json::Value::Null);
@@ -184,5 +238,35 @@ mod tests {
         assert_eq!(h.len(), 2, "kept for one more check");
         h.retain_live(&HashSet::from([3]));
         assert_eq!(h.len(), 1);
+    }
+
+    /// Losses arrive as counts with the next record or the close; each
+    /// exchange is reported or counted lost, once.
+    #[test]
+    fn lost_payloads_are_counted_per_exchange() {
+        let mut h = HttpTracker::default();
+        let mut out = Vec::new();
+        let req = b"GET /1 HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let n = |b: &[u8]| b.len() as u64;
+        // Server side: request 1 lost, its response is delivered with the count.
+        let mut p = payload(1, "server", true, resp, n(resp), 20);
+        p.loss = PayloadLoss { received_starts: 1, received_bytes: n(req), ..Default::default() };
+        h.on_payload(p, &mut out);
+        assert_eq!((out.len(), h.lost_exchanges), (0, 1));
+        // Request 2 delivered, its response lost; the close says so.
+        h.on_payload(payload(1, "server", false, req, n(req), 30), &mut out);
+        let loss = PayloadLoss { sent_starts: 1, sent_bytes: n(resp), ..Default::default() };
+        h.on_close(1, Time(50), "server", &loss, &mut out);
+        assert_eq!((out.len(), h.lost_exchanges), (0, 2), "not reported as no_response");
+        // A client connection whose every record was lost: its close counts them.
+        let loss = PayloadLoss { sent_starts: 3, received_starts: 2, sent_bytes: 3 * n(req), received_bytes: 2 * n(resp) };
+        h.on_close(2, Time(60), "client", &loss, &mut out);
+        assert_eq!(h.lost_exchanges, 5);
+        // A connection whose close was lost: its waiting request counts.
+        h.on_payload(payload(3, "client", true, req, n(req), 70), &mut out);
+        h.retain_live(&HashSet::new());
+        h.retain_live(&HashSet::new());
+        assert_eq!((out.len(), h.lost_exchanges, h.len()), (0, 6, 0));
     }
 }

@@ -111,9 +111,9 @@ impl Pipeline {
                 e
             }
             close @ Event::TcpClose { .. } => {
-                if let Event::TcpClose { conn_id, time, .. } = &close {
+                if let Event::TcpClose { conn_id, time, role, payload_loss, .. } = &close {
                     let start = out.len();
-                    self.http.on_close(*conn_id, *time, out);
+                    self.http.on_close(*conn_id, *time, role, payload_loss, out);
                     self.keep_wanted_http(out, start);
                 }
                 if self.wants(Family::Flow) {
@@ -167,6 +167,11 @@ impl Pipeline {
             }
             out.push(line);
         }
+    }
+
+    /// HTTP exchanges lost with their payload records (so far).
+    pub fn http_lost(&self) -> u64 {
+        self.http.lost_exchanges
     }
 
     /// Forgets cgroups removed long enough ago.

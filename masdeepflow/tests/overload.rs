@@ -1,5 +1,6 @@
 //! Overload: with a tiny kernel ring buffer (agent stopped meanwhile), and
-//! with a stalled stdout reader, flood execs and connections. The traced
+//! with a stalled stdout reader, flood execs, connections and HTTP
+//! requests. The traced
 //! programs keep running, and per event family reported + counted-lost
 //! equals the work generated, exactly (`--comm` is applied in the kernel,
 //! so losses are counted for the flood's processes alone; the two tests
@@ -87,15 +88,91 @@ fn full_ring_buffer_exact_accounting() {
     assert_eq!(closes + lost(s, "tcp_close"), C as u64, "closes: {closes} reported");
     assert_eq!(lost(s, "tcp_accept"), 0, "nginx's accepts are filtered before the ring buffer");
     assert!(lost(s, "tcp_connect") + lost(s, "tcp_close") > 0, "the ring buffer never filled");
+    drop(nginx);
+
+    // HTTP, after the rest (nginx's own name is in the kernel filter here).
+    http_flood();
+}
+
+/// 2,000 keep-alive requests over 4 connections while the agent, with a
+/// 16 KiB ring buffer, is stopped and resumed every 20 ms (so losses fall
+/// between delivered records of the same connections): client and server
+/// side, every exchange is reported with its own response (200 for
+/// /small.txt, 404 otherwise) or counted in `lost.kernel_ring_buffer.http`,
+/// exactly.
+fn http_flood() {
+    const N: usize = 2000;
+    let nginx = Nginx::start();
+    let python = named("mdf-httpflood", "/usr/bin/python3");
+    let mut agent = Agent::start(&["--events", "http", "--comm", "mdf-httpflood,nginx", "--ring-buffer-size", "16384", "--stats-interval", "1s"]);
+    let script = format!("{}/tests/helpers/raw_http.py", env!("CARGO_MANIFEST_DIR"));
+    let mut client = Command::new(&python)
+        .args([&script, "keepalive", &nginx.port.to_string(), "4", &N.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let toggler = {
+        let (flooding, pid) = (flooding.clone(), agent.pid() as i32);
+        std::thread::spawn(move || {
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                std::thread::sleep(Duration::from_millis(20));
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut line = String::new();
+    BufReader::new(client.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    toggler.join().unwrap();
+    pause(&agent, libc::SIGCONT);
+    assert_eq!(line.trim(), "done", "the flood client failed");
+    // Two stats lines after the flood: the ring buffer has been drained.
+    let seen = agent_stats_count(&agent.events);
+    agent.wait_until("two agent_stats after the flood", Duration::from_secs(20), |ev| agent_stats_count(ev) >= seen + 2);
+    // Now the connections close; their closes carry the last losses.
+    drop(client.stdin.take());
+    assert!(client.wait().unwrap().success());
+    agent.wait_until("every http connection closed", Duration::from_secs(20), |ev| {
+        ev.iter().rev().find(|e| e["type"] == "agent_stats").is_some_and(|s| s["tables"]["http_connections"] == 0)
+            && agent_stats_count(ev) > seen + 2
+    });
+    let events = agent.stop();
+    let s = stats(&events);
+    let mut reported = 0;
+    for e in events.iter().filter(|e| e["type"] == "http") {
+        let path = e["path"].as_str().unwrap();
+        let want = if path.starts_with("/small.txt?n=") { 200 } else { 404 };
+        assert_eq!(e["status"], want, "mispaired: {e}");
+        assert_eq!(e["error"], Value::Null, "{e}");
+        reported += 1;
+    }
+    let lost_http = lost(s, "http");
+    assert_eq!(reported + lost_http, 2 * N as u64, "{reported} exchanges reported + {lost_http} lost, both sides");
+    eprintln!("http flood: {reported} exchanges reported, {lost_http} lost, {} payload records lost", lost(s, "payload"));
+    assert!(lost_http > 0 && lost(s, "payload") > 0, "the ring buffer never filled: the test proves nothing");
+}
+
+fn agent_stats_count(events: &[Value]) -> usize {
+    events.iter().filter(|e| e["type"] == "agent_stats").count()
 }
 
 #[test]
 fn stalled_stdout_exact_accounting_and_bounded_memory() {
     const N: usize = 600;
+    const REQUESTS: usize = 600;
     require_root();
     let program = named("mdf-stall", "/bin/true");
+    // Client side only: nginx's name would take in the other test's server.
+    let nginx = Nginx::start();
+    let python = named("mdf-httpstall", "/usr/bin/python3");
     let mut child = Command::new(support::AGENT)
-        .args(["--events", "exec,exit", "--comm", "mdf-stall", "--queue-size", "20", "--stats-interval", "3600s"])
+        .args(["--events", "exec,exit,tcp,http", "--comm", "mdf-stall,mdf-httpstall", "--queue-size", "20", "--stats-interval", "3600s"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -106,6 +183,13 @@ fn stalled_stdout_exact_accounting_and_bounded_memory() {
     // Nobody reads stdout now: the pipe, then the queue, fill up.
     let t0 = Instant::now();
     flood_execs(&program, N);
+    let script = format!("{}/tests/helpers/raw_http.py", env!("CARGO_MANIFEST_DIR"));
+    let client = Command::new(&python)
+        .args([&script, "keepalive", &nginx.port.to_string(), "4", &REQUESTS.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(client.status.success() && client.stdout == b"done\n", "the HTTP client failed");
     assert!(t0.elapsed() < Duration::from_secs(60), "the traced programs were slowed down");
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let rss_kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
@@ -120,8 +204,15 @@ fn stalled_stdout_exact_accounting_and_bounded_memory() {
     assert!(child.wait().unwrap().success());
     let s = stats(&events);
     for ty in ["process_exec", "process_exit"] {
-        let (seen, lost) = (count(&events, ty, "mdf-stall"), lost(s, ty));
-        assert_eq!(seen + lost, N as u64, "{ty}: {seen} reported + {lost} lost");
+        // The flood and the HTTP client's own exec.
+        let (seen, lost) = (count(&events, ty, "mdf-stall") + count(&events, ty, "mdf-httpstall"), lost(s, ty));
+        assert_eq!(seen + lost, N as u64 + 1, "{ty}: {seen} reported + {lost} lost");
     }
-    assert!(s["lost"]["user_queue"]["process_exec"].as_u64().unwrap() > 0, "the queue never filled: the test proves nothing");
+    for (ty, work) in [("tcp_connect", 4), ("tcp_close", 4), ("http", REQUESTS as u64)] {
+        let (seen, lost) = (count(&events, ty, "mdf-httpstall"), lost(s, ty));
+        assert_eq!(seen + lost, work, "{ty}: {seen} reported + {lost} lost");
+    }
+    for ty in ["process_exec", "http"] {
+        assert!(s["lost"]["user_queue"][ty].as_u64().unwrap() > 0, "the queue never dropped {ty}: the test proves nothing");
+    }
 }

@@ -5,6 +5,10 @@ read every response to EOF, print the local port.
 split PORT: one request written in three parts 50 ms apart, read to EOF,
 print the local port.
 churn PORT N: N connections, one request each (Connection: close).
+keepalive PORT CONNS N: N requests over CONNS keep-alive connections,
+one write each (even ones for /small.txt, odd ones for a missing file),
+each response read whole before the next request; prints "done", then
+closes the connections when stdin ends.
 hostile PORT: a request whose target and Host hold control bytes, invalid
 UTF-8, quotes and backslashes; prints the local port and the status line.
 """
@@ -54,6 +58,40 @@ def churn(port, n):
         s.close()
     print(n, flush=True)
 
+def read_response(s, buf):
+    """One response (Content-Length framed) from `s`; returns the bytes
+    after it."""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        if not d:
+            raise SystemExit("connection closed mid-response")
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        d = s.recv(65536)
+        if not d:
+            raise SystemExit("connection closed mid-body")
+        rest += d
+    return rest[length:]
+
+def keepalive(port, conns, n):
+    socks = [connect(port) for _ in range(conns)]
+    for i in range(n):
+        s = socks[i % conns]
+        path = b"/small.txt" if i % 2 == 0 else b"/missing"
+        s.sendall(b"GET " + path + b"?n=" + str(i).encode() + b" HTTP/1.1\r\nHost: flood\r\n\r\n")
+        if read_response(s, b""):
+            raise SystemExit("unexpected bytes after a response")
+    print("done", flush=True)
+    sys.stdin.read()
+    for s in socks:
+        s.close()
+
 def hostile(port):
     s = connect(port)
     s.sendall(b'GET /a\x1b[31mred\x01\x7f\xff"q\\ HTTP/1.1\r\nHost: h\x01\r\nConnection: close\r\n\r\n')
@@ -68,6 +106,8 @@ if __name__ == "__main__":
         pipeline(port)
     elif mode == "split":
         split(port)
+    elif mode == "keepalive":
+        keepalive(port, int(sys.argv[3]), int(sys.argv[4]))
     elif mode == "hostile":
         hostile(port)
     else:

@@ -1,0 +1,192 @@
+//! Syscalls the capture pipeline lost (its buffer was full), reported by
+//! count rather than content. Whole exchanges are then either reported or
+//! counted in [`ConnectionStats::lost_exchanges`], never mispaired: a lost
+//! request start is queued as a lost request that still consumes one
+//! response, and a lost response start consumes the request it answered.
+//!
+//! [`ConnectionStats::lost_exchanges`]: super::ConnectionStats::lost_exchanges
+
+use super::{Direction, Http1Connection, Pending, SideState};
+use crate::http1;
+
+impl Http1Connection {
+    /// Syscalls of direction `dir` were lost before the next one fed to
+    /// [`on_data`](Self::on_data): `starts` of them began an HTTP/1.x
+    /// message (a request method or `HTTP/`), `bytes` is their total length.
+    ///
+    /// Call it before the `on_data` of the syscall that followed the loss,
+    /// with the request direction first when both lost something (a
+    /// response never precedes its request). Exact when every message
+    /// starts at a syscall boundary and no `1xx` interim response is lost;
+    /// pipelined requests sharing a lost syscall count as one.
+    pub fn on_lost(&mut self, dir: Direction, starts: u64, bytes: u64, ts_ns: u64) {
+        if starts == 0 && bytes == 0 {
+            return;
+        }
+        if !self.active() {
+            // Nothing more is parsed on this connection, but lost requests
+            // are still requests that will never be reported.
+            if dir == Direction::ClientToServer && !matches!(self.phase, super::ConnectionState::Tunnel) {
+                self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(starts);
+            }
+            return;
+        }
+        self.now = ts_ns;
+        if starts == 0 {
+            self.lost_inside_message(dir, bytes);
+            return;
+        }
+        self.end_open_message(dir);
+        match dir {
+            Direction::ClientToServer => self.push_lost(starts),
+            Direction::ServerToClient => {
+                for _ in 0..starts.min(self.pending_requests() as u64 + 1) {
+                    self.lose_response();
+                }
+            }
+        }
+        let side = self.side_mut(dir);
+        side.state = SideState::Resync { open: false, chunked_tail: false };
+        side.sync_skips = None;
+    }
+
+    /// The connection ended without the parser being told how (its close
+    /// was lost): every request still waiting, stored or lost, counts as a
+    /// lost exchange and nothing more is reported.
+    pub fn abandon(&mut self) {
+        if self.active() {
+            self.count_lost_pending();
+            self.cur_resp = None;
+        }
+        self.phase = super::ConnectionState::Closed;
+        self.release();
+    }
+
+    /// Requests waiting for a response that would be reported or counted
+    /// as lost (stored ones and lost ones, not unseen placeholders).
+    fn unresolved_requests(&self) -> u64 {
+        self.pending
+            .iter()
+            .map(|p| match p {
+                Pending::Req(_) => 1,
+                Pending::Lost(n) => *n,
+                Pending::Placeholder(_) => 0,
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Counts and forgets every request waiting for a response.
+    pub(super) fn count_lost_pending(&mut self) {
+        let n = self.unresolved_requests();
+        self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(n);
+        self.pending.clear();
+        self.pending_real = 0;
+        self.cur_req = None;
+    }
+
+    /// Lost bytes that did not start a message: counted through the framing
+    /// when it is known, else the direction waits for the next head.
+    fn lost_inside_message(&mut self, dir: Direction, bytes: u64) {
+        let state = std::mem::replace(&mut self.side_mut(dir).state, SideState::Idle);
+        let next = match state {
+            SideState::Body(f) => {
+                self.side_mut(dir).state = SideState::Body(f);
+                self.tail(dir, bytes);
+                return;
+            }
+            SideState::Resync { open, chunked_tail } => {
+                if open {
+                    self.add_bytes(dir, bytes);
+                }
+                SideState::Resync { open, chunked_tail }
+            }
+            SideState::Head { buf, start_ts } => {
+                let next = self.head_cut_by_loss(dir, &buf, start_ts);
+                if let SideState::Resync { open: true, .. } = next {
+                    self.add_bytes(dir, bytes);
+                }
+                next
+            }
+            SideState::Idle => {
+                self.stats.resyncs += 1;
+                SideState::Resync { open: false, chunked_tail: false }
+            }
+        };
+        if self.active() {
+            self.side_mut(dir).state = next;
+        }
+    }
+
+    /// A new message started in lost bytes: the one in progress in `dir`
+    /// ended before it (its size is then approximate).
+    fn end_open_message(&mut self, dir: Direction) {
+        let state = std::mem::replace(&mut self.side_mut(dir).state, SideState::Idle);
+        let open = match state {
+            SideState::Idle | SideState::Resync { open: false, .. } => false,
+            SideState::Resync { open: true, .. } => true,
+            SideState::Body(_) => {
+                self.mark_approximate(dir);
+                true
+            }
+            SideState::Head { buf, start_ts } => {
+                matches!(self.head_cut_by_loss(dir, &buf, start_ts), SideState::Resync { open: true, .. })
+            }
+        };
+        if open && self.active() {
+            self.finish(dir);
+        } else if dir == Direction::ServerToClient {
+            // Interim (1xx) heads of the response whose final head was lost.
+            self.cur_resp = None;
+        }
+    }
+
+    /// The rest of a partly buffered head was lost: the message is kept
+    /// with what its prefix tells, or, for a request too short to parse,
+    /// counted as a lost request.
+    fn head_cut_by_loss(&mut self, dir: Direction, buf: &[u8], start_ts: u64) -> SideState {
+        if dir == Direction::ClientToServer && http1::parse_request_prefix(buf).is_none() {
+            self.stats.resyncs += 1;
+            self.push_lost(1);
+            return SideState::Resync { open: false, chunked_tail: false };
+        }
+        self.truncated_head(dir, buf, start_ts)
+    }
+
+    fn push_lost(&mut self, n: u64) {
+        if let Some(Pending::Lost(m)) = self.pending.back_mut() {
+            *m = m.saturating_add(n);
+        } else {
+            self.pending.push_back(Pending::Lost(n));
+        }
+    }
+
+    /// A response start was lost: the request it answered is lost too.
+    fn lose_response(&mut self) {
+        match self.pending.front_mut() {
+            Some(Pending::Req(_)) => {
+                if let Some(Pending::Req(r)) = self.pending.pop_front() {
+                    self.pending_real = self.pending_real.saturating_sub(1);
+                    if self.cur_req == Some(r.seq) {
+                        self.cur_req = None;
+                    }
+                }
+                self.stats.lost_exchanges += 1;
+            }
+            Some(Pending::Lost(n)) => {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.pending.pop_front();
+                }
+                self.stats.lost_exchanges += 1;
+            }
+            Some(Pending::Placeholder(n)) => {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.pending.pop_front();
+                }
+                self.stats.orphan_responses += 1;
+            }
+            None => self.stats.orphan_responses += 1,
+        }
+    }
+}
