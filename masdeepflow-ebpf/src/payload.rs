@@ -8,7 +8,7 @@
 //! nothing more is looked at. Syscalls without a user buffer (sendfile,
 //! splice, io_uring) are reported with their length and no bytes.
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, generated},
     macros::map,
     maps::PerCpuArray,
 };
@@ -138,6 +138,40 @@ unsafe fn give_back(loss: *mut PayloadLoss, taken: &PayloadLoss, sent: bool, sta
     }
 }
 
+/// Copies `n` (1 to `CAPTURE_MAX`) bytes of user memory at `src` to `dst`,
+/// which has room for `CAPTURE_MAX`. A function of its own so that the
+/// bound is checked right before the helper call: inlined, the compiler
+/// reloads `n` from the stack after the check, and older verifiers (6.1)
+/// then lose the bound and refuse the program.
+#[inline(never)]
+fn read_user(dst: *mut u8, src: u64, n: u64) -> bool {
+    // Opaque to the optimiser, which would otherwise drop the check below
+    // as implied by the caller's.
+    // SAFETY: reading a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    if n == 0 || n > CAPTURE_MAX as u64 {
+        return false;
+    }
+    // SAFETY: `dst` has room for `CAPTURE_MAX` bytes; user memory is read
+    // with the fault-tolerant helper.
+    unsafe { generated::bpf_probe_read_user(dst.cast(), n as u32, src as *const core::ffi::c_void) == 0 }
+}
+
+/// Sends the header and the first `captured` data bytes of `rec` to the
+/// ring buffer. A function of its own for the reason [`read_user`] is.
+#[inline(never)]
+fn send_record(rec: *const PayloadRecord, captured: u64, flags: u64) -> bool {
+    // SAFETY: reading a local (opaque to the optimiser, see `read_user`).
+    let captured = unsafe { core::ptr::read_volatile(&captured) };
+    if captured > CAPTURE_MAX as u64 {
+        return false;
+    }
+    let size = core::mem::size_of::<PayloadHeader>() + captured as usize;
+    // SAFETY: `rec` is the per-CPU scratch record, `size` within it.
+    let bytes = unsafe { core::slice::from_raw_parts(rec as *const u8, size) };
+    EVENTS.output::<[u8]>(bytes, flags).is_ok()
+}
+
 #[inline(always)]
 pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
     let limit = offset!(capture_bytes) as u64;
@@ -196,19 +230,14 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
             if n > CAPTURE_MAX as u64 {
                 n = CAPTURE_MAX as u64;
             }
-            let n_usize = n as usize;
-            if n_usize > 0 && n_usize <= CAPTURE_MAX {
-                if bpf_probe_read_user_buf(buf as *const u8, &mut (&mut (*rec).data)[..n_usize]).is_err() {
-                    n = 0;
-                }
+            if !read_user((&raw mut (*rec).data).cast(), buf, n) {
+                n = 0;
             }
         }
         (*rec).header.captured_len = n as u32;
         let loss = &raw mut (*state).payload_loss;
         (*rec).header.loss = take_loss(loss);
-        let size = core::mem::size_of::<PayloadHeader>() + (n as usize & (CAPTURE_MAX * 2 - 1));
-        let all = core::slice::from_raw_parts(rec as *const u8, core::mem::size_of::<PayloadRecord>());
-        if size <= all.len() && EVENTS.output::<[u8]>(&all[..size], batched_wakeup()).is_ok() {
+        if send_record(rec, n, batched_wakeup()) {
             return;
         }
         count(lost_index(EventKind::Payload as u32));

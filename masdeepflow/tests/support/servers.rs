@@ -2,7 +2,7 @@
 //! http.server that answers after a known delay.
 use std::{
     net::TcpStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -43,6 +43,12 @@ pub const SMALL: &[u8] = b"small file served by nginx\n";
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Nginx::start_as(Path::new("nginx"))
+    }
+
+    /// Started through `program` (a symlink to nginx gives its processes
+    /// that command name).
+    pub fn start_as(program: &Path) -> Nginx {
         let dir = scratch_dir("nginx");
         let www = dir.join("www");
         std::fs::write(www.join("small.txt"), SMALL).unwrap();
@@ -57,7 +63,7 @@ impl Nginx {
             d = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut child = Command::new("nginx")
+        let mut child = Command::new(program)
             .arg("-p")
             .arg(&dir)
             .arg("-c")
