@@ -11,6 +11,7 @@
 
 mod accept;
 mod cgroup;
+mod function_traffic;
 mod kernel;
 mod maps;
 mod payload;

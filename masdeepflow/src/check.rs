@@ -31,12 +31,20 @@ fn tracepoint_of(item: &Item) -> Option<&str> {
     item.what.strip_prefix("tracepoint ")?.split(' ').next()
 }
 
-/// Marks the traffic hooks the agent will not use (because the other
-/// source is complete) as replaced.
+/// What the fexit traffic hooks' item is called.
+pub const FEXIT_ITEM: &str = "fexit on tcp_sendmsg, tcp_sendpage, tcp_recvmsg";
+
+/// Marks the traffic hooks the agent will not use (because another source
+/// is complete) as replaced.
 pub fn mark_replaced(items: &mut [Item]) {
     let present = |items: &[Item], c: &str, n: &str| items.iter().any(|i| i.ok && tracepoint_of(i) == Some(&format!("{c}:{n}")));
-    let chosen = crate::loader::traffic_source(crate::loader::TrafficSource::Auto, |c, n| present(items, c, n));
+    let fexit = items.iter().any(|i| i.ok && i.what.starts_with(FEXIT_ITEM));
+    let chosen = crate::loader::traffic_source(crate::loader::TrafficSource::Auto, |c, n| present(items, c, n), fexit);
     for item in items.iter_mut().filter(|i| !i.ok) {
+        if item.what.starts_with(FEXIT_ITEM) {
+            item.replaced = chosen != crate::loader::TrafficSource::Fexit;
+            continue;
+        }
         let hook = HOOKS.iter().find(|h| tracepoint_of(item) == Some(&format!("{}:{}", h.category, h.tracepoint)));
         if let Some(t) = hook.and_then(|h| h.traffic) {
             item.replaced = t != chosen;
@@ -76,11 +84,17 @@ pub fn items() -> Vec<Item> {
         "tracefs mounted at /sys/kernel/tracing",
         "no tracepoint can be attached (mount -t tracefs nodev /sys/kernel/tracing)",
     ));
-    if let Some(root) = root {
+    if let Some(root) = &root {
+        let fexit = config::for_running_kernel(root).and_then(|c| crate::loader::fexit_works(&c));
+        items.push(Item::new(
+            fexit.is_ok(),
+            format!("{FEXIT_ITEM} (for tcp, flow, http bytes on kernels before 6.3)"),
+            format!("{}; the sock tracepoints (6.3+) or the syscall hooks count bytes instead", fexit.err().map(|e| crate::fexit_hooks::one_line(&e)).unwrap_or_default()),
+        ));
         for hook in &HOOKS {
             let families: Vec<&str> = hook.families.iter().map(|f| f.name()).collect();
             items.push(Item::new(
-                tracefs::has_tracepoint(&root, hook.category, hook.tracepoint),
+                tracefs::has_tracepoint(root, hook.category, hook.tracepoint),
                 format!("tracepoint {}:{} (for {})", hook.category, hook.tracepoint, families.join(", ")),
                 hook.fallback.map_or_else(|| format!("{} cannot be reported", families.join(" and ")), String::from),
             ));
@@ -92,7 +106,7 @@ pub fn items() -> Vec<Item> {
 
 /// Families that will work given `items` (all hooks without a fallback present).
 pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
-    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ")).all(|i| i.ok);
+    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ")).all(|i| i.ok || i.replaced);
     [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]
         .into_iter()
         .map(|f| {
@@ -159,10 +173,16 @@ mod tests {
     #[test]
     fn recorded_feature_sets() {
         let all_hooks: Vec<Item> = HOOKS.iter().map(|h| item(true, &format!("tracepoint {}:{} (for x)", h.category, h.tracepoint))).collect();
-        let mut full = vec![item(true, "privileges"), item(true, "kernel BTF")];
+        let mut full = vec![item(true, "privileges"), item(true, "kernel BTF"), item(true, &format!("{FEXIT_ITEM} (for x)"))];
         full.extend(all_hooks);
         assert!(working_families(&full).iter().all(|(_, ok)| *ok));
         assert!(report(&full).1);
+
+        // This machine (6.18): fexit refused, the sock tracepoints replace it.
+        let mut here: Vec<Item> = full.iter().map(|i| item(i.ok && !i.what.starts_with(FEXIT_ITEM), &i.what)).collect();
+        mark_replaced(&mut here);
+        let (text, all) = report(&here);
+        assert!(all && text.contains(&format!("[replaced] {FEXIT_ITEM}")), "{text}");
 
         // A 6.1-like kernel (seen in the VM test): no sock_send_length/recv_length;
         // the syscall hooks replace them, so everything works and check passes.
@@ -174,10 +194,16 @@ mod tests {
         assert!(working_families(&old).iter().all(|(_, ok)| *ok));
         let (text, all) = report(&old);
         assert!(all, "{text}");
-        assert!(text.contains("[replaced] tracepoint sock:sock_send_length"), "{text}");
+        assert!(text.contains("[replaced] tracepoint sock:sock_send_length") && text.contains(&format!("[ok]      {FEXIT_ITEM}")), "{text}");
 
-        // Neither source of bytes: tcp still reports connections, but check fails.
-        let mut neither: Vec<Item> = old.iter().map(|i| item(i.ok && !i.what.contains("syscalls:sys_exit_read "), &i.what)).collect();
+        // 6.1 where fexit is refused: the syscall hooks replace both.
+        let mut no_fexit: Vec<Item> = old.iter().map(|i| item(i.ok && !i.what.starts_with(FEXIT_ITEM), &i.what)).collect();
+        mark_replaced(&mut no_fexit);
+        let (text, all) = report(&no_fexit);
+        assert!(all && text.contains(&format!("[replaced] {FEXIT_ITEM}")), "{text}");
+
+        // No source of bytes: tcp still reports connections, but check fails.
+        let mut neither: Vec<Item> = no_fexit.iter().map(|i| item(i.ok && !i.what.contains("syscalls:sys_exit_read "), &i.what)).collect();
         mark_replaced(&mut neither);
         assert!(!report(&neither).1);
 

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{Ebpf, EbpfLoader, programs::TracePoint};
 use masdeepflow_common::config::KernelConfig;
 
-use crate::{cli::Family, kernel::tracefs};
+use crate::{cli::Family, fexit_hooks, kernel::tracefs};
 
 /// The object built from `masdeepflow-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masdeepflow-ebpf"));
@@ -29,19 +29,23 @@ pub struct Hook {
 /// Where byte counts and payloads come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrafficSource {
-    /// `sock:sock_send_length`/`sock_recv_length` when present, else syscalls.
+    /// The first of sock, fexit and syscalls that this kernel allows.
     Auto,
     /// `sock:sock_send_length`/`sock_recv_length` (6.3+): fires for sockets only.
     Sock,
+    /// fexit on `tcp_sendmsg`/`tcp_sendpage`/`tcp_recvmsg` (5.5+ with BTF
+    /// trampolines): fires for TCP only.
+    Fexit,
     /// The exits of the socket I/O syscalls: any kernel, costlier.
     Syscalls,
 }
 
 /// Which traffic hooks to use on a kernel that has (or lacks) the sock
-/// tracepoints.
-pub fn traffic_source(wanted: TrafficSource, has: impl Fn(&str, &str) -> bool) -> TrafficSource {
+/// tracepoints and allows (or not) fexit programs.
+pub fn traffic_source(wanted: TrafficSource, has: impl Fn(&str, &str) -> bool, fexit: bool) -> TrafficSource {
     match wanted {
         TrafficSource::Auto if has("sock", "sock_send_length") && has("sock", "sock_recv_length") => TrafficSource::Sock,
+        TrafficSource::Auto if fexit => TrafficSource::Fexit,
         TrafficSource::Auto => TrafficSource::Syscalls,
         other => other,
     }
@@ -69,7 +73,7 @@ pub const HOOKS: [Hook; 19] = [
         category: "sock",
         tracepoint: "sock_send_length",
         families: TCP,
-        fallback: Some("bytes and payloads come from syscall tracepoints instead (kernels before 6.3; costlier)"),
+        fallback: Some("bytes and payloads come from fexit or syscall hooks instead (kernels before 6.3; costlier)"),
         traffic: Some(TrafficSource::Sock),
     },
     Hook {
@@ -77,7 +81,7 @@ pub const HOOKS: [Hook; 19] = [
         category: "sock",
         tracepoint: "sock_recv_length",
         families: TCP,
-        fallback: Some("bytes and payloads come from syscall tracepoints instead (kernels before 6.3; costlier)"),
+        fallback: Some("bytes and payloads come from fexit or syscall hooks instead (kernels before 6.3; costlier)"),
         traffic: Some(TrafficSource::Sock),
     },
     sys_exit("sys_exit_sent", "sys_exit_write"),
@@ -120,16 +124,24 @@ pub struct Loaded {
 
 /// Loads the object with this kernel's configuration and attaches what
 /// `families` need.
-pub fn load(config: &KernelConfig, families: &[Family], traffic: TrafficSource, ring_buffer_size: u32, tracefs_root: &Path) -> Result<Loaded> {
-    let traffic = traffic_source(traffic, |c, n| tracefs::has_tracepoint(tracefs_root, c, n));
+pub fn load(config: &KernelConfig, families: &[Family], wanted: TrafficSource, ring_buffer_size: u32, tracefs_root: &Path) -> Result<Loaded> {
+    // fexit is taken to work until attaching it says otherwise.
+    let mut traffic = traffic_source(wanted, |c, n| tracefs::has_tracepoint(tracefs_root, c, n), true);
     raise_memlock_limit();
-    let mut ebpf = EbpfLoader::new()
-        .override_global("OFFSETS", config, true)
-        .map_max_entries("EVENTS", ring_buffer_size)
-        .load(OBJECT)
-        .context("loading the eBPF object")?;
+    let mut ebpf = load_object(config, ring_buffer_size)?;
 
     let mut attached = Vec::new();
+    if traffic == TrafficSource::Fexit && TCP.iter().any(|f| families.contains(f)) {
+        match fexit_hooks::attach(&mut ebpf) {
+            Ok(names) => attached.extend(names),
+            Err(e) if wanted == TrafficSource::Auto => {
+                log::warn!("fexit hooks unavailable ({}): bytes and payloads come from the syscall tracepoints instead (costlier)", fexit_hooks::one_line(&e));
+                log::debug!("fexit: {e:?}");
+                traffic = TrafficSource::Syscalls;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let mut loaded: Vec<&str> = Vec::new();
     let chosen = |h: &&Hook| h.traffic.is_none_or(|t| t == traffic);
     for hook in HOOKS.iter().filter(|h| h.families.iter().any(|f| families.contains(f))).filter(chosen) {
@@ -158,6 +170,22 @@ pub fn load(config: &KernelConfig, families: &[Family], traffic: TrafficSource, 
     Ok(Loaded { ebpf, attached })
 }
 
+fn load_object(config: &KernelConfig, ring_buffer_size: u32) -> Result<Ebpf> {
+    EbpfLoader::new()
+        .override_global("OFFSETS", config, true)
+        .map_max_entries("EVENTS", ring_buffer_size)
+        .load(OBJECT)
+        .context("loading the eBPF object")
+}
+
+/// Whether this kernel runs the fexit traffic hooks: loads the object
+/// (small ring buffer), attaches them, and lets everything go.
+pub fn fexit_works(config: &KernelConfig) -> Result<()> {
+    raise_memlock_limit();
+    let mut ebpf = load_object(config, 4096)?;
+    fexit_hooks::attach(&mut ebpf).map(|_| ())
+}
+
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Newer ones use
 /// memcg, and where the limit cannot be raised (no CAP_SYS_RESOURCE) that
 /// is fine.
@@ -184,11 +212,16 @@ mod tests {
 
     #[test]
     fn picks_the_traffic_source_from_the_kernel() {
-        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 18))), TrafficSource::Sock);
-        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 1))), TrafficSource::Syscalls);
-        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((5, 10))), TrafficSource::Syscalls);
-        assert_eq!(traffic_source(TrafficSource::Syscalls, kernel_has((6, 18))), TrafficSource::Syscalls);
-        assert_eq!(traffic_source(TrafficSource::Sock, kernel_has((5, 10))), TrafficSource::Sock);
+        // This machine: sock tracepoints, fexit refused.
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 18)), false), TrafficSource::Sock);
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 18)), true), TrafficSource::Sock);
+        // Debian's 6.1 (the VM test): fexit allowed.
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 1)), true), TrafficSource::Fexit);
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((6, 1)), false), TrafficSource::Syscalls);
+        assert_eq!(traffic_source(TrafficSource::Auto, kernel_has((5, 10)), false), TrafficSource::Syscalls);
+        assert_eq!(traffic_source(TrafficSource::Syscalls, kernel_has((6, 18)), true), TrafficSource::Syscalls);
+        assert_eq!(traffic_source(TrafficSource::Fexit, kernel_has((6, 18)), false), TrafficSource::Fexit);
+        assert_eq!(traffic_source(TrafficSource::Sock, kernel_has((5, 10)), true), TrafficSource::Sock);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod clock;
 mod containers;
 mod decode;
 mod event;
+mod fexit_hooks;
 mod flows;
 mod http;
 mod kernel;

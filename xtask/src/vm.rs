@@ -2,9 +2,10 @@
 //! Linux 6.1 cloud kernel under QEMU (TCG) with an initramfs of
 //! busybox-static, the agent and its libraries, runs a scripted workload
 //! (exec, an HTTP exchange with busybox httpd and wget, a TCP exchange with
-//! nc), and checks the agent's output. 6.1 lacks `sock:sock_*_length`
-//! (the agent must fall back to the syscall hooks) and `group_dead` in
-//! `sched_process_exit`. Needs qemu-system-x86, cpio and busybox-static
+//! nc) under the agent twice, and checks the agent's output. 6.1 lacks
+//! `sock:sock_*_length` and `group_dead` in `sched_process_exit`, and allows
+//! fexit: the first run must pick the fexit traffic hooks, the second is
+//! made to use the syscall hooks. Needs qemu-system-x86, cpio and busybox-static
 //! (Debian packages; `.ci/run` installs them) and apt to fetch the kernel.
 use std::{
     path::{Path, PathBuf},
@@ -29,22 +30,28 @@ echo "=== KERNEL $(cat /proc/sys/kernel/osrelease)"
 /masdeepflow check > /check.txt
 echo "=== CHECK rc=$?"
 cat /check.txt
-/masdeepflow > /out.jsonl 2>/err.txt &
-AGENT=$!
-for i in $(seq 1 600); do grep -q agent_start /out.jsonl 2>/dev/null && break; sleep 0.1; done
-/bin/echo vm-marker "two words"
 httpd -p 127.0.0.1:8080 -h /www
-wget -q -O /tmp/got http://127.0.0.1:8080/x
-(echo server-says-hi | nc -l -p 9000 > /tmp/nc.out) &
-sleep 1
-echo client-says-hello | nc 127.0.0.1 9000 > /dev/null
-sleep 2
-kill -INT $AGENT
-for i in $(seq 1 300); do kill -0 $AGENT 2>/dev/null || break; sleep 0.1; done
-echo "=== ERR"
-cat /err.txt
-echo "=== OUT"
-cat /out.jsonl
+# run NAME NC_PORT AGENT_ARGS...: the workload under one agent.
+run() {
+  name=$1; port=$2; shift 2
+  /masdeepflow "$@" > /out.jsonl 2>/err.txt &
+  AGENT=$!
+  for i in $(seq 1 600); do grep -q agent_start /out.jsonl 2>/dev/null && break; sleep 0.1; done
+  /bin/echo vm-marker "two words"
+  wget -q -O /tmp/got http://127.0.0.1:8080/x
+  (echo server-says-hi | nc -l -p $port > /tmp/nc.out) &
+  sleep 1
+  echo client-says-hello | nc 127.0.0.1 $port > /dev/null
+  sleep 2
+  kill -INT $AGENT
+  for i in $(seq 1 300); do kill -0 $AGENT 2>/dev/null || break; sleep 0.1; done
+  echo "=== ERR $name"
+  cat /err.txt
+  echo "=== OUT $name"
+  cat /out.jsonl
+}
+run auto 9000
+run syscalls 9001 --traffic-source syscalls
 echo "=== END"
 poweroff -f
 "#;
@@ -112,6 +119,39 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// Checks one agent run's output; returns how many events it wrote.
+fn check_run(log: &str, run: &str, nc_port: u16, probe: &str) -> Result<usize> {
+    ensure!(section(log, &format!("ERR {run}")).is_some_and(|e| e.trim().is_empty()), "the agent wrote to stderr");
+    let events: Vec<Value> = section(log, &format!("OUT {run}"))
+        .context("no agent output")?
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+        .collect::<Result<_>>()?;
+    let find = |what: &str, pred: &dyn Fn(&Value) -> bool| events.iter().find(|e| pred(e)).cloned().with_context(|| format!("no {what}"));
+
+    let start = find("agent_start", &|e| e["type"] == "agent_start")?;
+    ensure!(start["probes"].as_array().is_some_and(|p| p.iter().any(|x| x == probe)), "{probe} was not attached: {start}");
+    let exec = find("exec of /bin/echo", &|e| e["type"] == "process_exec" && e["args"] == serde_json::json!(["/bin/echo", "vm-marker", "two words"]))?;
+    let pid = exec["process"]["pid"].clone();
+    let exit = find("exit of /bin/echo", &|e| e["type"] == "process_exit" && e["process"]["pid"] == pid)?;
+    ensure!(exit["exit_code"] == 0, "echo's exit code");
+    for role in ["client", "server"] {
+        let http = find(&format!("{role} http"), &|e| e["type"] == "http" && e["role"] == role && e["path"] == "/x")?;
+        ensure!(http["status"] == 200 && http["method"] == "GET" && http["dst"]["port"] == 8080, "{role} http: {http}");
+    }
+    let client_close = find("nc client close", &|e| e["type"] == "tcp_close" && e["role"] == "client" && e["dst"]["port"] == nc_port)?;
+    ensure!(client_close["bytes_sent"] == 18 && client_close["bytes_received"] == 15, "nc bytes: {client_close}");
+    let server_close = find("nc server close", &|e| e["type"] == "tcp_close" && e["role"] == "server" && e["dst"]["port"] == nc_port)?;
+    ensure!(server_close["bytes_sent"] == 15 && server_close["bytes_received"] == 18, "nc server bytes: {server_close}");
+    ensure!(server_close["src"] == client_close["src"], "both ends of the nc connection should name the same client");
+    let stats = events.iter().rev().find(|e| e["type"] == "agent_stats").context("no final agent_stats")?;
+    for (k, v) in stats["lost"]["kernel_ring_buffer"].as_object().into_iter().flatten() {
+        ensure!(v == 0, "lost {k}");
+    }
+    Ok(events.len())
+}
+
 /// The text between `=== name` and the next marker.
 fn section<'a>(log: &'a str, name: &str) -> Option<&'a str> {
     let start = log.find(&format!("=== {name}"))?;
@@ -144,34 +184,12 @@ pub fn run_vm_test() -> Result<()> {
     let check = section(&log, "CHECK").ok_or_else(|| fail("no check output"))?;
     ensure!(log.contains("=== CHECK rc=0"), fail("`masdeepflow check` did not pass on 6.1"));
     ensure!(check.contains("[replaced] tracepoint sock:sock_send_length"), fail("check does not show the traffic fallback"));
-    ensure!(section(&log, "ERR").is_some_and(|e| e.trim().is_empty()), fail("the agent wrote to stderr"));
-    let events: Vec<Value> = section(&log, "OUT")
-        .ok_or_else(|| fail("no agent output"))?
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).map_err(|e| fail(&format!("not JSON ({e}): {l}"))))
-        .collect::<Result<_>>()?;
-    let find = |what: &str, pred: &dyn Fn(&Value) -> bool| events.iter().find(|e| pred(e)).cloned().ok_or_else(|| fail(&format!("no {what}")));
-
-    let start = find("agent_start", &|e| e["type"] == "agent_start")?;
-    ensure!(start["probes"].as_array().is_some_and(|p| p.iter().any(|x| x == "syscalls:sys_exit_read")), fail("the syscall traffic hooks were not attached"));
-    let exec = find("exec of /bin/echo", &|e| e["type"] == "process_exec" && e["args"] == serde_json::json!(["/bin/echo", "vm-marker", "two words"]))?;
-    let pid = exec["process"]["pid"].clone();
-    let exit = find("exit of /bin/echo", &|e| e["type"] == "process_exit" && e["process"]["pid"] == pid)?;
-    ensure!(exit["exit_code"] == 0, fail("echo's exit code"));
-    for role in ["client", "server"] {
-        let http = find(&format!("{role} http"), &|e| e["type"] == "http" && e["role"] == role && e["path"] == "/x")?;
-        ensure!(http["status"] == 200 && http["method"] == "GET" && http["dst"]["port"] == 8080, fail(&format!("{role} http: {http}")));
+    ensure!(check.contains("[ok]      fexit on tcp_sendmsg"), fail("check does not find the fexit hooks"));
+    // Auto picks the fexit hooks on 6.1; the syscall hooks must work too.
+    for (run, nc_port, probe) in [("auto", 9000, "fexit:tcp_recvmsg"), ("syscalls", 9001, "syscalls:sys_exit_read")] {
+        let n = check_run(&log, run, nc_port, probe).map_err(|e| fail(&format!("{run} run: {e}")))?;
+        println!("vm-test: Linux {release}, {run} ({probe}): exec, exit, HTTP (both sides), TCP bytes and stats as expected ({n} events)");
     }
-    let client_close = find("nc client close", &|e| e["type"] == "tcp_close" && e["role"] == "client" && e["dst"]["port"] == 9000)?;
-    ensure!(client_close["bytes_sent"] == 18 && client_close["bytes_received"] == 15, fail(&format!("nc bytes: {client_close}")));
-    let server_close = find("nc server close", &|e| e["type"] == "tcp_close" && e["role"] == "server" && e["dst"]["port"] == 9000)?;
-    ensure!(server_close["bytes_sent"] == 15 && server_close["bytes_received"] == 18, fail(&format!("nc server bytes: {server_close}")));
-    ensure!(server_close["src"] == client_close["src"], fail("both ends of the nc connection should name the same client"));
-    let stats = events.iter().rev().find(|e| e["type"] == "agent_stats").ok_or_else(|| fail("no final agent_stats"))?;
-    for (k, v) in stats["lost"]["kernel_ring_buffer"].as_object().into_iter().flatten() {
-        ensure!(v == 0, fail(&format!("lost {k} on 6.1")));
-    }
-    println!("vm-test: Linux {release}: check passes with the syscall fallback; exec, exit, HTTP (both sides), TCP bytes and stats as expected ({} events)", events.len());
+    println!("vm-test: Linux {release}: check passes, the sock tracepoints replaced by fexit");
     Ok(())
 }

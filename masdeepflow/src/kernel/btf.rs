@@ -21,6 +21,8 @@ pub enum BtfError {
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -124,6 +126,14 @@ impl<'a> Btf<'a> {
         None
     }
 
+    /// Number of parameters of the kernel function `name`, if BTF has it
+    /// (fexit programs find the return value after the parameters).
+    pub fn function_params(&self, name: &str) -> Option<u32> {
+        let func = self.types.iter().find(|t| t.kind == KIND_FUNC && self.name(t.name_off) == Some(name))?;
+        let proto = self.types.get(func.size_or_type as usize)?;
+        (proto.kind == KIND_FUNC_PROTO).then_some(proto.vlen)
+    }
+
     /// Byte offset of `member` in `struct name`, looking through anonymous
     /// structs and unions.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
@@ -167,8 +177,8 @@ mod tests {
     /// Builds BTF with: 1 int, 2 `struct inner { int b; }` (anonymous use),
     /// 3 `struct outer { int a; <anon inner at 64 bits>; }`.
     fn fixture() -> Vec<u8> {
-        let strings = b"\0int\0b\0outer\0a\0".to_vec();
-        let (int, b, outer, a) = (1u32, 5u32, 7u32, 13u32);
+        let strings = b"\0int\0b\0outer\0a\0f\0".to_vec();
+        let (int, b, outer, a, f) = (1u32, 5u32, 7u32, 13u32, 15u32);
         let mut types = Vec::new();
         let mut push = |words: &[u32]| {
             for w in words {
@@ -178,6 +188,8 @@ mod tests {
         push(&[int, 1 << 24, 4, 32]); // INT, 32 bits
         push(&[0, (4 << 24) | 1, 4, b, 1, 0]); // anonymous struct { int b; }
         push(&[outer, (4 << 24) | 2, 16, a, 1, 0, 0, 2, 64]); // struct outer
+        push(&[0, (13 << 24) | 2, 1, a, 1, b, 1]); // 4: int (int a, int b)
+        push(&[f, 12 << 24, 4]); // 5: int f(int a, int b)
         let mut data = Vec::new();
         for w in [0xeb9f_u32 | (1 << 16), 24, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             data.extend_from_slice(&w.to_le_bytes());
@@ -195,6 +207,8 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "b"), Ok(8));
         assert_eq!(btf.member_offset("outer", "zz"), Err(BtfError::NoMember("outer".into(), "zz".into())));
         assert_eq!(btf.member_offset("nope", "a"), Err(BtfError::NoStruct("nope".into())));
+        assert_eq!(btf.function_params("f"), Some(2));
+        assert_eq!(btf.function_params("outer"), None);
     }
 
     #[test]
@@ -238,5 +252,9 @@ mod tests {
             btf.member_offset("mm_struct", "arg_start").unwrap() + 8
         );
         assert!(btf.member_offset("task_struct", "tgid").is_ok());
+        // The fexit traffic hooks' functions (tcp_recvmsg had 6 parameters
+        // before 5.19, 5 until `addr_len` went, 4 here).
+        assert_eq!(btf.function_params("tcp_sendmsg"), Some(3));
+        assert!(matches!(btf.function_params("tcp_recvmsg"), Some(4..=6)));
     }
 }
