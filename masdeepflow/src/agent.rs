@@ -50,9 +50,14 @@ struct QueueLoss {
     by_type: BTreeMap<&'static str, u64>,
 }
 
-pub fn run(args: RunArgs) -> Result<Outcome> {
+pub fn run(mut args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
+    }
+    if args.events.contains(&crate::cli::Family::Http) && !crate::kernel::helpers::has_task_pt_regs() {
+        // The capture code is then dead and the verifier drops it.
+        log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http events are not reported");
+        args.events.retain(|f| *f != crate::cli::Family::Http);
     }
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;

@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// One line of the report.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
     pub ok: bool,
     pub what: String,
@@ -30,6 +30,9 @@ impl Item {
 fn tracepoint_of(item: &Item) -> Option<&str> {
     item.what.strip_prefix("tracepoint ")?.split(' ').next()
 }
+
+/// What the `bpf_task_pt_regs` item is called (HTTP needs it).
+pub const PT_REGS_ITEM: &str = "BPF helper bpf_task_pt_regs (5.15+, for http)";
 
 /// What the fexit traffic hooks' item is called.
 pub const FEXIT_ITEM: &str = "fexit on tcp_sendmsg, tcp_sendpage, tcp_recvmsg";
@@ -78,6 +81,7 @@ pub fn items() -> Vec<Item> {
         }
     }
     items.push(Item::new(has_ring_buffer(), "BPF ring buffer maps (5.8+)", "nothing can run"));
+    items.push(Item::new(crate::kernel::helpers::has_task_pt_regs(), PT_REGS_ITEM, "http cannot be reported (payload capture cannot find syscall buffers)"));
     let root = tracefs::root();
     items.push(Item::new(
         root.is_some(),
@@ -106,14 +110,15 @@ pub fn items() -> Vec<Item> {
 
 /// Families that will work given `items` (all hooks without a fallback present).
 pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
-    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ")).all(|i| i.ok || i.replaced);
+    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ") && i.what != PT_REGS_ITEM).all(|i| i.ok || i.replaced);
+    let pt_regs = items.iter().all(|i| i.what != PT_REGS_ITEM || i.ok);
     [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]
         .into_iter()
         .map(|f| {
             let hooks_ok = HOOKS.iter().filter(|h| h.families.contains(&f) && h.fallback.is_none()).all(|h| {
                 items.iter().any(|i| i.ok && i.what.starts_with(&format!("tracepoint {}:{} ", h.category, h.tracepoint)))
             });
-            (f, base_ok && hooks_ok)
+            (f, base_ok && hooks_ok && (f != Family::Http || pt_regs))
         })
         .collect()
 }
@@ -206,6 +211,13 @@ mod tests {
         let mut neither: Vec<Item> = no_fexit.iter().map(|i| item(i.ok && !i.what.contains("syscalls:sys_exit_read "), &i.what)).collect();
         mark_replaced(&mut neither);
         assert!(!report(&neither).1);
+
+        // A 5.10-like kernel: no bpf_task_pt_regs; http is unavailable.
+        let mut no_regs = full.clone();
+        no_regs.push(item(false, PT_REGS_ITEM));
+        let fams = working_families(&no_regs);
+        assert_eq!(fams, vec![(Family::Exec, true), (Family::Exit, true), (Family::Tcp, true), (Family::Flow, true), (Family::Http, false)]);
+        assert!(!report(&no_regs).1);
 
         // No sched_process_exit: exit is unavailable, the rest works.
         let no_exit: Vec<Item> = full.iter().map(|i| item(!i.what.contains(":sched_process_exit "), &i.what)).collect();
