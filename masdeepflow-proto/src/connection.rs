@@ -579,20 +579,7 @@ impl Http1Connection {
             resp.error = err;
         }
         match self.pending.front_mut() {
-            Some(Pending::Placeholder(n)) => {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.pending.pop_front();
-                }
-                self.stats.orphan_responses += 1;
-            }
-            Some(Pending::Lost(n)) => {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.pending.pop_front();
-                }
-                self.stats.lost_exchanges += 1;
-            }
+            Some(Pending::Placeholder(_) | Pending::Lost(_)) => self.answer_uncounted_front(),
             Some(Pending::Req(r)) if r.ts <= resp.start_ts => {
                 if let Some(Pending::Req(r)) = self.pending.pop_front() {
                     self.pending_real = self.pending_real.saturating_sub(1);
@@ -613,6 +600,30 @@ impl Http1Connection {
                 }
                 self.unpaired.push_back(resp);
             }
+        }
+    }
+
+    /// A response (seen or lost) answers the placeholder at the front of
+    /// the queue: counted as an orphan (unseen request) or a lost exchange.
+    fn answer_uncounted_front(&mut self) {
+        let (emptied, lost) = match self.pending.front_mut() {
+            Some(Pending::Placeholder(n)) => {
+                *n = n.saturating_sub(1);
+                (*n == 0, false)
+            }
+            Some(Pending::Lost(n)) => {
+                *n = n.saturating_sub(1);
+                (*n == 0, true)
+            }
+            _ => return,
+        };
+        if emptied {
+            self.pending.pop_front();
+        }
+        if lost {
+            self.stats.lost_exchanges += 1;
+        } else {
+            self.stats.orphan_responses += 1;
         }
     }
 

@@ -54,7 +54,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
     }
-    if args.events.contains(&crate::cli::Family::Http) && !crate::kernel::helpers::has_task_pt_regs() {
+    if args.events.contains(&crate::cli::Family::Http) && !crate::kernel::features::has_task_pt_regs() {
         // The capture code is then dead and the verifier drops it.
         log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http events are not reported");
         args.events.retain(|f| *f != crate::cli::Family::Http);

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::{
     cli::Family,
-    kernel::{btf::Btf, config, privileges, tracefs},
+    kernel::{btf::Btf, config, features, privileges, tracefs},
     loader::HOOKS,
 };
 
@@ -80,8 +80,8 @@ pub fn items() -> Vec<Item> {
             Err(e) => items.push(Item::new(false, "kernel BTF parses", format!("{e}; nothing can run"))),
         }
     }
-    items.push(Item::new(has_ring_buffer(), "BPF ring buffer maps (5.8+)", "nothing can run"));
-    items.push(Item::new(crate::kernel::helpers::has_task_pt_regs(), PT_REGS_ITEM, "http cannot be reported (payload capture cannot find syscall buffers)"));
+    items.push(Item::new(features::has_ring_buffer(), "BPF ring buffer maps (5.8+)", "nothing can run"));
+    items.push(Item::new(features::has_task_pt_regs(), PT_REGS_ITEM, "http cannot be reported (payload capture cannot find syscall buffers)"));
     let root = tracefs::root();
     items.push(Item::new(
         root.is_some(),
@@ -141,30 +141,6 @@ pub fn report(items: &[Item]) -> (String, bool) {
     let summary: Vec<String> = families.iter().map(|(f, ok)| format!("{} {}", f.name(), if *ok { "ok" } else { "unavailable" })).collect();
     let _ = writeln!(out, "features: {}", summary.join(", "));
     (out, items.iter().all(|i| i.ok || i.replaced))
-}
-
-/// Creates and closes a small ring buffer map.
-fn has_ring_buffer() -> bool {
-    #[repr(C)]
-    #[derive(Default)]
-    struct MapCreate {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        rest: [u64; 16],
-    }
-    const BPF_MAP_CREATE: libc::c_long = 0;
-    const BPF_MAP_TYPE_RINGBUF: u32 = 27;
-    let attr = MapCreate { map_type: BPF_MAP_TYPE_RINGBUF, max_entries: 4096, ..Default::default() };
-    // SAFETY: bpf(2) with a zero-padded attribute of the size we pass.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, &attr as *const MapCreate, size_of::<MapCreate>() as u32) };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: closing the fd we just got.
-    unsafe { libc::close(fd as i32) };
-    true
 }
 
 #[cfg(test)]

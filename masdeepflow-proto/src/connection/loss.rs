@@ -172,20 +172,7 @@ impl Http1Connection {
                 }
                 self.stats.lost_exchanges += 1;
             }
-            Some(Pending::Lost(n)) => {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.pending.pop_front();
-                }
-                self.stats.lost_exchanges += 1;
-            }
-            Some(Pending::Placeholder(n)) => {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.pending.pop_front();
-                }
-                self.stats.orphan_responses += 1;
-            }
+            Some(Pending::Lost(_) | Pending::Placeholder(_)) => self.answer_uncounted_front(),
             None => self.stats.orphan_responses += 1,
         }
     }

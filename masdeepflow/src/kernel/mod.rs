@@ -1,6 +1,7 @@
-//! What the running kernel offers: BTF offsets, tracepoints, privileges.
+//! What the running kernel offers: BTF offsets, tracepoints, BPF features,
+//! privileges.
 pub mod btf;
 pub mod config;
-pub mod helpers;
+pub mod features;
 pub mod privileges;
 pub mod tracefs;

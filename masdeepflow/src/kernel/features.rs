@@ -1,5 +1,21 @@
-//! BPF helpers the programs need beyond what every supported kernel has,
-//! probed by loading a five-instruction program that calls them.
+//! BPF features probed by creating the kernel object that needs them: a
+//! ring buffer map, a five-instruction program calling a helper.
+
+/// BPF ring buffer maps (5.8+): creates and closes a small one.
+pub fn has_ring_buffer() -> bool {
+    #[repr(C)]
+    #[derive(Default)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        rest: [u64; 16],
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+    creates_fd(BPF_MAP_CREATE, &MapCreate { map_type: BPF_MAP_TYPE_RINGBUF, max_entries: 4096, ..Default::default() })
+}
 
 /// `bpf_task_pt_regs` (5.15+): HTTP capture finds a syscall's user buffer
 /// in the task's saved registers. Without it `http` cannot be reported.
@@ -57,9 +73,14 @@ fn loads(insns: &[Insn]) -> bool {
         license: license.as_ptr() as u64,
         ..Default::default()
     };
-    // SAFETY: bpf(2) with a zero-padded attribute of the size we pass; the
-    // pointers in it live until the call returns.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoad, size_of::<ProgLoad>() as u32) };
+    creates_fd(BPF_PROG_LOAD, &attr)
+}
+
+/// Whether bpf(2) command `cmd` with `attr` (a zero-padded `union bpf_attr`
+/// prefix whose pointers stay valid for the call) returns an fd; closes it.
+fn creates_fd<T>(cmd: libc::c_long, attr: &T) -> bool {
+    // SAFETY: as documented above; the size passed is the attribute's.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, size_of::<T>() as u32) };
     if fd < 0 {
         return false;
     }
@@ -71,7 +92,8 @@ fn loads(insns: &[Insn]) -> bool {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn this_kernel_has_task_pt_regs() {
+    fn this_kernel_has_ring_buffers_and_task_pt_regs() {
+        assert!(super::has_ring_buffer(), "no BPF ring buffer (not root, or a kernel before 5.8)");
         // 6.18 here; a false answer would also come from missing privileges.
         assert!(super::has_task_pt_regs(), "bpf_task_pt_regs probe failed (not root, or a kernel before 5.15)");
     }
