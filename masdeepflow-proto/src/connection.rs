@@ -16,7 +16,7 @@ use crate::http1::{
 mod loss;
 
 use crate::limits::{
-    DEFAULT_MAX_SYNC_SKIPS, MAX_HEAD_SIZE, MAX_OUTPUT, MAX_PENDING_REQUESTS, MAX_UNPAIRED_RESPONSES,
+    DEFAULT_MAX_SYNC_SKIPS, MAX_HEAD_SIZE, MAX_OUTPUT, MAX_PENDING_ENTRIES, MAX_PENDING_REQUESTS, MAX_UNPAIRED_RESPONSES,
 };
 
 /// Uncaptured bytes past the end of a request that are taken to hold at
@@ -60,6 +60,9 @@ pub enum GiveUpReason {
     Head(ParseError),
     /// Mid-stream mode found no message boundary within the skip budget.
     SyncTimeout,
+    /// More than [`MAX_PENDING_ENTRIES`] runs of requests waited (stored,
+    /// unseen and lost ones alternating without responses).
+    TooManyPending,
 }
 
 /// Lifecycle of a connection parser.
@@ -275,6 +278,11 @@ impl Http1Connection {
                 Pending::Placeholder(n) | Pending::Lost(n) => usize::try_from(*n).unwrap_or(usize::MAX),
             })
             .fold(0usize, usize::saturating_add)
+    }
+
+    /// Entries in the pending queue (at most [`MAX_PENDING_ENTRIES`]).
+    pub fn pending_entries(&self) -> usize {
+        self.pending.len()
     }
 
     /// Bytes currently held in partial-head buffers (at most 2 × [`MAX_HEAD_SIZE`]).
@@ -515,8 +523,21 @@ impl Http1Connection {
         if let Some(Pending::Placeholder(n)) = self.pending.back_mut() {
             *n = n.saturating_add(1);
         } else {
-            self.pending.push_back(Pending::Placeholder(1));
+            self.push_entry(Pending::Placeholder(1));
         }
+    }
+
+    /// Appends to the pending queue, or gives the connection up when the
+    /// queue already holds [`MAX_PENDING_ENTRIES`] entries.
+    fn push_entry(&mut self, p: Pending) {
+        if self.pending.len() >= MAX_PENDING_ENTRIES {
+            if let Pending::Lost(n) = p {
+                self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(n);
+            }
+            self.give_up(Direction::ClientToServer, GiveUpReason::TooManyPending);
+            return;
+        }
+        self.pending.push_back(p);
     }
 
     /// Queue a request; becomes the current request if stored.

@@ -79,8 +79,9 @@
 //! # Bounds
 //!
 //! See [`limits`]: heads ≤ 16 KiB and ≤ 64 header lines (else the connection
-//! is given up), ≤ 32 pending (pipelined) requests, ≤ 64 undrained
-//! exchanges, ≤ 4 responses waiting for a late request. One connection holds
+//! is given up), ≤ 32 pending (pipelined) requests stored and ≤ 66 entries
+//! in their queue with runs of unseen or lost ones (else given up), ≤ 64
+//! undrained exchanges, ≤ 4 responses waiting for a late request. One connection holds
 //! at most two partial head buffers plus those queues of bounded records
 //! (a few hundred KiB in the very worst case, a few hundred bytes typically).
 //! Non-HTTP bytes at a message boundary, or a malformed head, make the

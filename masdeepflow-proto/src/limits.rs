@@ -34,6 +34,11 @@ pub const MAX_CHUNK_LINE: usize = 4096;
 /// counts them.
 pub const MAX_PENDING_REQUESTS: usize = 32;
 
+/// Entries in one connection's pending queue: stored requests, and runs of
+/// unseen or lost ones (each run one entry). More makes the parser give the
+/// connection up (`GiveUpReason::TooManyPending`).
+pub const MAX_PENDING_ENTRIES: usize = 2 * MAX_PENDING_REQUESTS + 2;
+
 /// Responses seen before any request they could answer (cross-direction
 /// reordering by the capture pipeline) kept while waiting for their request.
 pub const MAX_UNPAIRED_RESPONSES: usize = 4;

@@ -636,3 +636,22 @@ fn abandoned_connection_counts_waiting_requests() {
     assert!(f.take().is_empty());
     assert_eq!(f.c.stats().lost_exchanges, 3);
 }
+
+/// Lost and unseen requests alternating without responses: the queue stays
+/// bounded; past the bound the connection is given up, its lost requests
+/// counted.
+#[test]
+fn pending_queue_of_lost_and_unseen_requests_is_bounded() {
+    let mut f = Feed::new();
+    for i in 0..200u64 {
+        // a complete request followed by 100 uncaptured bytes (an unseen one)
+        f.raw(C2S, b"GET / HTTP/1.1\r\n\r\n", 18 + 100, 10 * i);
+        f.c.on_lost(C2S, 1, 20, 10 * i + 5);
+        assert!(f.c.pending_entries() <= masdeepflow_proto::limits::MAX_PENDING_ENTRIES);
+    }
+    assert!(matches!(
+        f.c.state(),
+        masdeepflow_proto::ConnectionState::GaveUp { reason: masdeepflow_proto::GiveUpReason::TooManyPending, .. }
+    ));
+    assert!(f.c.stats().lost_exchanges > 0);
+}

@@ -179,6 +179,7 @@ proptest! {
             c.on_lost(dir, *lost_starts, *lost_bytes, *ts);
             c.on_data(dir, bytes, (bytes.len() as u64).saturating_add(*extra), *ts);
             prop_assert!(c.buffered_bytes() <= 2 * MAX_HEAD_SIZE);
+            prop_assert!(c.pending_entries() <= MAX_PENDING_ENTRIES);
             prop_assert!(c.drain().count() <= MAX_OUTPUT);
         }
         c.on_close(0);

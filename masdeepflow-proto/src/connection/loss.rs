@@ -45,6 +45,10 @@ impl Http1Connection {
                 }
             }
         }
+        if !self.active() {
+            self.release();
+            return;
+        }
         let side = self.side_mut(dir);
         side.state = SideState::Resync { open: false, chunked_tail: false };
         side.sync_skips = None;
@@ -156,7 +160,7 @@ impl Http1Connection {
         if let Some(Pending::Lost(m)) = self.pending.back_mut() {
             *m = m.saturating_add(n);
         } else {
-            self.pending.push_back(Pending::Lost(n));
+            self.push_entry(Pending::Lost(n));
         }
     }
 
