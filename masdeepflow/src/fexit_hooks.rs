@@ -8,22 +8,23 @@
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{Btf, Ebpf, programs::FExit};
 
-/// (program in the object, kernel function, needed). A hook that is not
-/// needed is skipped when the kernel lacks its function. `tcp_recvmsg`'s
-/// program depends on its parameter count ([`recvmsg_program`]).
-pub const FEXIT_HOOKS: [(&str, &str, bool); 3] = [
-    ("tcp_sendmsg_exit", "tcp_sendmsg", true),
-    ("tcp_sendpage_exit", "tcp_sendpage", false),
-    ("tcp_recvmsg_exit_", "tcp_recvmsg", true),
-];
+/// (kernel function, needed). A hook that is not needed is skipped when
+/// the kernel lacks its function.
+pub const FEXIT_FUNCTIONS: [(&str, bool); 3] = [("tcp_sendmsg", true), ("tcp_sendpage", false), ("tcp_recvmsg", true)];
 
-/// The `tcp_recvmsg` program for a kernel whose function has `params`
-/// parameters: 6 before 5.19 (`nonblock`), then 5, then 4 (`addr_len` gone).
-pub fn recvmsg_program(params: u32) -> Option<&'static str> {
-    match params {
-        6 => Some("tcp_recvmsg_exit_6"),
-        5 => Some("tcp_recvmsg_exit_5"),
-        4 => Some("tcp_recvmsg_exit_4"),
+/// Every fexit program in the object.
+const PROGRAMS: [&str; 5] = ["tcp_sendmsg_exit", "tcp_sendpage_exit", "tcp_recvmsg_exit_6", "tcp_recvmsg_exit_5", "tcp_recvmsg_exit_4"];
+
+/// The program for `function` on a kernel where it has `params`
+/// parameters. `tcp_recvmsg` has three shapes: 6 parameters before 5.19
+/// (`nonblock`), then 5, then 4 (`addr_len` gone).
+pub fn program_for(function: &str, params: u32) -> Option<&'static str> {
+    match (function, params) {
+        ("tcp_sendmsg", _) => Some("tcp_sendmsg_exit"),
+        ("tcp_sendpage", _) => Some("tcp_sendpage_exit"),
+        ("tcp_recvmsg", 6) => Some("tcp_recvmsg_exit_6"),
+        ("tcp_recvmsg", 5) => Some("tcp_recvmsg_exit_5"),
+        ("tcp_recvmsg", 4) => Some("tcp_recvmsg_exit_4"),
         _ => None,
     }
 }
@@ -38,9 +39,8 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Vec<String>> {
     let mut attached = Vec::new();
     let result = attach_each(ebpf, &btf, &params, &mut attached);
     if result.is_err() {
-        let programs: Vec<String> = ebpf.programs().map(|(name, _)| name.to_string()).filter(|n| n.starts_with("tcp_")).collect();
-        for name in programs {
-            if let Some(p) = ebpf.program_mut(&name).and_then(|p| <&mut FExit>::try_from(p).ok()) {
+        for name in PROGRAMS {
+            if let Some(p) = ebpf.program_mut(name).and_then(|p| <&mut FExit>::try_from(p).ok()) {
                 let _ = p.unload();
             }
         }
@@ -55,18 +55,14 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn attach_each(ebpf: &mut Ebpf, btf: &Btf, params: &dyn Fn(&str) -> Option<u32>, attached: &mut Vec<String>) -> Result<()> {
-    for (program, function, needed) in FEXIT_HOOKS {
+    for (function, needed) in FEXIT_FUNCTIONS {
         let Some(n) = params(function) else {
             if needed {
                 bail!("the kernel has no function {function}");
             }
             continue;
         };
-        let program = if function == "tcp_recvmsg" {
-            recvmsg_program(n).ok_or_else(|| anyhow!("tcp_recvmsg has {n} parameters, a shape the agent does not know"))?
-        } else {
-            program
-        };
+        let program = program_for(function, n).ok_or_else(|| anyhow!("{function} has {n} parameters, a shape the agent does not know"))?;
         let p: &mut FExit = ebpf
             .program_mut(program)
             .ok_or_else(|| anyhow!("program {program} missing from the object"))?
@@ -83,11 +79,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recvmsg_program_follows_the_kernels_shape() {
-        // 5.10 (nonblock), 6.1 (addr_len), 6.18 (neither).
-        assert_eq!(recvmsg_program(6), Some("tcp_recvmsg_exit_6"));
-        assert_eq!(recvmsg_program(5), Some("tcp_recvmsg_exit_5"));
-        assert_eq!(recvmsg_program(4), Some("tcp_recvmsg_exit_4"));
-        assert_eq!(recvmsg_program(3), None);
+    fn program_follows_the_kernels_shape() {
+        // tcp_recvmsg on 5.10 (nonblock), 6.1 (addr_len), 6.18 (neither).
+        assert_eq!(program_for("tcp_recvmsg", 6), Some("tcp_recvmsg_exit_6"));
+        assert_eq!(program_for("tcp_recvmsg", 5), Some("tcp_recvmsg_exit_5"));
+        assert_eq!(program_for("tcp_recvmsg", 4), Some("tcp_recvmsg_exit_4"));
+        assert_eq!(program_for("tcp_recvmsg", 3), None);
+        assert_eq!(program_for("tcp_sendmsg", 3), Some("tcp_sendmsg_exit"));
+        // Every program named here exists in the list unloaded on failure.
+        for (f, n) in [("tcp_sendmsg", 3), ("tcp_sendpage", 5), ("tcp_recvmsg", 6), ("tcp_recvmsg", 5), ("tcp_recvmsg", 4)] {
+            assert!(PROGRAMS.contains(&program_for(f, n).unwrap()));
+        }
+        assert!(FEXIT_FUNCTIONS.iter().all(|(f, _)| crate::check::FEXIT_ITEM.contains(f)));
     }
 }
