@@ -95,7 +95,7 @@ impl EventKind {
 /// The process a record is about: filled in process context from the
 /// current task, or copied from where the owner was recorded.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
     /// Id of the task's cgroup in the cgroup2 hierarchy
     /// (`bpf_get_current_cgroup_id`): the inode of its directory.

@@ -41,6 +41,11 @@ impl PayloadLoss {
 }
 
 /// Fixed part of a payload record; `captured_len` bytes of data follow it.
+/// `header.process` is whole (`has_process` 1) only on records of request
+/// bytes (sent by a client, received by a server), which is where an
+/// exchange takes its process from, or when a `--comm` filter needs it;
+/// other records carry the pid and tid only (`has_process` 0), which saves
+/// the kernel reading the task on every response.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PayloadHeader {

@@ -79,6 +79,19 @@ pub fn current_process() -> ProcessInfo {
     }
 }
 
+/// The pid and tid of the current task, the rest of its record left zero.
+#[inline(always)]
+pub fn current_ids() -> ProcessInfo {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ProcessInfo { pid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32, ..ProcessInfo::default() }
+}
+
+/// Whether processes are filtered by `comm` in the kernel (`--comm`).
+#[inline(always)]
+pub fn comm_filtered() -> bool {
+    offset!(comm_filter_len) != 0
+}
+
 /// Whether a process with this `comm` is reported (`--comm` in the kernel).
 #[inline(always)]
 pub fn comm_wanted(comm: &[u8; 16]) -> bool {

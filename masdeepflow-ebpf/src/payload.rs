@@ -16,7 +16,7 @@ use masdeepflow_common::{
     EventHeader, EventKind,
     payload::{CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadLoss, PayloadRecord},
     stats::lost_index,
-    tcp::SockState,
+    tcp::{ROLE_CLIENT, SockState},
 };
 
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
         MSGHDR_IOV, REGS_ORIG_AX, REGS_SI, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG,
         SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
     },
-    kernel::{comm_wanted, current_process, offset, read_at, syscall_regs},
+    kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, read_at, syscall_regs},
     maps::{EVENTS, atomic_add, batched_wakeup, count},
 };
 
@@ -183,8 +183,13 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
     if protocol == PROTO_OTHER {
         return;
     }
-    let process = current_process();
-    if !comm_wanted(&process.comm) {
+    // SAFETY: as above.
+    let client = unsafe { (*state).role } == ROLE_CLIENT;
+    // Exchanges take their process from request bytes; the task is read
+    // whole only for those (or for the `--comm` filter).
+    let whole = sent == client || comm_filtered();
+    let process = if whole { current_process() } else { current_ids() };
+    if whole && !comm_wanted(&process.comm) {
         return;
     }
     let buffer = user_buffer();
@@ -205,7 +210,7 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
         (*rec).header = PayloadHeader {
             header: EventHeader {
                 kind: EventKind::Payload as u32,
-                has_process: 1,
+                has_process: whole as u32,
                 ts_ns: bpf_ktime_get_ns(),
                 process,
             },
@@ -237,7 +242,7 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
         (*rec).header.captured_len = n as u32;
         let loss = &raw mut (*state).payload_loss;
         (*rec).header.loss = take_loss(loss);
-        if send_record(rec, n, batched_wakeup()) {
+        if send_record(rec, n, batched_wakeup(core::mem::size_of::<PayloadHeader>() as u64 + n)) {
             return;
         }
         count(lost_index(EventKind::Payload as u32));
