@@ -44,8 +44,12 @@ pub fn kind(bytes: &[u8]) -> Result<EventKind, DecodeError> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Payload<'a> {
     pub time: Time,
-    pub process: Process,
-    pub conn: Connection,
+    /// As the kernel wrote it: turned into strings only where an exchange
+    /// needs it (see [`Payload::process`]), not for every record.
+    pub process: ProcessInfo,
+    /// As the kernel wrote them, seen from side `raw_role` (see [`Payload::conn`]).
+    pub endpoints: Endpoints,
+    pub raw_role: u32,
     pub role: &'static str,
     pub conn_id: u64,
     /// The owner sent these bytes (else received them).
@@ -98,8 +102,9 @@ fn payload<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Payload<'a>, DecodeErro
     let captured = (h.captured_len as usize).min(data.len());
     Ok(Payload {
         time: time(&h.header, clock),
-        process: process(&h.header.process),
-        conn: connection(&h.endpoints, h.role),
+        process: h.header.process,
+        endpoints: h.endpoints,
+        raw_role: h.role,
         role: role_name(h.role),
         conn_id: h.conn_id,
         sent: h.direction == DIR_SENT,
@@ -107,6 +112,13 @@ fn payload<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Payload<'a>, DecodeErro
         data: &data[..captured],
         loss: h.loss,
     })
+}
+
+impl Payload<'_> {
+    /// Client and server endpoints, as events report them.
+    pub fn conn(&self) -> Connection {
+        connection(&self.endpoints, self.raw_role)
+    }
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -375,7 +387,7 @@ mod tests {
         assert_eq!((p.conn_id, p.sent, p.total_len, p.role), (9, false, 100, "server"));
         assert_eq!((p.loss.received_starts, p.loss.received_bytes), (5, 60));
         assert_eq!(p.data, b"GET ");
-        assert_eq!(p.conn.src.port, 8080);
+        assert_eq!(p.conn().src.port, 8080);
         // A captured length past the record's end is cut to what is there.
         h.captured_len = 5000;
         let mut bytes = bytes_of(&h);

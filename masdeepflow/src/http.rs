@@ -9,12 +9,12 @@
 //! [`HttpTracker::lost_exchanges`], never both.
 use std::collections::{HashMap, HashSet};
 
-use masdeepflow_common::payload::PayloadLoss;
+use masdeepflow_common::{ProcessInfo, payload::PayloadLoss};
 use masdeepflow_proto::{Direction, Exchange, ExchangeError, Http1Connection};
 
 use crate::{
-    decode::Payload,
-    event::{Connection, Event, Process, Time},
+    decode::{self, Payload},
+    event::{Connection, Event, Time},
 };
 
 /// Most connections with parser state at once (the kernel tracks as many).
@@ -24,8 +24,9 @@ struct Tracked {
     parser: Http1Connection,
     conn: Connection,
     role: &'static str,
-    /// The process that sent (client) or received (server) the last request bytes.
-    process: Option<Process>,
+    /// The process that sent (client) or received (server) the last request
+    /// bytes, as the kernel reported it (strings are made per exchange).
+    process: Option<ProcessInfo>,
     /// Absent from the kernel's live sockets at the last check.
     missing: bool,
     /// The parser's `lost_exchanges` already added to the tracker's.
@@ -65,7 +66,7 @@ impl HttpTracker {
         }
         let t = self.conns.entry(p.conn_id).or_insert_with(|| Tracked {
             parser: Http1Connection::new(),
-            conn: p.conn.clone(),
+            conn: p.conn(),
             role: p.role,
             process: None,
             missing: false,
@@ -149,10 +150,10 @@ fn error_name(e: ExchangeError) -> &'static str {
     }
 }
 
-fn to_event(x: &Exchange, conn: &Connection, role: &'static str, process: &Option<Process>) -> Event {
+fn to_event(x: &Exchange, conn: &Connection, role: &'static str, process: &Option<ProcessInfo>) -> Event {
     Event::Http {
         time: Time(x.request_ts_ns),
-        process: process.clone(),
+        process: process.as_ref().map(decode::process),
         role,
         conn: conn.clone(),
         method: x.method.as_str().to_string(),
@@ -172,17 +173,14 @@ fn to_event(x: &Exchange, conn: &Connection, role: &'static str, process: &Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Endpoint;
+    use masdeepflow_common::tcp::{AF_INET, Endpoints, ROLE_CLIENT, ROLE_SERVER};
 
     fn payload<'a>(conn_id: u64, role: &'static str, sent: bool, data: &'a [u8], total: u64, t: u64) -> Payload<'a> {
         Payload {
             time: Time(t),
-            process: Process { cgroup_id: 0, pid: 7, tid: 7, ppid: 1, uid: 0, comm: "x".into() },
-            conn: Connection {
-                src: Endpoint { ip: "127.0.0.1".into(), port: 40000 },
-                dst: Endpoint { ip: "127.0.0.1".into(), port: 80 },
-                family: "ipv4",
-            },
+            process: ProcessInfo { cgroup_id: 0, pid: 7, tid: 7, ppid: 1, uid: 0, comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" },
+            endpoints: Endpoints { family: AF_INET, sport: 40000, dport: 80, _pad: 0, saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
+            raw_role: if role == "client" { ROLE_CLIENT } else { ROLE_SERVER },
             role,
             conn_id,
             sent,
