@@ -62,15 +62,21 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Flags for `EVENTS.output` of a high-rate record of `size` bytes: wake
-/// the agent only when this record takes the waiting data across
-/// `wakeup_bytes` (its drain timer picks up the rest), so payload records
-/// cost one wake-up per batch instead of one each. Only the crossing
-/// wakes: while the agent is still draining, the data stays above the
+/// the agent only when this record takes the waiting data across a
+/// multiple of `wakeup_bytes` (its drain timer picks up the rest), so
+/// payload records cost one wake-up per batch instead of one each.
+///
+/// Only crossings wake: while the agent drains, the data stays above the
 /// threshold, and forcing a wake-up for every record then raised an
 /// interrupt (an APIC write, a VM exit under virtualisation) per record.
+/// Every multiple counts, not only the first, because two CPUs writing at
+/// once can both miss a crossing; the next one then wakes the agent.
 #[inline(always)]
 pub fn batched_wakeup(size: u64) -> u64 {
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
     let threshold = offset!(wakeup_bytes) as u64;
-    if waiting < threshold && waiting + size >= threshold { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+    if threshold == 0 {
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if waiting / threshold != (waiting + size) / threshold { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }

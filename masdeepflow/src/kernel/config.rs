@@ -79,9 +79,11 @@ pub fn set_comm_filter(config: &mut KernelConfig, comms: &[String]) {
     config.comm_filter_len = comms.len() as u32;
 }
 
-/// Ring buffer bytes waiting before a payload record wakes the agent:
-/// 64 KiB batches, or a quarter of a smaller ring (which would otherwise
-/// fill before any wake-up and leave the agent to its drain timer).
+/// Ring buffer bytes per wake-up by payload records (one each time the
+/// waiting data crosses a multiple of it, see the kernel's
+/// `batched_wakeup`): 64 KiB batches, or a quarter of a smaller ring
+/// (which would otherwise fill before any wake-up and leave the agent to
+/// its drain timer).
 pub fn wakeup_bytes(ring_buffer_size: u32) -> u32 {
     (ring_buffer_size / 4).min(64 * 1024)
 }
