@@ -4,10 +4,10 @@
 //! no tracer, the agent (`--events http`), and a bpftrace peer that
 //! captures the same syscalls' payloads. Reports medians and median ratios.
 use std::{
+    fs::File,
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -118,11 +118,20 @@ impl Drop for Nginx {
     }
 }
 
-/// A tracer process whose stdout is counted line by line.
+/// A tracer process writing to a file, as under a log collector: reading
+/// its output in this process would take CPU from the workload being
+/// measured (the exec and TCP cases do the same).
 struct Traced {
     child: Child,
-    http_lines: Arc<Mutex<u64>>,
-    last_stats: Arc<Mutex<String>>,
+    out: PathBuf,
+}
+
+/// Where tracer output goes: tmpfs when there is one (no disk write-back
+/// during the runs), else the temp directory.
+fn output_path(tracer: Tracer) -> PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    dir.join(format!("masdeepflow-bench-{}-{}.out", tracer.name(), std::process::id()))
 }
 
 fn start_tracer(tracer: Tracer, port: u16) -> Result<Option<Traced>> {
@@ -139,33 +148,56 @@ fn start_tracer(tracer: Tracer, port: u16) -> Result<Option<Traced>> {
             c
         }
     };
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {}", tracer.name()))?;
-    let stdout = child.stdout.take().expect("piped");
-    let http_lines = Arc::new(Mutex::new(0u64));
-    let last_stats = Arc::new(Mutex::new(String::new()));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    {
-        let (http_lines, last_stats) = (http_lines.clone(), last_stats.clone());
-        std::thread::spawn(move || {
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(tx) = ready.take_if(|_| line.contains("agent_start") || line.starts_with("Attaching")) {
-                    let _ = tx.send(());
-                }
-                if line.contains("\"type\":\"http\"") {
-                    *http_lines.lock().expect("lock") += 1;
-                } else if line.contains("agent_stats") {
-                    *last_stats.lock().expect("lock") = line;
-                }
-            }
-        });
+    let out = output_path(tracer);
+    let child = cmd
+        .stdout(File::create(&out).with_context(|| format!("creating {}", out.display()))?)
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", tracer.name()))?;
+    let traced = Traced { child, out };
+    // Ready once the first line is out: `agent_start`, or bpftrace's
+    // "Attaching N probes..." (printed before it attaches them).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut first = String::new();
+        BufReader::new(File::open(&traced.out)?).read_line(&mut first)?;
+        if first.contains("agent_start") || first.starts_with("Attaching") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not start within 60 s", tracer.name());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    ready_rx.recv_timeout(Duration::from_secs(60)).with_context(|| format!("{} did not start within 60 s", tracer.name()))?;
     if tracer == Tracer::Bpftrace {
-        // bpftrace prints "Attaching N probes..." before attaching them.
         std::thread::sleep(Duration::from_secs(2));
     }
-    Ok(Some(Traced { child, http_lines, last_stats }))
+    Ok(Some(traced))
+}
+
+impl Traced {
+    /// Stops the tracer; returns its `http` lines and last `agent_stats` line.
+    fn stop(mut self) -> Result<(u64, String)> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let (mut http, mut stats) = (0, String::new());
+        for line in BufReader::new(File::open(&self.out)?).split(b'\n') {
+            let line = line?;
+            if line.windows(13).any(|w| w == b"\"type\":\"http\"") {
+                http += 1;
+            } else if line.windows(11).any(|w| w == b"agent_stats") {
+                stats = String::from_utf8_lossy(&line).into_owned();
+            }
+        }
+        Ok((http, stats))
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.out);
+    }
 }
 
 /// Runs wrk; `paced` adds a Lua delay per request for a fixed rate.
@@ -212,14 +244,11 @@ fn one_run(nginx: &Nginx, tracer: Tracer, secs: u64, paced: bool) -> Result<Run>
     let tracer_cpu = traced.as_ref().map_or(0.0, |t| proc_cpu(t.child.id()) - t0);
     let nginx_cpu = nginx_cpu(nginx.child.id()) - n0;
     let (mut completeness, mut lost) = (1.0, 0);
-    if let Some(mut t) = traced {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(t.child.id() as i32, libc::SIGINT) };
-        let _ = t.child.wait();
-        std::thread::sleep(Duration::from_millis(200));
+    if let Some(t) = traced {
+        let (http, stats) = t.stop()?;
         if tracer == Tracer::Agent {
-            completeness = (*t.http_lines.lock().expect("lock") as f64 / 2.0 / requests as f64).min(1.0);
-            let stats: serde_json::Value = serde_json::from_str(&t.last_stats.lock().expect("lock")).unwrap_or_default();
+            completeness = (http as f64 / 2.0 / requests as f64).min(1.0);
+            let stats: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
             let sum = |v: &serde_json::Value| v.as_object().map_or(0, |m| m.values().filter_map(|x| x.as_u64()).sum::<u64>());
             lost = sum(&stats["lost"]["kernel_ring_buffer"]) + sum(&stats["lost"]["user_queue"]);
         }
