@@ -6,6 +6,7 @@ use aya_ebpf::{
 };
 use crate::kernel::offset;
 use masdeepflow_common::{
+    config::wakes_agent,
     stats::COUNTERS_LEN,
     tcp::{PendingConnect, SockState},
 };
@@ -61,22 +62,11 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Flags for `EVENTS.output` of a high-rate record of `size` bytes: wake
-/// the agent only when this record takes the waiting data across a
-/// multiple of `wakeup_bytes` (its drain timer picks up the rest), so
-/// payload records cost one wake-up per batch instead of one each.
-///
-/// Only crossings wake: while the agent drains, the data stays above the
-/// threshold, and forcing a wake-up for every record then raised an
-/// interrupt (an APIC write, a VM exit under virtualisation) per record.
-/// Every multiple counts, not only the first, because two CPUs writing at
-/// once can both miss a crossing; the next one then wakes the agent.
+/// Flags for `EVENTS.output` of a high-rate record of `size` bytes: a
+/// wake-up only when [`wakes_agent`] says so, so payload records cost one
+/// wake-up per batch instead of one each.
 #[inline(always)]
 pub fn batched_wakeup(size: u64) -> u64 {
-    let threshold = offset!(wakeup_bytes) as u64;
-    if threshold == 0 {
-        return BPF_RB_FORCE_WAKEUP;
-    }
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
-    if waiting / threshold != (waiting + size) / threshold { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+    if wakes_agent(waiting, size, offset!(wakeup_bytes) as u64) { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }

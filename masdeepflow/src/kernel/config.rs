@@ -80,8 +80,8 @@ pub fn set_comm_filter(config: &mut KernelConfig, comms: &[String]) {
 }
 
 /// Ring buffer bytes per wake-up by payload records (one each time the
-/// waiting data crosses a multiple of it, see the kernel's
-/// `batched_wakeup`): 64 KiB batches, or a quarter of a smaller ring
+/// waiting data crosses a multiple of it, see
+/// [`wakes_agent`](masdeepflow_common::config::wakes_agent)): 64 KiB batches, or a quarter of a smaller ring
 /// (which would otherwise fill before any wake-up and leave the agent to
 /// its drain timer).
 pub fn wakeup_bytes(ring_buffer_size: u32) -> u32 {
