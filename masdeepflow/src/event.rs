@@ -15,7 +15,7 @@ pub struct Time(pub u64);
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&rfc3339(self.0))
+        s.serialize_str(rfc3339(self.0).as_str())
     }
 }
 

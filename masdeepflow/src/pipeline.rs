@@ -140,8 +140,17 @@ impl Pipeline {
             out.truncate(start);
             return;
         }
-        let kept: Vec<Event> = out.drain(start..).filter(|e| self.passes_filters(e)).collect();
-        out.extend(kept);
+        // Compacted in place: events are large, and most pass.
+        let mut kept = start;
+        for i in start..out.len() {
+            if self.passes_filters(&out[i]) {
+                if kept != i {
+                    out.swap(kept, i);
+                }
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
     }
 
     /// Drops parser state of connections the kernel no longer tracks.
@@ -220,5 +229,59 @@ impl Pipeline {
             }
         }
         types
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{
+        cli::Cli,
+        event::{Connection, Endpoint, Process},
+    };
+
+    fn http(pid: u32, port: u16) -> Event {
+        Event::Http {
+            time: Time(1),
+            process: Some(Process { cgroup_id: 0, pid, tid: pid, ppid: 1, uid: 0, comm: "c".into() }),
+            role: "server",
+            conn: Connection {
+                src: Endpoint { ip: "127.0.0.1".into(), port: 40000 },
+                dst: Endpoint { ip: "127.0.0.1".into(), port },
+                family: "ipv4",
+            },
+            method: "GET".into(),
+            path: format!("/{pid}/{port}"),
+            path_truncated: false,
+            host: None,
+            status: Some(200),
+            latency_ns: Some(1),
+            request_bytes: 1,
+            response_bytes: 1,
+            version: "1.1",
+            error: None,
+            approximate: false,
+        }
+    }
+
+    fn path(e: &Event) -> &str {
+        match e {
+            Event::Http { path, .. } => path,
+            _ => "",
+        }
+    }
+
+    /// Filtering the events one payload produced keeps the matching ones in
+    /// order and leaves the batch's earlier events alone.
+    #[test]
+    fn http_filters_apply_to_new_events_only() {
+        let cli = Cli::try_parse_from(["masdeepflow", "--port", "80", "--pid", "7"]).unwrap();
+        let pipeline = Pipeline::new(&cli.run, Clock::with_offset(0), Containers::default(), None);
+        let mut out = vec![http(9, 9)];
+        out.extend([http(7, 80), http(8, 80), http(7, 81), http(7, 80), http(8, 81)]);
+        pipeline.keep_wanted_http(&mut out, 1);
+        assert_eq!(out.iter().map(path).collect::<Vec<_>>(), ["/9/9", "/7/80", "/7/80"]);
     }
 }
