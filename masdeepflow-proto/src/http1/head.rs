@@ -159,7 +159,7 @@ pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     loop {
         let rest = buf.get(i..)?;
-        let lf = i + rest.iter().position(|&b| b == b'\n')?;
+        let lf = i + memchr::memchr(b'\n', rest)?;
         match buf.get(lf + 1) {
             Some(b'\n') => return Some(lf + 2),
             Some(b'\r') => match buf.get(lf + 2) {
@@ -177,7 +177,7 @@ pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 /// Strip one trailing CR; a CR anywhere else is invalid.
 fn clean_line(line: &[u8]) -> Result<&[u8], ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.contains(&b'\r') { Err(ParseError::InvalidByte) } else { Ok(line) }
+    if memchr::memchr(b'\r', line).is_some() { Err(ParseError::InvalidByte) } else { Ok(line) }
 }
 
 fn parse_version(v: &[u8]) -> Result<u8, ParseError> {
@@ -318,7 +318,7 @@ impl Fields {
             }
             return check_value(line);
         }
-        let colon = line.iter().position(|&b| b == b':').ok_or(ParseError::InvalidHeaderName)?;
+        let colon = memchr::memchr(b':', line).ok_or(ParseError::InvalidHeaderName)?;
         let name = &line[..colon];
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(ParseError::InvalidHeaderName);
@@ -334,13 +334,32 @@ impl Fields {
 }
 
 fn check_value(v: &[u8]) -> Result<(), ParseError> {
-    if v.iter().all(|&b| !matches!(b, b'\r' | b'\n' | 0)) { Ok(()) } else { Err(ParseError::InvalidHeaderValue) }
+    if memchr::memchr3(b'\r', b'\n', 0, v).is_none() { Ok(()) } else { Err(ParseError::InvalidHeaderValue) }
+}
+
+/// The `\n`-separated pieces of `buf` (the last one after its final `\n`,
+/// possibly empty), found with `memchr`.
+fn split_lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(buf);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// Split a complete head (ending with its blank line) into start line and
 /// header lines, applying header lines to `fields`.
 fn parse_lines<'a>(head: &'a [u8], fields: &mut Fields) -> Result<&'a [u8], ParseError> {
-    let mut lines = head.split(|&b| b == b'\n');
+    let mut lines = split_lines(head);
     let start = clean_line(lines.next().unwrap_or_default())?;
     for raw in lines {
         let line = clean_line(raw)?;

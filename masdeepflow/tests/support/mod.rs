@@ -120,7 +120,7 @@ impl Agent {
             }
             // Read what is already there before checking again, so that
             // checking stays cheap with many events.
-            while self.events.len() % 1024 != 0 && self.take(Duration::from_millis(50)).is_some() {}
+            while !self.events.len().is_multiple_of(1024) && self.take(Duration::from_millis(50)).is_some() {}
         }
     }
 
