@@ -178,9 +178,24 @@ fn start_tracer(tracer: Tracer, port: u16) -> Result<Option<Traced>> {
 impl Traced {
     /// Stops the tracer; returns its `http` lines and last `agent_stats` line.
     fn stop(mut self) -> Result<(u64, String)> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
+        // bpftrace has been seen to miss a SIGINT: repeat it each second,
+        // and kill after ten.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut next_signal = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            let now = Instant::now();
+            if now > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("tracer did not stop on SIGINT within 10 s");
+            }
+            if now >= next_signal {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+                next_signal = now + Duration::from_secs(1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let (mut http, mut stats) = (0, String::new());
         for line in BufReader::new(File::open(&self.out)?).split(b'\n') {
             let line = line?;
