@@ -106,8 +106,9 @@ impl PodIndex {
     }
 
     /// The pod that container `container_id` belongs to. Accepts a bare id
-    /// or one with a `<runtime>://` prefix. Never waits on the network.
-    pub fn lookup(&self, container_id: &str) -> Option<PodMeta> {
+    /// or one with a `<runtime>://` prefix. Never waits on the network and
+    /// never allocates: the metadata is shared.
+    pub fn lookup(&self, container_id: &str) -> Option<Arc<PodMeta>> {
         let id = normalize_container_id(container_id);
         if id.is_empty() {
             return None;
@@ -119,15 +120,7 @@ impl PodIndex {
         if entry.expires_at.is_some_and(|t| t <= now) {
             return None;
         }
-        let b = &entry.base;
-        Some(PodMeta {
-            namespace: b.namespace.clone(),
-            pod: b.pod.clone(),
-            pod_uid: b.pod_uid.clone(),
-            container: cref.name.clone(),
-            node: b.node.clone(),
-            labels: b.labels.clone(),
-        })
+        Some(cref.meta.clone())
     }
 
     /// Number of pods held (deleted pods within their grace period included).
@@ -355,6 +348,22 @@ mod tests {
         assert!(idx.lookup("111").is_none());
         assert_eq!(idx.purge_expired(), 1);
         assert_eq!(idx.stats(), IndexStats::default());
+    }
+
+    /// Lookups share one record per container until the pod changes.
+    #[test]
+    fn lookups_share_metadata_until_the_pod_changes() {
+        let idx = PodIndex::new();
+        let mut p = pod("u1", "a", &[("c", "containerd://111")]);
+        idx.apply_pod(&p, "n1");
+        let first = idx.lookup("111").unwrap();
+        assert!(Arc::ptr_eq(&first, &idx.lookup("containerd://111").unwrap()));
+        p.metadata.labels.as_mut().unwrap().insert("tier".into(), "web".into());
+        idx.apply_pod(&p, "n1");
+        let second = idx.lookup("111").unwrap();
+        assert_eq!(second.labels.get("tier").map(String::as_str), Some("web"));
+        assert_eq!(first.labels.get("tier"), None);
+        assert_eq!((second.namespace.as_str(), second.pod.as_str(), second.container.as_str()), ("ns", "a", "c"));
     }
 
     #[test]

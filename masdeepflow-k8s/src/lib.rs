@@ -6,8 +6,9 @@
 //!
 //! * [`PodIndex`] is the index: a cheap-to-clone handle (an `Arc` inside).
 //!   [`PodIndex::lookup`] is synchronous, takes a read lock held only for two
-//!   hash-map look-ups and never waits on the network: while the API server is
-//!   unreachable it simply returns `None`.
+//!   hash-map look-ups, returns metadata shared by all events of the
+//!   container (an `Arc`, built when the pod is indexed) and never waits on
+//!   the network: while the API server is unreachable it simply returns `None`.
 //! * [`spawn_watcher`] / [`run_watcher`] keep the index up to date: list the
 //!   node's pods (`fieldSelector=spec.nodeName=<node>`), then watch from the
 //!   list's `resourceVersion`, applying `ADDED` / `MODIFIED` / `DELETED`.

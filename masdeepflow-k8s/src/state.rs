@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::PodMeta;
 use crate::pod_record::{PodBase, PodRecord};
 
 #[derive(Debug)]
@@ -18,7 +19,9 @@ pub(crate) struct PodEntry {
 #[derive(Debug)]
 pub(crate) struct ContainerRef {
     pub(crate) pod_key: String,
-    pub(crate) name: String,
+    /// What a lookup returns, built when the pod is indexed so that a
+    /// lookup (one per enriched event) only clones an `Arc`.
+    pub(crate) meta: Arc<PodMeta>,
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +73,7 @@ impl State {
         let new_ids: Vec<String> = containers.iter().map(|(id, _)| id.clone()).collect();
         if let Some(entry) = self.pods.get_mut(&key) {
             let old_ids = std::mem::replace(&mut entry.ids, new_ids);
-            entry.base = base;
+            entry.base = base.clone();
             entry.expires_at = expires_at;
             let keep: HashSet<&str> = containers.iter().map(|(id, _)| id.as_str()).collect();
             let stale: Vec<String> = old_ids
@@ -85,20 +88,22 @@ impl State {
             self.pods.insert(
                 key.clone(),
                 PodEntry {
-                    base,
+                    base: base.clone(),
                     ids: new_ids,
                     expires_at,
                 },
             );
         }
         for (id, name) in containers {
-            self.containers.insert(
-                id,
-                ContainerRef {
-                    pod_key: key.clone(),
-                    name,
-                },
-            );
+            let meta = Arc::new(PodMeta {
+                namespace: base.namespace.clone(),
+                pod: base.pod.clone(),
+                pod_uid: base.pod_uid.clone(),
+                container: name,
+                node: base.node.clone(),
+                labels: base.labels.clone(),
+            });
+            self.containers.insert(id, ContainerRef { pod_key: key.clone(), meta });
         }
         true
     }

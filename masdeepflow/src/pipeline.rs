@@ -164,7 +164,7 @@ impl Pipeline {
         for event in events.drain(..) {
             let container = event.process().and_then(|p| self.containers.container(p.cgroup_id, p.pid));
             let k8s = match (&container, &self.pods_index) {
-                (Some(c), Some(index)) => index.lookup(&c.id).map(std::sync::Arc::new),
+                (Some(c), Some(index)) => index.lookup(&c.id),
                 _ => None,
             };
             let line = Output { event, container, k8s };
