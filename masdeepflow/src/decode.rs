@@ -44,8 +44,9 @@ pub fn kind(bytes: &[u8]) -> Result<EventKind, DecodeError> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Payload<'a> {
     pub time: Time,
-    /// As the kernel wrote it: turned into strings only where an exchange
-    /// needs it (see [`Payload::process`]), not for every record.
+    /// As the kernel wrote it (whole on records of request bytes only, see
+    /// `PayloadHeader`): the HTTP tracker makes strings of it per exchange,
+    /// not for every record.
     pub process: ProcessInfo,
     /// As the kernel wrote them, seen from side `raw_role` (see [`Payload::conn`]).
     pub endpoints: Endpoints,
