@@ -35,6 +35,10 @@ pub struct PayloadLoss {
 }
 
 impl PayloadLoss {
+    /// Nothing lost (a `const`, for kernel code that cannot call `default()`
+    /// in a constant).
+    pub const NONE: PayloadLoss = PayloadLoss { sent_starts: 0, received_starts: 0, sent_bytes: 0, received_bytes: 0 };
+
     pub fn is_empty(&self) -> bool {
         self.sent_starts == 0 && self.received_starts == 0 && self.sent_bytes == 0 && self.received_bytes == 0
     }

@@ -173,7 +173,7 @@ fn send_record(rec: *const PayloadRecord, captured: u64, flags: u64) -> bool {
 }
 
 #[inline(always)]
-pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
+pub fn capture(state: *mut SockState, sent: bool, len: u32) {
     let limit = offset!(capture_bytes) as u64;
     if limit == 0 {
         return;
@@ -221,7 +221,7 @@ pub fn capture(state: *mut SockState, _sk: u64, sent: bool, len: u32) {
             direction: if sent { DIR_SENT } else { DIR_RECEIVED },
             role: (*state).role,
             _pad: 0,
-            loss: PayloadLoss { sent_starts: 0, received_starts: 0, sent_bytes: 0, received_bytes: 0 },
+            loss: PayloadLoss::NONE,
         };
         let mut n: u64 = 0;
         if let Some((buf, buf_len)) = buffer {

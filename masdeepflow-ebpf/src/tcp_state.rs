@@ -24,9 +24,6 @@ const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 
-/// Connects and accepts carry no payload losses.
-const NO_LOSS: PayloadLoss = PayloadLoss { sent_starts: 0, received_starts: 0, sent_bytes: 0, received_bytes: 0 };
-
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let _ = try_set_state(&ctx);
@@ -189,7 +186,7 @@ fn track(sk: u64, now: u64, endpoints: &Endpoints, role: u32, has_owner: u32, ow
         (*state).owner = *owner;
         (*state).protocol = 0;
         (*state)._pad = 0;
-        (*state).payload_loss = NO_LOSS;
+        (*state).payload_loss = PayloadLoss::NONE;
         SOCKETS.insert(&sk, &*state, 0)
     };
     if inserted.is_err() {
@@ -233,7 +230,7 @@ pub fn emit(
         (*r).bytes_sent = bytes_sent;
         (*r).bytes_received = bytes_received;
         (*r).conn_id = conn_id;
-        (*r).payload_loss = NO_LOSS;
+        (*r).payload_loss = PayloadLoss::NONE;
     }
     entry.submit(0);
 }

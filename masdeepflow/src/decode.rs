@@ -50,8 +50,8 @@ pub struct Payload<'a> {
     pub process: ProcessInfo,
     /// As the kernel wrote them, seen from side `raw_role` (see [`Payload::conn`]).
     pub endpoints: Endpoints,
+    /// `ROLE_CLIENT` or `ROLE_SERVER` (see [`Payload::role`]).
     pub raw_role: u32,
-    pub role: &'static str,
     pub conn_id: u64,
     /// The owner sent these bytes (else received them).
     pub sent: bool,
@@ -106,7 +106,6 @@ fn payload<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Payload<'a>, DecodeErro
         process: h.header.process,
         endpoints: h.endpoints,
         raw_role: h.role,
-        role: role_name(h.role),
         conn_id: h.conn_id,
         sent: h.direction == DIR_SENT,
         total_len: h.total_len.max(captured as u64),
@@ -119,6 +118,11 @@ impl Payload<'_> {
     /// Client and server endpoints, as events report them.
     pub fn conn(&self) -> Connection {
         connection(&self.endpoints, self.raw_role)
+    }
+
+    /// `client` or `server`: the side of the connection that moved the bytes.
+    pub fn role(&self) -> &'static str {
+        role_name(self.raw_role)
     }
 }
 
@@ -385,7 +389,7 @@ mod tests {
         let mut bytes = bytes_of(&h);
         bytes.extend_from_slice(b"GET ");
         let Ok(Record::Payload(p)) = super::decode(&bytes, &CLOCK) else { panic!("not a payload") };
-        assert_eq!((p.conn_id, p.sent, p.total_len, p.role), (9, false, 100, "server"));
+        assert_eq!((p.conn_id, p.sent, p.total_len, p.role()), (9, false, 100, "server"));
         assert_eq!((p.loss.received_starts, p.loss.received_bytes), (5, 60));
         assert_eq!(p.data, b"GET ");
         assert_eq!(p.conn().src.port, 8080);

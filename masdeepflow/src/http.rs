@@ -67,18 +67,18 @@ impl HttpTracker {
         let t = self.conns.entry(p.conn_id).or_insert_with(|| Tracked {
             parser: Http1Connection::new(),
             conn: p.conn(),
-            role: p.role,
+            role: p.role(),
             process: None,
             missing: false,
             lost_counted: 0,
         });
         if !p.loss.is_empty() {
-            for (dir, starts, bytes) in oriented(&p.loss, p.role) {
+            for (dir, starts, bytes) in oriented(&p.loss, p.role()) {
                 t.parser.on_lost(dir, starts, bytes, p.time.0);
             }
         }
         // The client sends requests; the server receives them.
-        let to_server = p.sent == (p.role == "client");
+        let to_server = p.sent == (p.role() == "client");
         let dir = if to_server { Direction::ClientToServer } else { Direction::ServerToClient };
         if to_server {
             t.process = Some(p.process);
@@ -181,7 +181,6 @@ mod tests {
             process: ProcessInfo { cgroup_id: 0, pid: 7, tid: 7, ppid: 1, uid: 0, comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" },
             endpoints: Endpoints { family: AF_INET, sport: 40000, dport: 80, _pad: 0, saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
             raw_role: if role == "client" { ROLE_CLIENT } else { ROLE_SERVER },
-            role,
             conn_id,
             sent,
             total_len: total,
