@@ -102,9 +102,10 @@ fn container_and_pod_context_with_api_server_down_then_up() {
     assert_eq!(exec.get("k8s"), None, "no pod metadata while the API server is down");
     let exit = agent.expect("exit 4 in the container", |e| e["type"] == "process_exit" && e["exit_code"] == 4 && in_container(e));
     assert_eq!(exit["process"]["comm"], "sh");
-    let connect = agent.expect("connect from the container", |e| e["type"] == "tcp_connect" && e["dst"]["port"].to_string() == tcp_port);
+    let port: u64 = tcp_port.trim().parse().expect("the server prints its port");
+    let connect = agent.expect("connect from the container", |e| e["type"] == "tcp_connect" && e["dst"]["port"] == port);
     assert!(in_container(&connect), "{connect}");
-    let close = agent.expect("close in the container", |e| e["type"] == "tcp_close" && e["role"] == "client" && e["dst"]["port"].to_string() == tcp_port);
+    let close = agent.expect("close in the container", |e| e["type"] == "tcp_close" && e["role"] == "client" && e["dst"]["port"] == port);
     assert!(in_container(&close), "{close}");
     assert_eq!((close["bytes_sent"].as_u64(), close["bytes_received"].as_u64()), (Some(3), Some(5)));
 
