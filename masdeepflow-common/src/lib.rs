@@ -83,9 +83,7 @@ impl EventKind {
         match self {
             EventKind::ProcessExec => core::mem::size_of::<process::ExecRecord>(),
             EventKind::ProcessExit => core::mem::size_of::<process::ExitRecord>(),
-            EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpClose => {
-                core::mem::size_of::<tcp::TcpRecord>()
-            }
+            EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpClose => core::mem::size_of::<tcp::TcpRecord>(),
             EventKind::Payload => core::mem::size_of::<payload::PayloadHeader>(),
             EventKind::CgroupMkdir | EventKind::CgroupRmdir => core::mem::size_of::<cgroup::CgroupRecord>(),
         }

@@ -3,18 +3,10 @@
 use crate::{ContainerRef, Runtime, parse_cgroup_path, parse_proc_cgroup};
 
 fn expect(line: &str, id: &str, runtime: Runtime, pod_uid: Option<&str>) {
-    let want = ContainerRef {
-        id: id.to_owned(),
-        runtime,
-        pod_uid: pod_uid.map(str::to_owned),
-    };
+    let want = ContainerRef { id: id.to_owned(), runtime, pod_uid: pod_uid.map(str::to_owned) };
     assert_eq!(parse_cgroup_path(line), Some(want.clone()), "{line}");
     // A one-line file behaves the same; so does the line with a trailing newline.
-    assert_eq!(
-        parse_proc_cgroup(&format!("{line}\n")),
-        Some(want),
-        "{line}"
-    );
+    assert_eq!(parse_proc_cgroup(&format!("{line}\n")), Some(want), "{line}");
 }
 
 #[test]
@@ -191,10 +183,7 @@ fn must_not_match() {
         format!("0::/a.slice:cri-containerd:{ID}x"),
         format!("0::/a.slice:runc:{ID}"),
         // Unknown runtime word / conmon sibling.
-        format!(
-            "0::/kubepods.slice/kubepods-pod{}.slice/crio-conmon-{ID}.scope",
-            "599a0779_5f40_4779_9d11_82ecce3e6662"
-        ),
+        format!("0::/kubepods.slice/kubepods-pod{}.slice/crio-conmon-{ID}.scope", "599a0779_5f40_4779_9d11_82ecce3e6662"),
         // Bare hex outside kubepods/docker context.
         format!("0::/system.slice/{ID}"),
         format!("0::/{ID}"),
@@ -242,10 +231,7 @@ fn proc_file_falls_back_to_v1_on_hybrid_host() {
     let c = parse_proc_cgroup(&file).unwrap();
     assert_eq!(c.id, id);
     assert_eq!(c.runtime, Runtime::Docker);
-    assert_eq!(
-        c.pod_uid.as_deref(),
-        Some("eb052b63-ea96-4728-ab4a-64ab3babccd7")
-    );
+    assert_eq!(c.pod_uid.as_deref(), Some("eb052b63-ea96-4728-ab4a-64ab3babccd7"));
 }
 
 #[test]
@@ -278,27 +264,18 @@ fn huge_inputs_are_fast_and_none() {
     }
     // Deep but within the cap still works.
     let deep = format!("0::/{}docker/{id}", "a/".repeat(2000));
-    assert_eq!(
-        parse_cgroup_path(&deep).map(|c| c.runtime),
-        Some(Runtime::Docker)
-    );
+    assert_eq!(parse_cgroup_path(&deep).map(|c| c.runtime), Some(Runtime::Docker));
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[test]
 fn container_id_field_helpers() {
-    let c = parse_cgroup_path(
-        "0::/system.slice/docker-1b3319ed9c1d4cca681f9c102da9b015555785b6240c4e4619f11b535cabdc07.scope",
-    )
-    .unwrap();
+    let c = parse_cgroup_path("0::/system.slice/docker-1b3319ed9c1d4cca681f9c102da9b015555785b6240c4e4619f11b535cabdc07.scope").unwrap();
     let field = c.container_id_field().unwrap();
     assert_eq!(field, format!("docker://{}", c.id));
     assert!(c.matches_container_id_field(&field));
     assert!(!c.matches_container_id_field(&format!("containerd://{}", c.id)));
-    let unknown = ContainerRef {
-        runtime: Runtime::Unknown,
-        ..c.clone()
-    };
+    let unknown = ContainerRef { runtime: Runtime::Unknown, ..c.clone() };
     assert_eq!(unknown.container_id_field(), None);
     assert!(unknown.matches_container_id_field(&format!("cri-o://{}", c.id)));
     assert!(!unknown.matches_container_id_field(&format!("cri-o://{}", "0".repeat(64))));
@@ -307,15 +284,7 @@ fn container_id_field_helpers() {
 #[test]
 fn relative_paths_are_rejected() {
     let id = "1b3319ed9c1d4cca681f9c102da9b015555785b6240c4e4619f11b535cabdc07";
-    assert_eq!(
-        parse_cgroup_path(&format!("system.slice/docker-{id}.scope")),
-        None
-    );
+    assert_eq!(parse_cgroup_path(&format!("system.slice/docker-{id}.scope")), None);
     assert!(parse_cgroup_path(&format!("/system.slice/docker-{id}.scope")).is_some());
-    assert!(
-        parse_cgroup_path(&format!(
-            "  1:name=systemd:/system.slice/docker-{id}.scope\r\n"
-        ))
-        .is_some()
-    );
+    assert!(parse_cgroup_path(&format!("  1:name=systemd:/system.slice/docker-{id}.scope\r\n")).is_some());
 }

@@ -55,8 +55,7 @@ impl ContainerRef {
     /// [`Runtime::Unknown`] ref matches on the id alone; otherwise the runtime must agree.
     #[must_use]
     pub fn matches_container_id_field(&self, field: &str) -> bool {
-        parse_container_id_field(field).is_some_and(|(runtime, id)| {
-            id == self.id && (self.runtime == Runtime::Unknown || self.runtime == runtime)
-        })
+        parse_container_id_field(field)
+            .is_some_and(|(runtime, id)| id == self.id && (self.runtime == Runtime::Unknown || self.runtime == runtime))
     }
 }

@@ -91,11 +91,7 @@ fn colon_form(c: &str) -> Option<Component> {
     if !is_container_id(id) {
         return None;
     }
-    Some(Component::Container(
-        runtime,
-        id.to_owned(),
-        pod_uid_from_component(slice),
-    ))
+    Some(Component::Container(runtime, id.to_owned(), pod_uid_from_component(slice)))
 }
 
 fn is_kubepods(c: &str) -> bool {
@@ -127,26 +123,14 @@ pub(crate) fn parse_bare_path(path: &str) -> Option<ContainerRef> {
         match classify(c) {
             Component::Container(runtime, id, pod) => {
                 let pod_uid = pod.or_else(parent_pod);
-                return Some(ContainerRef {
-                    id,
-                    runtime,
-                    pod_uid,
-                });
+                return Some(ContainerRef { id, runtime, pod_uid });
             }
             Component::BareId(id) if first_kubepods.is_some_and(|k| k < i) => {
                 let pod_uid = parent_pod();
-                return Some(ContainerRef {
-                    id,
-                    runtime: Runtime::Unknown,
-                    pod_uid,
-                });
+                return Some(ContainerRef { id, runtime: Runtime::Unknown, pod_uid });
             }
             Component::BareId(id) if parent == Some("docker") => {
-                return Some(ContainerRef {
-                    id,
-                    runtime: Runtime::Docker,
-                    pod_uid: None,
-                });
+                return Some(ContainerRef { id, runtime: Runtime::Docker, pod_uid: None });
             }
             Component::KubeBoundary => return None,
             Component::BareId(_) | Component::Other => {}

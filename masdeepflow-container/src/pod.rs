@@ -70,18 +70,9 @@ mod tests {
     #[test]
     fn uuid_forms() {
         let want = Some("599a0779-5f40-4779-9d11-82ecce3e6662".to_owned());
-        assert_eq!(
-            normalise_pod_uid("599a0779-5f40-4779-9d11-82ecce3e6662"),
-            want
-        );
-        assert_eq!(
-            normalise_pod_uid("599a0779_5f40_4779_9d11_82ecce3e6662"),
-            want
-        );
-        assert_eq!(
-            normalise_pod_uid("599a0779_5f40-4779_9d11-82ecce3e6662"),
-            want
-        );
+        assert_eq!(normalise_pod_uid("599a0779-5f40-4779-9d11-82ecce3e6662"), want);
+        assert_eq!(normalise_pod_uid("599a0779_5f40_4779_9d11_82ecce3e6662"), want);
+        assert_eq!(normalise_pod_uid("599a0779_5f40-4779_9d11-82ecce3e6662"), want);
     }
 
     #[test]
@@ -105,25 +96,11 @@ mod tests {
     #[test]
     fn components() {
         let uid = Some("55263d4e-9ca4-4f08-ac8e-5df9de111281".to_owned());
-        assert_eq!(
-            pod_uid_from_component(
-                "kubepods-besteffort-pod55263d4e_9ca4_4f08_ac8e_5df9de111281.slice"
-            ),
-            uid
-        );
-        assert_eq!(
-            pod_uid_from_component("kubepods-pod55263d4e_9ca4_4f08_ac8e_5df9de111281.slice"),
-            uid
-        );
-        assert_eq!(
-            pod_uid_from_component("pod55263d4e-9ca4-4f08-ac8e-5df9de111281"),
-            uid
-        );
+        assert_eq!(pod_uid_from_component("kubepods-besteffort-pod55263d4e_9ca4_4f08_ac8e_5df9de111281.slice"), uid);
+        assert_eq!(pod_uid_from_component("kubepods-pod55263d4e_9ca4_4f08_ac8e_5df9de111281.slice"), uid);
+        assert_eq!(pod_uid_from_component("pod55263d4e-9ca4-4f08-ac8e-5df9de111281"), uid);
         assert_eq!(pod_uid_from_component("podruntime.slice"), None);
         assert_eq!(pod_uid_from_component("kubepods-besteffort.slice"), None);
-        assert_eq!(
-            pod_uid_from_component("system-pod55263d4e_9ca4_4f08_ac8e_5df9de111281.slice"),
-            None
-        );
+        assert_eq!(pod_uid_from_component("system-pod55263d4e_9ca4_4f08_ac8e_5df9de111281.slice"), None);
     }
 }

@@ -33,11 +33,7 @@ pub(crate) fn split_proc_line(line: &str) -> Option<ProcLine<'_>> {
         && hierarchy.bytes().all(|b| b.is_ascii_digit())
         && !controllers.contains('/')
         && path.starts_with('/');
-    ok.then_some(ProcLine {
-        hierarchy,
-        controllers,
-        path,
-    })
+    ok.then_some(ProcLine { hierarchy, controllers, path })
 }
 
 /// Parses a whole `/proc/<pid>/cgroup` file.
@@ -55,21 +51,11 @@ pub(crate) fn split_proc_line(line: &str) -> Option<ProcLine<'_>> {
 /// ```
 #[must_use]
 pub fn parse_proc_cgroup(content: &str) -> Option<ContainerRef> {
-    let lines = || {
-        content
-            .lines()
-            .take(MAX_PROC_LINES)
-            .filter(|l| l.len() <= MAX_PATH_LEN)
-            .filter_map(|l| split_proc_line(l.trim()))
-    };
+    let lines = || content.lines().take(MAX_PROC_LINES).filter(|l| l.len() <= MAX_PATH_LEN).filter_map(|l| split_proc_line(l.trim()));
     lines()
         .filter(ProcLine::is_unified)
         .find_map(|l| parse_bare_path(l.path))
-        .or_else(|| {
-            lines()
-                .filter(|l| !l.is_unified())
-                .find_map(|l| parse_bare_path(l.path))
-        })
+        .or_else(|| lines().filter(|l| !l.is_unified()).find_map(|l| parse_bare_path(l.path)))
 }
 
 #[cfg(test)]
@@ -79,25 +65,13 @@ mod tests {
     #[test]
     fn split_lines() {
         let l = split_proc_line("4:pids:/a.slice:cri-containerd:x").unwrap();
-        assert_eq!(
-            (l.hierarchy, l.controllers, l.path),
-            ("4", "pids", "/a.slice:cri-containerd:x")
-        );
+        assert_eq!((l.hierarchy, l.controllers, l.path), ("4", "pids", "/a.slice:cri-containerd:x"));
         assert!(!l.is_unified());
         let l = split_proc_line("0::/").unwrap();
         assert!(l.is_unified());
         let l = split_proc_line("1:name=systemd:/user.slice").unwrap();
         assert_eq!(l.controllers, "name=systemd");
-        for bad in [
-            "",
-            "0:",
-            "0::",
-            "x::/",
-            ":pids:/",
-            "1:a/b:/c",
-            "1:pids:rel",
-            "/kubepods/x",
-        ] {
+        for bad in ["", "0:", "0::", "x::/", ":pids:/", "1:a/b:/c", "1:pids:rel", "/kubepods/x"] {
             assert_eq!(split_proc_line(bad), None, "{bad}");
         }
     }

@@ -23,13 +23,7 @@ pub enum Runtime {
 
 impl Runtime {
     /// Every variant, in declaration order.
-    pub const ALL: [Runtime; 5] = [
-        Runtime::Containerd,
-        Runtime::CriO,
-        Runtime::Docker,
-        Runtime::Podman,
-        Runtime::Unknown,
-    ];
+    pub const ALL: [Runtime; 5] = [Runtime::Containerd, Runtime::CriO, Runtime::Docker, Runtime::Podman, Runtime::Unknown];
 
     /// Stable lowercase name for JSON and logs: `containerd`, `cri-o`, `docker`, `podman`, `unknown`.
     #[must_use]
@@ -67,10 +61,7 @@ impl FromStr for Runtime {
 
     /// Inverse of [`Runtime::as_str`] (exact, case-sensitive).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Runtime::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or(UnknownRuntimeName)
+        Runtime::ALL.into_iter().find(|r| r.as_str() == s).ok_or(UnknownRuntimeName)
     }
 }
 
@@ -109,9 +100,7 @@ pub fn parse_container_id_field(s: &str) -> Option<(Runtime, String)> {
         return None;
     }
     let (scheme, id) = s.trim().split_once("://")?;
-    let runtime = Runtime::ALL
-        .into_iter()
-        .find(|r| *r != Runtime::Unknown && runtime_prefix(*r) == scheme)?;
+    let runtime = Runtime::ALL.into_iter().find(|r| *r != Runtime::Unknown && runtime_prefix(*r) == scheme)?;
     is_container_id(id).then(|| (runtime, id.to_owned()))
 }
 
@@ -154,19 +143,13 @@ mod tests {
 
     #[test]
     fn container_id_field_ok() {
-        for (scheme, rt) in [
-            ("containerd", Runtime::Containerd),
-            ("cri-o", Runtime::CriO),
-            ("docker", Runtime::Docker),
-            ("podman", Runtime::Podman),
-        ] {
+        for (scheme, rt) in
+            [("containerd", Runtime::Containerd), ("cri-o", Runtime::CriO), ("docker", Runtime::Docker), ("podman", Runtime::Podman)]
+        {
             let field = format!("{scheme}://{ID}");
             assert_eq!(parse_container_id_field(&field), Some((rt, ID.to_owned())));
         }
-        assert_eq!(
-            parse_container_id_field(&format!("  containerd://{ID}\n")),
-            Some((Runtime::Containerd, ID.to_owned()))
-        );
+        assert_eq!(parse_container_id_field(&format!("  containerd://{ID}\n")), Some((Runtime::Containerd, ID.to_owned())));
     }
 
     #[test]

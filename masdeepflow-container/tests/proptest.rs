@@ -1,18 +1,14 @@
 //! Property tests: arbitrary input never panics, and any id returned is 64 lowercase hex.
 
 use masdeepflow_container::{
-    ContainerRef, is_container_id, normalise_pod_uid, parse_cgroup_path, parse_container_id_field,
-    parse_proc_cgroup,
+    ContainerRef, is_container_id, normalise_pod_uid, parse_cgroup_path, parse_container_id_field, parse_proc_cgroup,
 };
 use proptest::prelude::*;
 
 fn check(c: &ContainerRef) {
     assert!(is_container_id(&c.id), "{:?}", c.id);
     assert_eq!(c.id.len(), 64);
-    assert!(
-        c.id.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    );
+    assert!(c.id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     if let Some(uid) = &c.pod_uid {
         assert!(uid.len() == 36 || uid.len() == 32, "{uid:?}");
         assert_eq!(normalise_pod_uid(uid).as_deref(), Some(uid.as_str()));

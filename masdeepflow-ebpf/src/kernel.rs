@@ -1,8 +1,8 @@
 //! Reading the current task and kernel structs at offsets the agent took
 //! from the running kernel's BTF (see `masdeepflow_common::config`).
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-    bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+    bpf_probe_read_kernel,
 };
 use masdeepflow_common::{ProcessInfo, config::KernelConfig};
 
@@ -32,14 +32,12 @@ pub static OFFSETS: KernelConfig = KernelConfig {
 
 /// One offset from `OFFSETS`, read so the compiler cannot fold the zero.
 macro_rules! offset {
-    ($field:ident) => {
-        {
-            // SAFETY: reading a global the loader initialised.
-            #[allow(unused_unsafe)]
-            let v = unsafe { core::ptr::read_volatile(&raw const $crate::kernel::OFFSETS.$field) };
-            v
-        }
-    };
+    ($field:ident) => {{
+        // SAFETY: reading a global the loader initialised.
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&raw const $crate::kernel::OFFSETS.$field) };
+        v
+    }};
 }
 pub(crate) use offset;
 
@@ -63,11 +61,7 @@ pub fn current_process() -> ProcessInfo {
     let pid_tgid = bpf_get_current_pid_tgid();
     let task = current_task();
     let parent: u64 = read_at(task, offset!(task_real_parent)).unwrap_or(0);
-    let ppid: u32 = if parent == 0 {
-        0
-    } else {
-        read_at(parent, offset!(task_tgid)).unwrap_or(0)
-    };
+    let ppid: u32 = if parent == 0 { 0 } else { read_at(parent, offset!(task_tgid)).unwrap_or(0) };
     ProcessInfo {
         // SAFETY: a helper with no preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },

@@ -1,10 +1,10 @@
 //! Maps shared by the programs. Every map is bounded; per-connection entries
 //! are removed when the connection reaches TCP_CLOSE.
+use crate::kernel::offset;
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use crate::kernel::offset;
 use masdeepflow_common::{
     config::wakes_agent,
     stats::COUNTERS_LEN,

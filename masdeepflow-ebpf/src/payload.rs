@@ -20,12 +20,12 @@ use masdeepflow_common::{
 };
 
 use crate::{
+    kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, read_at, syscall_regs},
+    maps::{EVENTS, atomic_add, batched_wakeup, count},
     syscall_abi::{
         MSGHDR_IOV, REGS_ORIG_AX, REGS_SI, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG,
         SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
     },
-    kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, read_at, syscall_regs},
-    maps::{EVENTS, atomic_add, batched_wakeup, count},
 };
 
 /// Where a payload record is built before it is copied to the ring buffer.
@@ -33,9 +33,7 @@ use crate::{
 static SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// How HTTP/1.x messages start: request methods, or a status line.
-const HTTP_STARTS: [[u8; 4]; 10] =
-    [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
-
+const HTTP_STARTS: [[u8; 4]; 10] = [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
 
 /// The first user buffer of the running syscall and its length.
 #[inline(always)]
@@ -208,12 +206,7 @@ pub fn capture(state: *mut SockState, sent: bool, len: u32) {
     // atomically).
     unsafe {
         (*rec).header = PayloadHeader {
-            header: EventHeader {
-                kind: EventKind::Payload as u32,
-                has_process: whole as u32,
-                ts_ns: bpf_ktime_get_ns(),
-                process,
-            },
+            header: EventHeader { kind: EventKind::Payload as u32, has_process: whole as u32, ts_ns: bpf_ktime_get_ns(), process },
             endpoints: (*state).endpoints,
             conn_id: (*state).id,
             total_len: len as u64,

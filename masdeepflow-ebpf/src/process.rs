@@ -39,12 +39,8 @@ fn try_exec(ctx: &TracePointContext) {
     // SAFETY: `rec` points at a reserved ring buffer slot of the right size;
     // every field is written before submit.
     unsafe {
-        (*rec).header = EventHeader {
-            kind: EventKind::ProcessExec as u32,
-            has_process: 1,
-            ts_ns: bpf_ktime_get_ns(),
-            process: current_process(),
-        };
+        (*rec).header =
+            EventHeader { kind: EventKind::ProcessExec as u32, has_process: 1, ts_ns: bpf_ktime_get_ns(), process: current_process() };
         (*rec).filename_len = 0;
         (*rec).args_len = 0;
         (*rec).args_truncated = 0;

@@ -11,11 +11,10 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
-    syscall_abi::{MSG_PEEK, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_R10, SYS_RECVFROM, SYS_RECVMSG},
     kernel::{read_at, sock_of_fd, syscall_regs},
+    syscall_abi::{MSG_PEEK, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_R10, SYS_RECVFROM, SYS_RECVMSG},
     traffic::count_and_capture,
 };
-
 
 #[tracepoint]
 pub fn sys_exit_sent(ctx: TracePointContext) -> u32 {

@@ -33,14 +33,8 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets of the documented record layout.
-    let (protocol, sk, old, new) = unsafe {
-        (
-            ctx.read_at::<u16>(30)?,
-            ctx.read_at::<u64>(8)?,
-            ctx.read_at::<i32>(16)?,
-            ctx.read_at::<i32>(20)?,
-        )
-    };
+    let (protocol, sk, old, new) =
+        unsafe { (ctx.read_at::<u16>(30)?, ctx.read_at::<u64>(8)?, ctx.read_at::<i32>(16)?, ctx.read_at::<i32>(20)?) };
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
@@ -115,7 +109,8 @@ fn report_close(sk: u64, now: u64) {
             match EVENTS.reserve::<TcpRecord>(0) {
                 Some(mut entry) => {
                     let r = entry.as_mut_ptr();
-                    (*r).header = EventHeader { kind: EventKind::TcpClose as u32, has_process: has_owner, ts_ns: now, process: (*state).owner };
+                    (*r).header =
+                        EventHeader { kind: EventKind::TcpClose as u32, has_process: has_owner, ts_ns: now, process: (*state).owner };
                     (*r).endpoints = (*state).endpoints;
                     (*r).role = (*state).role;
                     (*r).error = 0;
@@ -146,14 +141,8 @@ fn read_endpoints(ctx: &TracePointContext) -> Result<Endpoints, i64> {
     // SAFETY: offsets of the documented record layout.
     unsafe {
         let family = ctx.read_at::<u16>(28)?;
-        let mut e = Endpoints {
-            family,
-            sport: ctx.read_at::<u16>(24)?,
-            dport: ctx.read_at::<u16>(26)?,
-            _pad: 0,
-            saddr: [0; 16],
-            daddr: [0; 16],
-        };
+        let mut e =
+            Endpoints { family, sport: ctx.read_at::<u16>(24)?, dport: ctx.read_at::<u16>(26)?, _pad: 0, saddr: [0; 16], daddr: [0; 16] };
         if family == AF_INET {
             let s: [u8; 4] = ctx.read_at(32)?;
             let d: [u8; 4] = ctx.read_at(36)?;

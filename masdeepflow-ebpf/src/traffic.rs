@@ -9,11 +9,10 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use masdeepflow_common::tcp::IPPROTO_TCP;
 
 use crate::{
-    syscall_abi::MSG_PEEK,
     maps::{SOCKETS, atomic_add},
     payload::capture,
+    syscall_abi::MSG_PEEK,
 };
-
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
@@ -30,9 +29,7 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_count(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
     // SAFETY: documented record layout.
-    let (protocol, ret, flags) = unsafe {
-        (ctx.read_at::<u16>(18)?, ctx.read_at::<i32>(20)?, ctx.read_at::<i32>(24)?)
-    };
+    let (protocol, ret, flags) = unsafe { (ctx.read_at::<u16>(18)?, ctx.read_at::<i32>(20)?, ctx.read_at::<i32>(24)?) };
     if protocol != IPPROTO_TCP || ret <= 0 || (!sent && flags as u64 & MSG_PEEK != 0) {
         return Ok(());
     }

@@ -13,12 +13,7 @@ impl Backoff {
         // Capped at an hour so that the arithmetic below cannot overflow.
         let max = max.clamp(Duration::from_millis(1), Duration::from_secs(3600));
         let initial = initial.clamp(Duration::from_millis(1), max);
-        Backoff {
-            initial,
-            max,
-            current: initial,
-            seed: seed | 1,
-        }
+        Backoff { initial, max, current: initial, seed: seed | 1 }
     }
 
     pub(crate) fn reset(&mut self) {

@@ -52,9 +52,7 @@ pub struct PodIndex {
 
 impl fmt::Debug for PodIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PodIndex")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("PodIndex").field("stats", &self.stats()).finish()
     }
 }
 
@@ -92,17 +90,11 @@ impl PodIndex {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.shared
-            .state
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The pod that container `container_id` belongs to. Accepts a bare id
@@ -206,10 +198,7 @@ impl PodIndex {
     /// Replaces the live set with a full list: listed pods are upserted,
     /// indexed live pods missing from it are treated as deleted (`grace`).
     pub(crate) fn apply_list(&self, pods: &[Pod], fallback_node: &str, grace: Duration) {
-        let records: Vec<PodRecord> = pods
-            .iter()
-            .filter_map(|p| record_from_pod(p, fallback_node))
-            .collect();
+        let records: Vec<PodRecord> = pods.iter().filter_map(|p| record_from_pod(p, fallback_node)).collect();
         let listed: HashSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
         let expires_at = expiry(grace);
         let mut dropped = 0u64;
@@ -232,9 +221,7 @@ impl PodIndex {
             self.warn_dropped_once(dropped);
         }
         self.shared.relists.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .synced
-            .send_if_modified(|s| !std::mem::replace(s, true));
+        self.shared.synced.send_if_modified(|s| !std::mem::replace(s, true));
         self.bump();
     }
 
@@ -242,11 +229,7 @@ impl PodIndex {
     /// this periodically; `lookup` already ignores expired pods.
     pub fn purge_expired(&self) -> usize {
         let now = Instant::now();
-        let needs = self
-            .read()
-            .pods
-            .values()
-            .any(|e| e.expires_at.is_some_and(|t| t <= now));
+        let needs = self.read().pods.values().any(|e| e.expires_at.is_some_and(|t| t <= now));
         if !needs {
             return 0;
         }
@@ -284,18 +267,14 @@ impl PodIndex {
     }
 
     fn bump(&self) {
-        self.shared
-            .generation
-            .send_modify(|g| *g = g.wrapping_add(1));
+        self.shared.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 }
 
 /// `now + grace`, saturating at about a century for absurd graces.
 fn expiry(grace: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(grace)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(now)
+    now.checked_add(grace).or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -328,11 +307,7 @@ mod tests {
         assert!(idx.lookup("444").is_none());
         assert_eq!(idx.stats().dropped, 1);
         // A deleted pod is evicted early to make room.
-        idx.apply_deleted(
-            &pod("u2", "b", &[("c", "containerd://333")]),
-            "n1",
-            Duration::from_secs(60),
-        );
+        idx.apply_deleted(&pod("u2", "b", &[("c", "containerd://333")]), "n1", Duration::from_secs(60));
         idx.apply_pod(&pod("u3", "c", &[("c", "containerd://444")]), "n1");
         assert!(idx.lookup("444").is_some());
         assert!(idx.lookup("333").is_none());

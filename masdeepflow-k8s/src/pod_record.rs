@@ -30,9 +30,7 @@ fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
     let all = |f: fn(&k8s_openapi::api::core::v1::PodStatus) -> &Option<Vec<ContainerStatus>>| {
         st.and_then(|s| f(s).as_ref()).into_iter().flatten()
     };
-    all(|s| &s.container_statuses)
-        .chain(all(|s| &s.init_container_statuses))
-        .chain(all(|s| &s.ephemeral_container_statuses))
+    all(|s| &s.container_statuses).chain(all(|s| &s.init_container_statuses)).chain(all(|s| &s.ephemeral_container_statuses))
 }
 
 pub(crate) fn record_from_pod(pod: &Pod, fallback_node: &str) -> Option<PodRecord> {
@@ -47,20 +45,11 @@ pub(crate) fn record_from_pod(pod: &Pod, fallback_node: &str) -> Option<PodRecor
     } else {
         return None;
     };
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| fallback_node.to_string());
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()).unwrap_or_else(|| fallback_node.to_string());
     let mut containers = Vec::new();
     let mut seen = HashSet::new();
     for cs in statuses(pod) {
-        let last = cs
-            .last_state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .and_then(|t| t.container_id.as_deref());
+        let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()).and_then(|t| t.container_id.as_deref());
         for raw in [cs.container_id.as_deref(), last].into_iter().flatten() {
             let id = normalize_container_id(raw);
             if !id.is_empty() && seen.insert(id.to_string()) {
@@ -70,13 +59,7 @@ pub(crate) fn record_from_pod(pod: &Pod, fallback_node: &str) -> Option<PodRecor
     }
     Some(PodRecord {
         key,
-        base: Arc::new(PodBase {
-            namespace,
-            pod: name,
-            pod_uid: uid,
-            node,
-            labels: md.labels.clone().unwrap_or_default(),
-        }),
+        base: Arc::new(PodBase { namespace, pod: name, pod_uid: uid, node, labels: md.labels.clone().unwrap_or_default() }),
         containers,
     })
 }

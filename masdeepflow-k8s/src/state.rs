@@ -47,12 +47,7 @@ impl State {
 
     /// Evicts the deleted pod closest to expiry. Returns false if every pod is live.
     fn evict_one_deleted(&mut self) -> bool {
-        let victim = self
-            .pods
-            .iter()
-            .filter_map(|(k, e)| e.expires_at.map(|t| (t, k)))
-            .min()
-            .map(|(_, k)| k.clone());
+        let victim = self.pods.iter().filter_map(|(k, e)| e.expires_at.map(|t| (t, k))).min().map(|(_, k)| k.clone());
         match victim {
             Some(k) => {
                 self.remove_pod(&k);
@@ -65,34 +60,20 @@ impl State {
     /// Inserts or updates a pod. Returns false if it was not indexed because
     /// the index is full of live pods.
     pub(crate) fn upsert(&mut self, rec: PodRecord, expires_at: Option<Instant>, max_pods: usize) -> bool {
-        let PodRecord {
-            key,
-            base,
-            containers,
-        } = rec;
+        let PodRecord { key, base, containers } = rec;
         let new_ids: Vec<String> = containers.iter().map(|(id, _)| id.clone()).collect();
         if let Some(entry) = self.pods.get_mut(&key) {
             let old_ids = std::mem::replace(&mut entry.ids, new_ids);
             entry.base = base.clone();
             entry.expires_at = expires_at;
             let keep: HashSet<&str> = containers.iter().map(|(id, _)| id.as_str()).collect();
-            let stale: Vec<String> = old_ids
-                .into_iter()
-                .filter(|id| !keep.contains(id.as_str()))
-                .collect();
+            let stale: Vec<String> = old_ids.into_iter().filter(|id| !keep.contains(id.as_str())).collect();
             self.unlink_ids(&key, &stale);
         } else {
             if self.pods.len() >= max_pods && !self.evict_one_deleted() {
                 return false;
             }
-            self.pods.insert(
-                key.clone(),
-                PodEntry {
-                    base: base.clone(),
-                    ids: new_ids,
-                    expires_at,
-                },
-            );
+            self.pods.insert(key.clone(), PodEntry { base: base.clone(), ids: new_ids, expires_at });
         }
         for (id, name) in containers {
             let meta = Arc::new(PodMeta {
@@ -109,12 +90,8 @@ impl State {
     }
 
     pub(crate) fn purge(&mut self, now: Instant) -> usize {
-        let expired: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, e)| e.expires_at.is_some_and(|t| t <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let expired: Vec<String> =
+            self.pods.iter().filter(|(_, e)| e.expires_at.is_some_and(|t| t <= now)).map(|(k, _)| k.clone()).collect();
         for k in &expired {
             self.remove_pod(k);
         }

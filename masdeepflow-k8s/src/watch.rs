@@ -142,28 +142,11 @@ struct Watcher {
 
 impl Watcher {
     fn new(config: WatchConfig, index: PodIndex) -> Self {
-        let seed = config
-            .node_name
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-            })
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+        let seed = config.node_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let backoff = Backoff::new(config.backoff_initial, config.backoff_max, seed);
         let field_selector = format!("spec.nodeName={}", config.node_name);
-        Watcher {
-            config,
-            index,
-            field_selector,
-            backoff,
-            health: Health {
-                failures: 0,
-                since: None,
-            },
-        }
+        Watcher { config, index, field_selector, backoff, health: Health { failures: 0, since: None } }
     }
 
     fn fail(&mut self, what: &str, err: &dyn fmt::Display) {
@@ -177,24 +160,14 @@ impl Watcher {
                 self.config.backoff_max
             );
         } else {
-            log::debug!(
-                "kube: {what} failed again (attempt {}): {err}",
-                self.health.failures
-            );
+            log::debug!("kube: {what} failed again (attempt {}): {err}", self.health.failures);
         }
     }
 
     fn ok(&mut self) {
         if self.health.failures > 0 {
-            let secs = self
-                .health
-                .since
-                .map(|s| s.elapsed().as_secs_f64())
-                .unwrap_or(0.0);
-            log::warn!(
-                "kube: API server reachable again after {} failed attempt(s) over {secs:.1}s",
-                self.health.failures
-            );
+            let secs = self.health.since.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+            log::warn!("kube: API server reachable again after {} failed attempt(s) over {secs:.1}s", self.health.failures);
         }
         self.health.failures = 0;
         self.health.since = None;
@@ -212,9 +185,7 @@ impl Watcher {
         loop {
             let res = match &self.config.source {
                 ClientSource::Client(c) => return c.clone(),
-                ClientSource::Config(cfg) => {
-                    Client::try_from((**cfg).clone()).map_err(|e| e.to_string())
-                }
+                ClientSource::Config(cfg) => Client::try_from((**cfg).clone()).map_err(|e| e.to_string()),
                 ClientSource::Infer => match kube::Config::infer().await {
                     Ok(cfg) => Client::try_from(cfg).map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
@@ -236,9 +207,7 @@ impl Watcher {
         let mut consecutive_gone = 0u32;
         loop {
             // ---- list ----
-            let lp = ListParams::default()
-                .fields(&self.field_selector)
-                .match_any();
+            let lp = ListParams::default().fields(&self.field_selector).match_any();
             let list = match api.list(&lp).await {
                 Ok(list) => list,
                 Err(e) => {
@@ -249,13 +218,8 @@ impl Watcher {
             };
             self.ok();
             let mut rv = list.metadata.resource_version.clone().unwrap_or_default();
-            self.index
-                .apply_list(&list.items, &self.config.node_name, self.config.grace);
-            log::debug!(
-                "kube: listed {} pod(s) on node {:?} at resourceVersion {rv}",
-                list.items.len(),
-                self.config.node_name
-            );
+            self.index.apply_list(&list.items, &self.config.node_name, self.config.grace);
+            log::debug!("kube: listed {} pod(s) on node {:?} at resourceVersion {rv}", list.items.len(), self.config.node_name);
             drop(list);
 
             // ---- watch until the resourceVersion expires ----
@@ -282,14 +246,8 @@ impl Watcher {
     }
 
     async fn watch_once(&mut self, api: &Api<Pod>, rv: &mut String) -> WatchOutcome {
-        let timeout_secs = self
-            .config
-            .watch_timeout
-            .as_secs()
-            .clamp(1, u32::MAX as u64) as u32;
-        let wp = WatchParams::default()
-            .fields(&self.field_selector)
-            .timeout(timeout_secs);
+        let timeout_secs = self.config.watch_timeout.as_secs().clamp(1, u32::MAX as u64) as u32;
+        let wp = WatchParams::default().fields(&self.field_selector).timeout(timeout_secs);
         let started = Instant::now();
         let stream = match api.watch(&wp, rv).await {
             Ok(s) => s,
@@ -306,11 +264,7 @@ impl Watcher {
         const HEALTHY_AFTER: Duration = Duration::from_secs(5);
         let mut healthy = false;
         let mut stream = pin!(stream);
-        let deadline = tokio::time::sleep(
-            self.config
-                .watch_timeout
-                .saturating_add(Duration::from_secs(60)),
-        );
+        let deadline = tokio::time::sleep(self.config.watch_timeout.saturating_add(Duration::from_secs(60)));
         let mut deadline = pin!(deadline);
         let mut healthy_timer = pin!(tokio::time::sleep(HEALTHY_AFTER));
         let node = self.config.node_name.clone();
@@ -329,17 +283,13 @@ impl Watcher {
             };
             let Some(item) = item else {
                 if healthy {
-                    return WatchOutcome::Ended {
-                        quick_and_empty: false,
-                    };
+                    return WatchOutcome::Ended { quick_and_empty: false };
                 }
                 let quick_and_empty = started.elapsed() < Duration::from_secs(1);
                 return WatchOutcome::Ended { quick_and_empty };
             };
             let event = match item {
-                Ok(WatchEvent::Error(status)) | Err(kube::Error::Api(status))
-                    if status.code == 410 =>
-                {
+                Ok(WatchEvent::Error(status)) | Err(kube::Error::Api(status)) if status.code == 410 => {
                     return WatchOutcome::Gone;
                 }
                 Ok(WatchEvent::Error(status)) => {
@@ -351,9 +301,7 @@ impl Watcher {
                     // balancer reset) is reopened at once; only a failure to
                     // reopen it is an outage worth a warning.
                     log::debug!("kube: watch stream broke, reopening: {e}");
-                    return WatchOutcome::Ended {
-                        quick_and_empty: false,
-                    };
+                    return WatchOutcome::Ended { quick_and_empty: false };
                 }
                 Err(e) => {
                     self.fail("reading the watch stream", &e);
@@ -388,4 +336,3 @@ fn update_rv(rv: &mut String, new: Option<&str>) {
         new.clone_into(rv);
     }
 }
-

@@ -29,10 +29,7 @@ impl log::Log for Capture {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            RECORDS
-                .lock()
-                .unwrap()
-                .push((r.level(), r.args().to_string()));
+            RECORDS.lock().unwrap().push((r.level(), r.args().to_string()));
         }
     }
     fn flush(&self) {}
@@ -50,22 +47,11 @@ fn install_logger() {
 }
 
 fn warnings() -> Vec<String> {
-    RECORDS
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(l, _)| *l == log::Level::Warn)
-        .map(|(_, m)| m.clone())
-        .collect()
+    RECORDS.lock().unwrap().iter().filter(|(l, _)| *l == log::Level::Warn).map(|(_, m)| m.clone()).collect()
 }
 
 fn debug_failures() -> usize {
-    RECORDS
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(l, m)| *l == log::Level::Debug && m.contains("failed again"))
-        .count()
+    RECORDS.lock().unwrap().iter().filter(|(l, m)| *l == log::Level::Debug && m.contains("failed again")).count()
 }
 
 #[tokio::test]
@@ -85,17 +71,10 @@ async fn api_server_down_at_start_then_up() {
     // a synchronisation): backoff is 20 ms doubling up to 200 ms.
     let deadline = Instant::now() + Duration::from_secs(10);
     while debug_failures() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "watcher did not retry: {:?}",
-            RECORDS.lock().unwrap()
-        );
+        assert!(Instant::now() < deadline, "watcher did not retry: {:?}", RECORDS.lock().unwrap());
         let started = Instant::now();
         assert_eq!(index.lookup(NGINX), None);
-        assert!(
-            started.elapsed() < Duration::from_millis(50),
-            "lookup must not wait on the API server"
-        );
+        assert!(started.elapsed() < Duration::from_millis(50), "lookup must not wait on the API server");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!handle.is_finished(), "watcher must keep running");
@@ -103,24 +82,15 @@ async fn api_server_down_at_start_then_up() {
     assert!(!index.last_sync_ok());
     assert_eq!(index.len(), 0);
     let w = warnings();
-    assert_eq!(
-        w.len(),
-        1,
-        "one warning for the outage, not one per retry: {w:?}"
-    );
+    assert_eq!(w.len(), 1, "one warning for the outage, not one per retry: {w:?}");
     assert!(w[0].contains("failed"), "{w:?}");
     assert!(server.requests().is_empty());
 
     // The API server comes up: enrichment appears.
     server.listen();
-    tokio::time::timeout(Duration::from_secs(10), index.synced())
-        .await
-        .expect("synced after the server came up");
+    tokio::time::timeout(Duration::from_secs(10), index.synced()).await.expect("synced after the server came up");
     let meta = index.lookup(NGINX).expect("enriched once the server is up");
-    assert_eq!(
-        (meta.namespace.as_str(), meta.container.as_str()),
-        ("shop", "nginx")
-    );
+    assert_eq!((meta.namespace.as_str(), meta.container.as_str()), ("shop", "nginx"));
     assert!(index.last_sync_ok());
     let w = warnings();
     assert_eq!(w.len(), 2, "outage + recovery: {w:?}");
@@ -143,10 +113,7 @@ async fn watch_accepted_then_failing_warns_once() {
     server.push_list(Reply::ok(fixture("podlist.json")));
     // The apiserver accepts each watch and fails it at once (HTTP 200, then an
     // ERROR event that is not 410): still an outage, not a recovery per retry.
-    let error_event = format!(
-        "{{\"type\":\"ERROR\",\"object\":{}}}\n",
-        status_json(500, "InternalError", "etcdserver: leader changed")
-    );
+    let error_event = format!("{{\"type\":\"ERROR\",\"object\":{}}}\n", status_json(500, "InternalError", "etcdserver: leader changed"));
     for _ in 0..4 {
         server.push_watch(Reply::ok(error_event.clone()));
     }
@@ -157,28 +124,13 @@ async fn watch_accepted_then_failing_warns_once() {
     assert!(!reqs[0].is_watch());
     for r in &reqs[1..6] {
         assert!(r.is_watch());
-        assert_eq!(
-            r.param("resourceVersion"),
-            Some("184467"),
-            "retried from the same resourceVersion"
-        );
+        assert_eq!(r.param("resourceVersion"), Some("184467"), "retried from the same resourceVersion");
     }
-    assert_eq!(
-        index.stats().lists,
-        1,
-        "a failing watch is not a reason to relist"
-    );
-    assert!(
-        index.lookup(NGINX).is_some(),
-        "the listed pods stay resolvable"
-    );
+    assert_eq!(index.stats().lists, 1, "a failing watch is not a reason to relist");
+    assert!(index.lookup(NGINX).is_some(), "the listed pods stay resolvable");
     assert!(!index.last_sync_ok());
     let w = warnings();
-    assert_eq!(
-        w.len(),
-        1,
-        "one warning, no recovered/failed pair per retry: {w:?}"
-    );
+    assert_eq!(w.len(), 1, "one warning, no recovered/failed pair per retry: {w:?}");
     assert!(w[0].contains("watch stream failed"), "{w:?}");
     handle.abort();
 }

@@ -39,24 +39,14 @@ const WEB_UID: &str = "3f1c2a9e-8b1d-4c57-9a43-1e2f7d6c5b40";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn synced(index: &PodIndex) {
-    tokio::time::timeout(SYNC_TIMEOUT, index.synced())
-        .await
-        .expect("index synced in time");
+    tokio::time::timeout(SYNC_TIMEOUT, index.synced()).await.expect("index synced in time");
 }
 
 fn assert_list_request(r: &common::Recorded) {
     assert_eq!(r.method, "GET");
     assert_eq!(r.path, "/api/v1/pods");
-    assert!(
-        r.raw_query
-            .contains(&format!("fieldSelector=spec.nodeName%3D{NODE}")),
-        "raw query: {}",
-        r.raw_query
-    );
-    assert_eq!(
-        r.param("fieldSelector"),
-        Some(format!("spec.nodeName={NODE}").as_str())
-    );
+    assert!(r.raw_query.contains(&format!("fieldSelector=spec.nodeName%3D{NODE}")), "raw query: {}", r.raw_query);
+    assert_eq!(r.param("fieldSelector"), Some(format!("spec.nodeName={NODE}").as_str()));
     assert!(!r.is_watch(), "list must not be a watch: {}", r.target);
 }
 
@@ -64,21 +54,9 @@ fn assert_watch_request(r: &common::Recorded, rv: &str) {
     assert_eq!(r.method, "GET");
     assert_eq!(r.path, "/api/v1/pods");
     assert!(r.is_watch(), "expected a watch: {}", r.target);
-    assert_eq!(
-        r.param("resourceVersion"),
-        Some(rv),
-        "watch target: {}",
-        r.target
-    );
-    assert_eq!(
-        r.param("fieldSelector"),
-        Some(format!("spec.nodeName={NODE}").as_str())
-    );
-    assert!(
-        r.param("timeoutSeconds").is_some(),
-        "watch target: {}",
-        r.target
-    );
+    assert_eq!(r.param("resourceVersion"), Some(rv), "watch target: {}", r.target);
+    assert_eq!(r.param("fieldSelector"), Some(format!("spec.nodeName={NODE}").as_str()));
+    assert!(r.param("timeoutSeconds").is_some(), "watch target: {}", r.target);
 }
 
 #[tokio::test]
@@ -109,64 +87,34 @@ async fn list_then_watch_requests_and_enrichment() {
     assert_eq!(nginx.pod_uid, WEB_UID);
     assert_eq!(nginx.container, "nginx");
     assert_eq!(nginx.node, NODE);
-    assert_eq!(
-        nginx
-            .labels
-            .get("app.kubernetes.io/name")
-            .map(String::as_str),
-        Some("web")
-    );
-    assert_eq!(
-        nginx.labels.get("pod-template-hash").map(String::as_str),
-        Some("7d9c6b5f4")
-    );
+    assert_eq!(nginx.labels.get("app.kubernetes.io/name").map(String::as_str), Some("web"));
+    assert_eq!(nginx.labels.get("pod-template-hash").map(String::as_str), Some("7d9c6b5f4"));
     assert_eq!(nginx.labels.len(), 3);
 
     let sidecar = index.lookup(SIDECAR).expect("second container");
-    assert_eq!(
-        (sidecar.pod.as_str(), sidecar.container.as_str()),
-        ("web-7d9c6b5f4-x2k8l", "metrics-sidecar")
-    );
+    assert_eq!((sidecar.pod.as_str(), sidecar.container.as_str()), ("web-7d9c6b5f4-x2k8l", "metrics-sidecar"));
 
     let init = index.lookup(INIT).expect("init container");
-    assert_eq!(
-        (init.pod_uid.as_str(), init.container.as_str()),
-        (WEB_UID, "init-config")
-    );
+    assert_eq!((init.pod_uid.as_str(), init.container.as_str()), (WEB_UID, "init-config"));
 
     let eph = index.lookup(EPHEMERAL).expect("ephemeral container");
-    assert_eq!(
-        (eph.pod_uid.as_str(), eph.container.as_str()),
-        (WEB_UID, "debugger-k7q2p")
-    );
+    assert_eq!((eph.pod_uid.as_str(), eph.container.as_str()), (WEB_UID, "debugger-k7q2p"));
 
     // Previous instance of a restarted container (lastState.terminated).
-    assert_eq!(
-        index
-            .lookup(NGINX_PREVIOUS)
-            .expect("previous nginx")
-            .container,
-        "nginx"
-    );
+    assert_eq!(index.lookup(NGINX_PREVIOUS).expect("previous nginx").container, "nginx");
 
     let dns = index.lookup(COREDNS).expect("cri-o container");
     assert_eq!(dns.namespace, "kube-system");
     assert_eq!(dns.pod, "coredns-668d6bf9bc-tq5vn");
     assert_eq!(dns.pod_uid, "c2a5e8f1-47d3-4b9a-b6e2-9f0d1a3c7e58");
     assert_eq!(dns.container, "coredns");
-    assert_eq!(
-        dns.labels.get("k8s-app").map(String::as_str),
-        Some("kube-dns")
-    );
+    assert_eq!(dns.labels.get("k8s-app").map(String::as_str), Some("kube-dns"));
 
     // Prefixed ids resolve too; unknown ids do not.
     assert_eq!(index.lookup(&format!("containerd://{NGINX}")), Some(nginx));
     assert_eq!(index.lookup(&format!("cri-o://{COREDNS}")), Some(dns));
     assert_eq!(index.lookup(JOB), None);
-    assert_eq!(
-        index.lookup("0000000000000000000000000000000000000000000000000000000000000000"),
-        None
-    );
+    assert_eq!(index.lookup("0000000000000000000000000000000000000000000000000000000000000000"), None);
     assert_eq!(index.lookup(""), None);
 
     let stats = index.stats();
@@ -195,57 +143,25 @@ async fn modified_added_deleted_with_grace_and_bookmark() {
 
     // MODIFIED: a second ephemeral container appears in the status.
     feed.send_fixture("watch_modified_web.json");
-    wait_until(&index, 10, "MODIFIED applied", |i| {
-        i.lookup(EPHEMERAL_2).is_some()
-    })
-    .await;
+    wait_until(&index, 10, "MODIFIED applied", |i| i.lookup(EPHEMERAL_2).is_some()).await;
     let eph2 = index.lookup(EPHEMERAL_2).unwrap();
-    assert_eq!(
-        (eph2.pod_uid.as_str(), eph2.container.as_str()),
-        (WEB_UID, "debugger-m3x9z")
-    );
-    assert!(
-        index.lookup(EPHEMERAL).is_some(),
-        "earlier ephemeral container still indexed"
-    );
+    assert_eq!((eph2.pod_uid.as_str(), eph2.container.as_str()), (WEB_UID, "debugger-m3x9z"));
+    assert!(index.lookup(EPHEMERAL).is_some(), "earlier ephemeral container still indexed");
 
     // ADDED: a new pod.
     feed.send_fixture("watch_added_job.json");
     wait_until(&index, 10, "ADDED applied", |i| i.lookup(JOB).is_some()).await;
     let job = index.lookup(JOB).unwrap();
-    assert_eq!(
-        (
-            job.namespace.as_str(),
-            job.pod.as_str(),
-            job.container.as_str()
-        ),
-        ("batch", "report-29121840-8kz5w", "report")
-    );
-    assert_eq!(
-        job.labels.get("job-name").map(String::as_str),
-        Some("report-29121840")
-    );
+    assert_eq!((job.namespace.as_str(), job.pod.as_str(), job.container.as_str()), ("batch", "report-29121840-8kz5w", "report"));
+    assert_eq!(job.labels.get("job-name").map(String::as_str), Some("report-29121840"));
 
     // DELETED: still resolvable within the grace period, gone after it.
     let before_delete = Instant::now();
     feed.send_fixture("watch_deleted_coredns.json");
-    wait_until(&index, 10, "DELETED applied", |i| {
-        i.stats().deleted_pending == 1
-    })
-    .await;
-    assert_eq!(
-        index.lookup(COREDNS).expect("resolvable during grace").pod,
-        "coredns-668d6bf9bc-tq5vn"
-    );
-    wait_until(&index, 10, "grace period over", |i| {
-        i.lookup(COREDNS).is_none()
-    })
-    .await;
-    assert!(
-        before_delete.elapsed() >= grace,
-        "removed before the grace period: {:?}",
-        before_delete.elapsed()
-    );
+    wait_until(&index, 10, "DELETED applied", |i| i.stats().deleted_pending == 1).await;
+    assert_eq!(index.lookup(COREDNS).expect("resolvable during grace").pod, "coredns-668d6bf9bc-tq5vn");
+    wait_until(&index, 10, "grace period over", |i| i.lookup(COREDNS).is_none()).await;
+    assert!(before_delete.elapsed() >= grace, "removed before the grace period: {:?}", before_delete.elapsed());
     // The watcher's periodic purge then frees it.
     wait_until(&index, 10, "purged", |i| i.len() == 2).await;
     assert_eq!(index.stats().deleted_pending, 0);
@@ -287,10 +203,7 @@ async fn gone_event_in_watch_stream_relists() {
 
     wait_until(&index, 10, "relist applied", |i| i.lookup(WORKER).is_some()).await;
     let w = index.lookup(&format!("docker://{WORKER}")).unwrap();
-    assert_eq!(
-        (w.namespace.as_str(), w.pod.as_str(), w.container.as_str()),
-        ("legacy", "legacy-worker-0", "worker")
-    );
+    assert_eq!((w.namespace.as_str(), w.pod.as_str(), w.container.as_str()), ("legacy", "legacy-worker-0", "worker"));
     // coredns is absent from the relist: treated as deleted, kept for the grace period.
     assert!(index.lookup(COREDNS).is_some());
     let stats = index.stats();
@@ -305,10 +218,7 @@ async fn gone_status_on_watch_request_relists() {
     server.push_list(Reply::ok(fixture("podlist.json")));
     server.push_list(Reply::ok(fixture("podlist_relist.json")));
     // Older apiservers answer the watch request itself with 410 Gone.
-    server.push_watch(Reply::Json {
-        status: 410,
-        body: fixture("status_gone.json"),
-    });
+    server.push_watch(Reply::Json { status: 410, body: fixture("status_gone.json") });
     let (_feed, stream) = watch_stream();
     server.push_watch(stream);
 
@@ -327,15 +237,9 @@ async fn gone_status_on_watch_request_relists() {
 #[tokio::test]
 async fn server_errors_are_retried_until_success() {
     let server = FakeApiServer::start();
-    server.push_list(Reply::Json {
-        status: 500,
-        body: status_json(500, "InternalError", "etcdserver: request timed out"),
-    });
+    server.push_list(Reply::Json { status: 500, body: status_json(500, "InternalError", "etcdserver: request timed out") });
     server.push_list(Reply::ok(fixture("podlist.json")));
-    server.push_watch(Reply::Json {
-        status: 500,
-        body: status_json(500, "InternalError", "etcdserver: leader changed"),
-    });
+    server.push_watch(Reply::Json { status: 500, body: status_json(500, "InternalError", "etcdserver: leader changed") });
     let (feed, stream) = watch_stream();
     server.push_watch(stream);
 

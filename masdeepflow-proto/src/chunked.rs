@@ -24,11 +24,18 @@ pub enum ChunkedError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// In the chunk-size hex digits; `digits` seen so far.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// After the size: extensions / whitespace up to the line end.
-    Ext { value: u64 },
+    Ext {
+        value: u64,
+    },
     /// Saw CR ending the size line.
-    SizeLf { value: u64 },
+    SizeLf {
+        value: u64,
+    },
     Data(u64),
     DataCr,
     DataLf,

@@ -10,15 +10,12 @@ use std::collections::VecDeque;
 use crate::chunked::{ChunkedDecoder, Skip};
 use crate::exchange::{Direction, Exchange, ExchangeError};
 use crate::http1::{
-    self, Detect, Method, ParseError, RequestHead, ResponseHead, check_partial, find_head_end,
-    has_valid_start_line, leading_newlines,
+    self, Detect, Method, ParseError, RequestHead, ResponseHead, check_partial, find_head_end, has_valid_start_line, leading_newlines,
 };
 mod loss;
 mod sides;
 
-use crate::limits::{
-    DEFAULT_MAX_SYNC_SKIPS, MAX_HEAD_SIZE, MAX_OUTPUT, MAX_PENDING_ENTRIES, MAX_PENDING_REQUESTS, MAX_UNPAIRED_RESPONSES,
-};
+use crate::limits::{DEFAULT_MAX_SYNC_SKIPS, MAX_HEAD_SIZE, MAX_OUTPUT, MAX_PENDING_ENTRIES, MAX_PENDING_REQUESTS, MAX_UNPAIRED_RESPONSES};
 
 /// Uncaptured bytes past the end of a request that are taken to hold at
 /// least one unseen request (`GET / HTTP/1.1\r\n\r\n` is 18 bytes).
@@ -141,16 +138,7 @@ struct RespProgress {
 
 impl RespProgress {
     fn new(ts: u64) -> Self {
-        RespProgress {
-            start_ts: ts,
-            ts: None,
-            last_ts: ts,
-            status: None,
-            bytes: 0,
-            interim: 0,
-            approximate: false,
-            error: None,
-        }
+        RespProgress { start_ts: ts, ts: None, last_ts: ts, status: None, bytes: 0, interim: 0, approximate: false, error: None }
     }
 }
 
@@ -166,12 +154,18 @@ enum SideState {
     /// At a message boundary.
     Idle,
     /// Part of a head buffered (never more than [`MAX_HEAD_SIZE`] bytes).
-    Head { buf: Vec<u8>, start_ts: u64 },
+    Head {
+        buf: Vec<u8>,
+        start_ts: u64,
+    },
     Body(Framing),
     /// Framing unknown: wait for a head at the start of a syscall. `open`:
     /// the bytes meanwhile belong to the current message. `chunked_tail`:
     /// a fully captured syscall ending in `0\r\n\r\n` ends the message.
-    Resync { open: bool, chunked_tail: bool },
+    Resync {
+        open: bool,
+        chunked_tail: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -232,11 +226,7 @@ impl Http1Connection {
 
     pub fn with_config(cfg: Config) -> Self {
         let side = || Side {
-            state: if cfg.mid_stream {
-                SideState::Resync { open: false, chunked_tail: false }
-            } else {
-                SideState::Idle
-            },
+            state: if cfg.mid_stream { SideState::Resync { open: false, chunked_tail: false } } else { SideState::Idle },
             sync_skips: cfg.mid_stream.then_some(0),
         };
         Http1Connection {

@@ -519,10 +519,10 @@ fn uncaptured_pipelined_requests_are_placeholders() {
     f.resp(OK_5, 2).resp(OK_5, 3);
     f.req(b"GET /c HTTP/1.1\r\n\r\n", 4).resp(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 5);
     let ex = f.take();
-    assert_eq!(ex.iter().map(|e| (e.target.clone(), e.status)).collect::<Vec<_>>(), [
-        (b"/a?q=1".to_vec(), Some(200)),
-        (b"/c".to_vec(), Some(404))
-    ]);
+    assert_eq!(
+        ex.iter().map(|e| (e.target.clone(), e.status)).collect::<Vec<_>>(),
+        [(b"/a?q=1".to_vec(), Some(200)), (b"/c".to_vec(), Some(404))]
+    );
     assert_eq!(f.c.stats().orphan_responses, 1);
 }
 

@@ -41,8 +41,7 @@ fn full_request_head() {
 fn request_variants() {
     let (h, _) = parse_request_head(b"GET / HTTP/1.0\nConnection: close\n\n").unwrap().unwrap();
     assert_eq!((h.version, h.connection_close, h.keep_alive()), (0, true, false));
-    let (h, _) =
-        parse_request_head(b"PUT /u HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
+    let (h, _) = parse_request_head(b"PUT /u HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
     assert!(h.chunked && h.transfer_encoding);
     let (h, _) = parse_request_head(b"PUT /u HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").unwrap().unwrap();
     assert!(!h.chunked && h.transfer_encoding);
@@ -75,7 +74,8 @@ fn response_heads() {
     assert_eq!((h.version, h.status, h.chunked, len), (1, 200, true, 47));
     let (h, _) = parse_response_head(b"HTTP/1.0 404\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap().unwrap();
     assert_eq!((h.version, h.status, h.content_length, h.connection_close), (0, 404, Some(0), true));
-    let (h, _) = parse_response_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap().unwrap();
+    let (h, _) =
+        parse_response_head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap().unwrap();
     assert!(h.upgrade);
     assert_eq!(h.status, 101);
 }

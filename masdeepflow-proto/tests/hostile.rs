@@ -27,7 +27,14 @@ fn check_bounds(c: &Http1Connection) {
 #[test]
 fn random_garbage_never_panics() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let seeds: &[&[u8]] = &[b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"Content-Length: 3\r\n", b"\r\n", b"0\r\n\r\n", b"Transfer-Encoding: chunked\r\n"];
+    let seeds: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"Content-Length: 3\r\n",
+        b"\r\n",
+        b"0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+    ];
     for round in 0..400 {
         let mut c = if round % 2 == 0 { Http1Connection::new() } else { Http1Connection::mid_stream() };
         let mut out = 0usize;
@@ -83,10 +90,7 @@ fn huge_header_line_in_small_writes() {
         c.on_data(C2S, &chunk, 4096, 2 + i);
         assert!(c.buffered_bytes() <= MAX_HEAD_SIZE);
     }
-    assert_eq!(
-        c.state(),
-        ConnectionState::GaveUp { direction: C2S, reason: GiveUpReason::Head(ParseError::HeadTooLarge) }
-    );
+    assert_eq!(c.state(), ConnectionState::GaveUp { direction: C2S, reason: GiveUpReason::Head(ParseError::HeadTooLarge) });
     assert_eq!(c.buffered_bytes(), 0);
 }
 
@@ -123,7 +127,13 @@ fn one_byte_writes_of_a_max_size_head_are_fast() {
 
 #[test]
 fn nul_bytes_and_control_characters() {
-    for bad in [&b"GET /\x00 HTTP/1.1\r\n\r\n"[..], b"GET / HTTP/1.1\r\nA: \x00\r\n\r\n", b"GET / HTTP/1.1\r\nA\x00: b\r\n\r\n", b"GET / HTTP/1.1\x00\r\n\r\n", b"GET / HTTP/1.1\r\n\x00"] {
+    for bad in [
+        &b"GET /\x00 HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nA: \x00\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA\x00: b\r\n\r\n",
+        b"GET / HTTP/1.1\x00\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\x00",
+    ] {
         let mut f = Feed::new();
         f.req(bad, 1).resp(b"HTTP/1.1 400 Bad\r\n\r\n", 2).close(3);
         assert!(f.out.is_empty(), "{bad:?}");
@@ -138,7 +148,8 @@ const GET: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 #[test]
 fn invalid_utf8_is_kept_as_bytes() {
     let mut f = Feed::new();
-    f.req(b"GET /caf\xe9?\xff\xfe=1 HTTP/1.1\r\nHost: \xc0\xaf.example\r\n\r\n", 1).resp(b"HTTP/1.1 200 \xff\xfe\r\nContent-Length: 0\r\n\r\n", 2);
+    f.req(b"GET /caf\xe9?\xff\xfe=1 HTTP/1.1\r\nHost: \xc0\xaf.example\r\n\r\n", 1)
+        .resp(b"HTTP/1.1 200 \xff\xfe\r\nContent-Length: 0\r\n\r\n", 2);
     let ex = f.take();
     assert_eq!(ex[0].target, b"/caf\xe9?\xff\xfe=1");
     assert_eq!(ex[0].target_lossy(), "/caf\u{fffd}?\u{fffd}\u{fffd}=1");

@@ -80,11 +80,7 @@ impl Spec {
 }
 
 fn body_strategy() -> impl Strategy<Value = Body> {
-    prop_oneof![
-        Just(Body::None),
-        (0usize..3000).prop_map(Body::Len),
-        prop::collection::vec(0usize..2000, 0..4).prop_map(Body::Chunked),
-    ]
+    prop_oneof![Just(Body::None), (0usize..3000).prop_map(Body::Len), prop::collection::vec(0usize..2000, 0..4).prop_map(Body::Chunked),]
 }
 
 fn spec_strategy() -> impl Strategy<Value = Spec> {
@@ -322,7 +318,8 @@ impl Plain {
             return format!("HTTP/1.1 {} X\r\nContent-Length: 5\r\n\r\n", self.status).into_bytes();
         }
         if self.chunked {
-            let mut v = format!("HTTP/1.1 {} X\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", self.status, self.resp_body + 1).into_bytes();
+            let mut v =
+                format!("HTTP/1.1 {} X\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", self.status, self.resp_body + 1).into_bytes();
             v.resize(v.len() + self.resp_body + 1, b'r');
             v.extend_from_slice(b"\r\n0\r\n\r\n");
             return v;

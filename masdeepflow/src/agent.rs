@@ -1,8 +1,6 @@
 //! The running agent: ring buffer -> decode -> pipeline -> bounded queue ->
 //! writer thread -> stdout, plus the flow and stats timers and signals.
-use std::{
-    collections::BTreeMap,
-};
+use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};

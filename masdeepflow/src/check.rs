@@ -74,14 +74,22 @@ pub fn items() -> Vec<Item> {
         match Btf::parse(data) {
             Ok(btf) => {
                 for (s, m) in config::MEMBERS {
-                    items.push(Item::new(btf.member_offset(s, m).is_ok(), format!("kernel struct field {s}.{m}"), "the programs that read it cannot load"));
+                    items.push(Item::new(
+                        btf.member_offset(s, m).is_ok(),
+                        format!("kernel struct field {s}.{m}"),
+                        "the programs that read it cannot load",
+                    ));
                 }
             }
             Err(e) => items.push(Item::new(false, "kernel BTF parses", format!("{e}; nothing can run"))),
         }
     }
     items.push(Item::new(features::has_ring_buffer(), "BPF ring buffer maps (5.8+)", "nothing can run"));
-    items.push(Item::new(features::has_task_pt_regs(), PT_REGS_ITEM, "http cannot be reported (payload capture cannot find syscall buffers)"));
+    items.push(Item::new(
+        features::has_task_pt_regs(),
+        PT_REGS_ITEM,
+        "http cannot be reported (payload capture cannot find syscall buffers)",
+    ));
     let root = tracefs::root();
     items.push(Item::new(
         root.is_some(),
@@ -93,7 +101,10 @@ pub fn items() -> Vec<Item> {
         items.push(Item::new(
             fexit.is_ok(),
             format!("{FEXIT_ITEM} (for tcp, flow, http bytes on kernels before 6.3)"),
-            format!("{}; the sock tracepoints (6.3+) or the syscall hooks count bytes instead", fexit.err().map(|e| crate::fexit_hooks::one_line(&e)).unwrap_or_default()),
+            format!(
+                "{}; the sock tracepoints (6.3+) or the syscall hooks count bytes instead",
+                fexit.err().map(|e| crate::fexit_hooks::one_line(&e)).unwrap_or_default()
+            ),
         ));
         for hook in &HOOKS {
             let families: Vec<&str> = hook.families.iter().map(|f| f.name()).collect();
@@ -115,9 +126,10 @@ pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
     [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]
         .into_iter()
         .map(|f| {
-            let hooks_ok = HOOKS.iter().filter(|h| h.families.contains(&f) && h.fallback.is_none()).all(|h| {
-                items.iter().any(|i| i.ok && i.what.starts_with(&format!("tracepoint {}:{} ", h.category, h.tracepoint)))
-            });
+            let hooks_ok = HOOKS
+                .iter()
+                .filter(|h| h.families.contains(&f) && h.fallback.is_none())
+                .all(|h| items.iter().any(|i| i.ok && i.what.starts_with(&format!("tracepoint {}:{} ", h.category, h.tracepoint))));
             (f, base_ok && hooks_ok && (f != Family::Http || pt_regs))
         })
         .collect()
@@ -153,7 +165,8 @@ mod tests {
 
     #[test]
     fn recorded_feature_sets() {
-        let all_hooks: Vec<Item> = HOOKS.iter().map(|h| item(true, &format!("tracepoint {}:{} (for x)", h.category, h.tracepoint))).collect();
+        let all_hooks: Vec<Item> =
+            HOOKS.iter().map(|h| item(true, &format!("tracepoint {}:{} (for x)", h.category, h.tracepoint))).collect();
         let mut full = vec![item(true, "privileges"), item(true, "kernel BTF"), item(true, &format!("{FEXIT_ITEM} (for x)"))];
         full.extend(all_hooks);
         assert!(working_families(&full).iter().all(|(_, ok)| *ok));
@@ -175,7 +188,10 @@ mod tests {
         assert!(working_families(&old).iter().all(|(_, ok)| *ok));
         let (text, all) = report(&old);
         assert!(all, "{text}");
-        assert!(text.contains("[replaced] tracepoint sock:sock_send_length") && text.contains(&format!("[ok]      {FEXIT_ITEM}")), "{text}");
+        assert!(
+            text.contains("[replaced] tracepoint sock:sock_send_length") && text.contains(&format!("[ok]      {FEXIT_ITEM}")),
+            "{text}"
+        );
 
         // 6.1 where fexit is refused: the syscall hooks replace both.
         let mut no_fexit: Vec<Item> = old.iter().map(|i| item(i.ok && !i.what.starts_with(FEXIT_ITEM), &i.what)).collect();
@@ -192,13 +208,19 @@ mod tests {
         let mut no_regs = full.clone();
         no_regs.push(item(false, PT_REGS_ITEM));
         let fams = working_families(&no_regs);
-        assert_eq!(fams, vec![(Family::Exec, true), (Family::Exit, true), (Family::Tcp, true), (Family::Flow, true), (Family::Http, false)]);
+        assert_eq!(
+            fams,
+            vec![(Family::Exec, true), (Family::Exit, true), (Family::Tcp, true), (Family::Flow, true), (Family::Http, false)]
+        );
         assert!(!report(&no_regs).1);
 
         // No sched_process_exit: exit is unavailable, the rest works.
         let no_exit: Vec<Item> = full.iter().map(|i| item(!i.what.contains(":sched_process_exit "), &i.what)).collect();
         let fams = working_families(&no_exit);
-        assert_eq!(fams, vec![(Family::Exec, true), (Family::Exit, false), (Family::Tcp, true), (Family::Flow, true), (Family::Http, true)]);
+        assert_eq!(
+            fams,
+            vec![(Family::Exec, true), (Family::Exit, false), (Family::Tcp, true), (Family::Flow, true), (Family::Http, true)]
+        );
 
         // No BTF: nothing works.
         let mut no_btf = full;

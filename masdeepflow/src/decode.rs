@@ -70,8 +70,13 @@ pub enum Record<'a> {
     /// Borrowed from the ring buffer: parse it before the next record.
     Payload(Payload<'a>),
     /// A cgroup2 directory was created (`path` relative to the root).
-    CgroupMkdir { id: u64, path: String },
-    CgroupRmdir { id: u64 },
+    CgroupMkdir {
+        id: u64,
+        path: String,
+    },
+    CgroupRmdir {
+        id: u64,
+    },
 }
 
 /// Decodes one ring buffer record.
@@ -175,11 +180,8 @@ fn exit(r: &ExitRecord, clock: &Clock) -> Event {
 }
 
 fn ip(family: u16, raw: &[u8; 16]) -> String {
-    let addr = if family == AF_INET6 {
-        IpAddr::V6(Ipv6Addr::from(*raw))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-    };
+    let addr =
+        if family == AF_INET6 { IpAddr::V6(Ipv6Addr::from(*raw)) } else { IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])) };
     addr.to_string()
 }
 
@@ -273,9 +275,7 @@ mod tests {
         let argv = b"echo\0a \"q\"\nb\0\xff\xfe\0";
         r.args[..argv.len()].copy_from_slice(argv);
         r.args_len = argv.len() as u32;
-        let Event::ProcessExec { time, process, filename, args, args_truncated, .. } =
-            decode(&bytes_of(&r), &CLOCK).unwrap()
-        else {
+        let Event::ProcessExec { time, process, filename, args, args_truncated, .. } = decode(&bytes_of(&r), &CLOCK).unwrap() else {
             panic!("not an exec")
         };
         assert_eq!(time, Time(1_000_002_000));

@@ -63,10 +63,7 @@ fn attach_each(ebpf: &mut Ebpf, btf: &Btf, params: &dyn Fn(&str) -> Option<u32>,
             continue;
         };
         let program = program_for(function, n).ok_or_else(|| anyhow!("{function} has {n} parameters, a shape the agent does not know"))?;
-        let p: &mut FExit = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("program {program} missing from the object"))?
-            .try_into()?;
+        let p: &mut FExit = ebpf.program_mut(program).ok_or_else(|| anyhow!("program {program} missing from the object"))?.try_into()?;
         p.load(function, btf).with_context(|| format!("loading fexit program for {function}"))?;
         p.attach().with_context(|| format!("attaching fexit to {function}"))?;
         attached.push(format!("fexit:{function}"));

@@ -60,10 +60,7 @@ impl FlowTable {
         let Event::TcpClose { time, process, role, conn, bytes_sent, bytes_received, duration_ns, conn_id, .. } = close else {
             return None;
         };
-        let last = self.reported.remove(conn_id).unwrap_or(Reported {
-            at_ns: now_ns.saturating_sub(*duration_ns),
-            ..Default::default()
-        });
+        let last = self.reported.remove(conn_id).unwrap_or(Reported { at_ns: now_ns.saturating_sub(*duration_ns), ..Default::default() });
         let sent = bytes_sent.saturating_sub(last.sent);
         let received = bytes_received.saturating_sub(last.received);
         (sent > 0 || received > 0).then(|| Event::Flow {

@@ -179,7 +179,14 @@ mod tests {
         Payload {
             time: Time(t),
             process: ProcessInfo { cgroup_id: 0, pid: 7, tid: 7, ppid: 1, uid: 0, comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" },
-            endpoints: Endpoints { family: AF_INET, sport: 40000, dport: 80, _pad: 0, saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
+            endpoints: Endpoints {
+                family: AF_INET,
+                sport: 40000,
+                dport: 80,
+                _pad: 0,
+                saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
             raw_role: if role == "client" { ROLE_CLIENT } else { ROLE_SERVER },
             conn_id,
             sent,

@@ -55,9 +55,30 @@ const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http];
 const ALL: &[Family] = &[Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http];
 
 pub const HOOKS: [Hook; 19] = [
-    Hook { program: "sched_process_exec", category: "sched", tracepoint: "sched_process_exec", families: &[Family::Exec, Family::Exit], fallback: None, traffic: None },
-    Hook { program: "sched_process_exit", category: "sched", tracepoint: "sched_process_exit", families: &[Family::Exit], fallback: None, traffic: None },
-    Hook { program: "inet_sock_set_state", category: "sock", tracepoint: "inet_sock_set_state", families: TCP, fallback: None, traffic: None },
+    Hook {
+        program: "sched_process_exec",
+        category: "sched",
+        tracepoint: "sched_process_exec",
+        families: &[Family::Exec, Family::Exit],
+        fallback: None,
+        traffic: None,
+    },
+    Hook {
+        program: "sched_process_exit",
+        category: "sched",
+        tracepoint: "sched_process_exit",
+        families: &[Family::Exit],
+        fallback: None,
+        traffic: None,
+    },
+    Hook {
+        program: "inet_sock_set_state",
+        category: "sock",
+        tracepoint: "inet_sock_set_state",
+        families: TCP,
+        fallback: None,
+        traffic: None,
+    },
     Hook {
         program: "tcp_destroy_sock",
         category: "tcp",
@@ -66,8 +87,22 @@ pub const HOOKS: [Hook; 19] = [
         fallback: Some("tcp_close is reported when the socket enters TCP_CLOSE; bytes read after that are not counted"),
         traffic: None,
     },
-    Hook { program: "sys_exit_accept", category: "syscalls", tracepoint: "sys_exit_accept", families: TCP, fallback: Some("accept() callers are not seen: tcp_accept missing, server-side process unknown"), traffic: None },
-    Hook { program: "sys_exit_accept", category: "syscalls", tracepoint: "sys_exit_accept4", families: TCP, fallback: Some("accept4() callers are not seen: tcp_accept missing, server-side process unknown"), traffic: None },
+    Hook {
+        program: "sys_exit_accept",
+        category: "syscalls",
+        tracepoint: "sys_exit_accept",
+        families: TCP,
+        fallback: Some("accept() callers are not seen: tcp_accept missing, server-side process unknown"),
+        traffic: None,
+    },
+    Hook {
+        program: "sys_exit_accept",
+        category: "syscalls",
+        tracepoint: "sys_exit_accept4",
+        families: TCP,
+        fallback: Some("accept4() callers are not seen: tcp_accept missing, server-side process unknown"),
+        traffic: None,
+    },
     Hook {
         program: "sock_send_length",
         category: "sock",
@@ -101,7 +136,14 @@ pub const HOOKS: [Hook; 19] = [
         fallback: Some("cgroups created after start are read from /proc/<pid>/cgroup: short-lived containers may lack their container id"),
         traffic: None,
     },
-    Hook { program: "cgroup_rmdir", category: "cgroup", tracepoint: "cgroup_rmdir", families: ALL, fallback: Some("removed cgroups are kept until the agent restarts"), traffic: None },
+    Hook {
+        program: "cgroup_rmdir",
+        category: "cgroup",
+        tracepoint: "cgroup_rmdir",
+        families: ALL,
+        fallback: Some("removed cgroups are kept until the agent restarts"),
+        traffic: None,
+    },
 ];
 
 /// A syscall-exit hook of the traffic fallback.
@@ -124,7 +166,13 @@ pub struct Loaded {
 
 /// Loads the object with this kernel's configuration and attaches what
 /// `families` need.
-pub fn load(config: &KernelConfig, families: &[Family], wanted: TrafficSource, ring_buffer_size: u32, tracefs_root: &Path) -> Result<Loaded> {
+pub fn load(
+    config: &KernelConfig,
+    families: &[Family],
+    wanted: TrafficSource,
+    ring_buffer_size: u32,
+    tracefs_root: &Path,
+) -> Result<Loaded> {
     // fexit is taken to work until attaching it says otherwise.
     let mut traffic = traffic_source(wanted, |c, n| tracefs::has_tracepoint(tracefs_root, c, n), true);
     raise_memlock_limit();
@@ -135,7 +183,10 @@ pub fn load(config: &KernelConfig, families: &[Family], wanted: TrafficSource, r
         match fexit_hooks::attach(&mut ebpf) {
             Ok(names) => attached.extend(names),
             Err(e) if wanted == TrafficSource::Auto => {
-                log::warn!("fexit hooks unavailable ({}): bytes and payloads come from the syscall tracepoints instead (costlier)", fexit_hooks::one_line(&e));
+                log::warn!(
+                    "fexit hooks unavailable ({}): bytes and payloads come from the syscall tracepoints instead (costlier)",
+                    fexit_hooks::one_line(&e)
+                );
                 log::debug!("fexit: {e:?}");
                 traffic = TrafficSource::Syscalls;
             }
@@ -154,10 +205,8 @@ pub fn load(config: &KernelConfig, families: &[Family], wanted: TrafficSource, r
                 None => bail!("tracepoint {}:{} is missing on this kernel", hook.category, hook.tracepoint),
             }
         }
-        let program: &mut TracePoint = ebpf
-            .program_mut(hook.program)
-            .with_context(|| format!("program {} missing from the object", hook.program))?
-            .try_into()?;
+        let program: &mut TracePoint =
+            ebpf.program_mut(hook.program).with_context(|| format!("program {} missing from the object", hook.program))?.try_into()?;
         if !loaded.contains(&hook.program) {
             program.load().with_context(|| format!("loading program {}", hook.program))?;
             loaded.push(hook.program);

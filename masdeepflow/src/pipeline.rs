@@ -170,7 +170,9 @@ impl Pipeline {
             let line = Output { event, container, k8s };
             if !self.namespaces.is_empty() || !self.pods.is_empty() {
                 let Some(k) = &line.k8s else { continue };
-                if (!self.namespaces.is_empty() && !self.namespaces.contains(&k.namespace)) || (!self.pods.is_empty() && !self.pods.contains(&k.pod)) {
+                if (!self.namespaces.is_empty() && !self.namespaces.contains(&k.namespace))
+                    || (!self.pods.is_empty() && !self.pods.contains(&k.pod))
+                {
                     continue;
                 }
             }

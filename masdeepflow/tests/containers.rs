@@ -32,7 +32,10 @@ impl Bundle {
         let dir = std::env::temp_dir().join(format!("masdeepflow-runc-{}-{}", std::process::id(), free_port()));
         let bin = dir.join("rootfs/bin");
         std::fs::create_dir_all(&bin).unwrap();
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox (apt-get install busybox-static)");
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox (apt-get install busybox-static)");
         std::fs::copy(busybox, bin.join("busybox")).unwrap();
         for applet in ["sh", "true", "nc", "printf", "sleep"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
@@ -50,7 +53,8 @@ impl Bundle {
         config["process"]["args"] = json!(["/bin/sh", "-c", script]);
         config["root"]["readonly"] = json!(true);
         config["linux"]["cgroupsPath"] = json!(format!("/kubepods/burstable/pod{POD_UID}/{CONTAINER_ID}"));
-        let namespaces: Vec<Value> = config["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] != "network").cloned().collect();
+        let namespaces: Vec<Value> =
+            config["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] != "network").cloned().collect();
         config["linux"]["namespaces"] = json!(namespaces);
         std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
         let id = format!("{name}-{}", std::process::id());
@@ -124,7 +128,8 @@ fn container_and_pod_context_with_api_server_down_then_up() {
     }
 
     bundle.run("after", "/bin/true marker-after");
-    let exec = agent.expect("exec after the API server came up", |e| e["type"] == "process_exec" && e["args"] == json!(["/bin/true", "marker-after"]));
+    let exec = agent
+        .expect("exec after the API server came up", |e| e["type"] == "process_exec" && e["args"] == json!(["/bin/true", "marker-after"]));
     assert!(in_container(&exec), "{exec}");
     assert_eq!(
         exec["k8s"],

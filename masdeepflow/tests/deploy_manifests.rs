@@ -14,10 +14,7 @@ use serde_json::{Map, Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives inside the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate lives inside the repository").to_path_buf()
 }
 
 /// yaml-rust2's tree, as a serde_json value (keys must be scalars).
@@ -26,10 +23,7 @@ fn to_json(y: &Yaml) -> Value {
         Yaml::Null => Value::Null,
         Yaml::Boolean(b) => Value::Bool(*b),
         Yaml::Integer(i) => json!(i),
-        Yaml::Real(s) => s
-            .parse::<f64>()
-            .map(|f| json!(f))
-            .unwrap_or_else(|_| Value::String(s.clone())),
+        Yaml::Real(s) => s.parse::<f64>().map(|f| json!(f)).unwrap_or_else(|_| Value::String(s.clone())),
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Array(a) => Value::Array(a.iter().map(to_json).collect()),
         Yaml::Hash(h) => {
@@ -41,10 +35,7 @@ fn to_json(y: &Yaml) -> Value {
                     Yaml::Boolean(b) => b.to_string(),
                     other => panic!("unsupported YAML mapping key {other:?}"),
                 };
-                assert!(
-                    m.insert(key.clone(), to_json(v)).is_none(),
-                    "duplicate YAML key {key:?}"
-                );
+                assert!(m.insert(key.clone(), to_json(v)).is_none(), "duplicate YAML key {key:?}");
             }
             Value::Object(m)
         }
@@ -67,13 +58,9 @@ fn manifests() -> Vec<(String, Value)> {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let parsed = YamlLoader::load_from_str(&text)
-            .unwrap_or_else(|e| panic!("{name}: invalid YAML: {e}"));
+        let parsed = YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{name}: invalid YAML: {e}"));
         for doc in parsed.iter().map(to_json).filter(|d| !d.is_null()) {
-            assert!(
-                doc["apiVersion"].is_string() && doc["kind"].is_string(),
-                "{name}: a document without apiVersion/kind"
-            );
+            assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{name}: a document without apiVersion/kind");
             docs.push((name.clone(), doc));
         }
     }
@@ -82,28 +69,17 @@ fn manifests() -> Vec<(String, Value)> {
 
 /// The one object of this kind.
 fn one(docs: &[(String, Value)], kind: &str) -> Value {
-    let found: Vec<&Value> = docs
-        .iter()
-        .filter(|(_, d)| d["kind"] == kind)
-        .map(|(_, d)| d)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected exactly one {kind} in deploy/kubernetes, found {}",
-        found.len()
-    );
+    let found: Vec<&Value> = docs.iter().filter(|(_, d)| d["kind"] == kind).map(|(_, d)| d).collect();
+    assert_eq!(found.len(), 1, "expected exactly one {kind} in deploy/kubernetes, found {}", found.len());
     found[0].clone()
 }
 
 fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
-    v.as_str()
-        .unwrap_or_else(|| panic!("{what} should be a string, is {v}"))
+    v.as_str().unwrap_or_else(|| panic!("{what} should be a string, is {v}"))
 }
 
 fn arr<'a>(v: &'a Value, what: &str) -> &'a Vec<Value> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("{what} should be a list, is {v}"))
+    v.as_array().unwrap_or_else(|| panic!("{what} should be a list, is {v}"))
 }
 
 fn string_set(v: &Value, what: &str) -> BTreeSet<String> {
@@ -121,38 +97,20 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 /// without backticks, keeping only those that `keep` accepts (so the header row drops out).
 fn doc_table_keys(heading: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
     let path = repo_root().join("docs/kubernetes.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut lines = text
-        .lines()
-        .skip_while(|l| l.trim() != format!("## {heading}"));
-    assert!(
-        lines.next().is_some(),
-        "docs/kubernetes.md has no `## {heading}` section"
-    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut lines = text.lines().skip_while(|l| l.trim() != format!("## {heading}"));
+    assert!(lines.next().is_some(), "docs/kubernetes.md has no `## {heading}` section");
     let mut keys = BTreeSet::new();
     for line in lines.take_while(|l| !l.starts_with('#')) {
         let Some(row) = line.trim().strip_prefix('|') else {
             continue;
         };
-        let cell = row
-            .split('|')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches('`')
-            .trim();
+        let cell = row.split('|').next().unwrap_or("").trim().trim_matches('`').trim();
         if keep(cell) {
-            assert!(
-                keys.insert(cell.to_string()),
-                "docs/kubernetes.md `{heading}` lists {cell} twice"
-            );
+            assert!(keys.insert(cell.to_string()), "docs/kubernetes.md `{heading}` lists {cell} twice");
         }
     }
-    assert!(
-        !keys.is_empty(),
-        "docs/kubernetes.md `{heading}` table has no rows"
-    );
+    assert!(!keys.is_empty(), "docs/kubernetes.md `{heading}` table has no rows");
     keys
 }
 
@@ -171,11 +129,7 @@ fn daemonset_pod_spec(docs: &[(String, Value)]) -> Value {
 /// The agent's container: the only one in the pod.
 fn agent_container(pod: &Value) -> Value {
     let containers = arr(&pod["containers"], "DaemonSet containers");
-    assert_eq!(
-        containers.len(),
-        1,
-        "the DaemonSet should run exactly one container"
-    );
+    assert_eq!(containers.len(), 1, "the DaemonSet should run exactly one container");
     containers[0].clone()
 }
 
@@ -183,19 +137,11 @@ fn agent_container(pod: &Value) -> Value {
 fn cluster_role_reads_pods_only() {
     let docs = manifests();
     let role = one(&docs, "ClusterRole");
-    assert!(
-        role.get("aggregationRule").is_none(),
-        "the ClusterRole must not aggregate other roles"
-    );
+    assert!(role.get("aggregationRule").is_none(), "the ClusterRole must not aggregate other roles");
     let rules = arr(&role["rules"], "ClusterRole rules");
     let mut grants = BTreeSet::new();
     for rule in rules {
-        let keys: BTreeSet<&str> = rule
-            .as_object()
-            .expect("a rule is a mapping")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: BTreeSet<&str> = rule.as_object().expect("a rule is a mapping").keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             ["apiGroups", "resources", "verbs"].into_iter().collect(),
@@ -209,18 +155,10 @@ fn cluster_role_reads_pods_only() {
             }
         }
     }
-    let expected: BTreeSet<(String, String, String)> = ["get", "list", "watch"]
-        .iter()
-        .map(|v| (String::new(), "pods".to_string(), v.to_string()))
-        .collect();
-    assert_eq!(
-        grants, expected,
-        "the ClusterRole must grant exactly get/list/watch on core pods"
-    );
-    assert!(
-        docs.iter().all(|(_, d)| d["kind"] != "Role"),
-        "no namespaced Role expected"
-    );
+    let expected: BTreeSet<(String, String, String)> =
+        ["get", "list", "watch"].iter().map(|v| (String::new(), "pods".to_string(), v.to_string())).collect();
+    assert_eq!(grants, expected, "the ClusterRole must grant exactly get/list/watch on core pods");
+    assert!(docs.iter().all(|(_, d)| d["kind"] != "Role"), "no namespaced Role expected");
 }
 
 #[test]
@@ -234,38 +172,19 @@ fn binding_ties_role_to_the_daemonsets_service_account() {
 
     let ds_ns = str_of(&ds["metadata"]["namespace"], "DaemonSet namespace");
     assert_eq!(ds_ns, "masdeepflow");
-    assert_eq!(
-        ns["metadata"]["name"], ds_ns,
-        "namespace.yaml should create the DaemonSet's namespace"
-    );
+    assert_eq!(ns["metadata"]["name"], ds_ns, "namespace.yaml should create the DaemonSet's namespace");
 
-    let sa_name = str_of(
-        &ds["spec"]["template"]["spec"]["serviceAccountName"],
-        "DaemonSet serviceAccountName",
-    );
-    assert_eq!(
-        sa["metadata"]["name"], sa_name,
-        "the ServiceAccount should be the one the DaemonSet uses"
-    );
-    assert_eq!(
-        sa["metadata"]["namespace"], ds_ns,
-        "the ServiceAccount should live in the DaemonSet's namespace"
-    );
+    let sa_name = str_of(&ds["spec"]["template"]["spec"]["serviceAccountName"], "DaemonSet serviceAccountName");
+    assert_eq!(sa["metadata"]["name"], sa_name, "the ServiceAccount should be the one the DaemonSet uses");
+    assert_eq!(sa["metadata"]["namespace"], ds_ns, "the ServiceAccount should live in the DaemonSet's namespace");
 
     let role_ref = &binding["roleRef"];
     assert_eq!(role_ref["apiGroup"], "rbac.authorization.k8s.io");
     assert_eq!(role_ref["kind"], "ClusterRole");
-    assert_eq!(
-        role_ref["name"], role["metadata"]["name"],
-        "the binding should refer to the ClusterRole"
-    );
+    assert_eq!(role_ref["name"], role["metadata"]["name"], "the binding should refer to the ClusterRole");
 
     let subjects = arr(&binding["subjects"], "ClusterRoleBinding subjects");
-    assert_eq!(
-        subjects.len(),
-        1,
-        "the binding should have the ServiceAccount as its only subject"
-    );
+    assert_eq!(subjects.len(), 1, "the binding should have the ServiceAccount as its only subject");
     assert_eq!(subjects[0]["kind"], "ServiceAccount");
     assert_eq!(subjects[0]["name"], sa_name);
     assert_eq!(subjects[0]["namespace"], ds_ns);
@@ -286,46 +205,25 @@ fn daemonset_pod_shape() {
     assert_ne!(pod["hostIPC"], true, "hostIPC must not be true");
     let tolerations = arr(&pod["tolerations"], "tolerations");
     assert!(
-        tolerations.iter().any(|t| t["operator"] == "Exists"
-            && t.get("key").is_none()
-            && t.get("effect").is_none()),
+        tolerations.iter().any(|t| t["operator"] == "Exists" && t.get("key").is_none() && t.get("effect").is_none()),
         "a bare `operator: Exists` toleration is needed to run on every node"
     );
 
     let c = agent_container(&pod);
     assert_eq!(c["command"], json!(["/usr/local/bin/masdeepflow"]));
-    let args: Vec<&str> = arr(&c["args"], "args")
-        .iter()
-        .map(|a| str_of(a, "arg"))
-        .collect();
-    let pos = args
-        .iter()
-        .position(|a| *a == "--node-name")
-        .expect("args should pass --node-name");
-    assert_eq!(
-        args.get(pos + 1),
-        Some(&"$(NODE_NAME)"),
-        "--node-name should be followed by $(NODE_NAME)"
-    );
+    let args: Vec<&str> = arr(&c["args"], "args").iter().map(|a| str_of(a, "arg")).collect();
+    let pos = args.iter().position(|a| *a == "--node-name").expect("args should pass --node-name");
+    assert_eq!(args.get(pos + 1), Some(&"$(NODE_NAME)"), "--node-name should be followed by $(NODE_NAME)");
 
     let env = arr(&c["env"], "env");
     let node: Vec<&Value> = env.iter().filter(|e| e["name"] == "NODE_NAME").collect();
     assert_eq!(node.len(), 1, "exactly one NODE_NAME env var");
-    assert!(
-        node[0].get("value").is_none(),
-        "NODE_NAME must come from the downward API, not a literal"
-    );
-    assert_eq!(
-        node[0]["valueFrom"]["fieldRef"]["fieldPath"],
-        "spec.nodeName"
-    );
+    assert!(node[0].get("value").is_none(), "NODE_NAME must come from the downward API, not a literal");
+    assert_eq!(node[0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
 
     for k in ["requests", "limits"] {
         for r in ["cpu", "memory"] {
-            assert!(
-                c["resources"][k][r].is_string(),
-                "resources.{k}.{r} should be set"
-            );
+            assert!(c["resources"][k][r].is_string(), "resources.{k}.{r} should be set");
         }
     }
 }
@@ -336,50 +234,24 @@ fn capabilities_match_the_doc() {
     let pod = daemonset_pod_spec(&docs);
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         for c in pod[list].as_array().into_iter().flatten() {
-            assert_ne!(
-                c["securityContext"]["privileged"], true,
-                "{list}/{} must not be privileged",
-                c["name"]
-            );
+            assert_ne!(c["securityContext"]["privileged"], true, "{list}/{} must not be privileged", c["name"]);
         }
     }
     let sc = &agent_container(&pod)["securityContext"];
-    assert_eq!(
-        sc["privileged"], false,
-        "privileged: false should be explicit"
-    );
+    assert_eq!(sc["privileged"], false, "privileged: false should be explicit");
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
-    assert_eq!(
-        sc["capabilities"]["drop"],
-        json!(["ALL"]),
-        "capabilities should drop ALL"
-    );
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "capabilities should drop ALL");
 
     let added = string_set(&sc["capabilities"]["add"], "capabilities.add");
     for cap in &added {
-        assert!(
-            !cap.starts_with("CAP_"),
-            "Kubernetes capability names go without CAP_: {cap}"
-        );
+        assert!(!cap.starts_with("CAP_"), "Kubernetes capability names go without CAP_: {cap}");
     }
-    let documented: BTreeSet<String> = documented_capabilities()
-        .iter()
-        .map(|c| c.strip_prefix("CAP_").unwrap().to_string())
-        .collect();
-    assert_eq!(
-        added, documented,
-        "capabilities.add in daemonset.yaml and the Capabilities table of docs/kubernetes.md differ"
-    );
+    let documented: BTreeSet<String> = documented_capabilities().iter().map(|c| c.strip_prefix("CAP_").unwrap().to_string()).collect();
+    assert_eq!(added, documented, "capabilities.add in daemonset.yaml and the Capabilities table of docs/kubernetes.md differ");
     assert_eq!(
         added,
-        set(&[
-            "BPF",
-            "PERFMON",
-            "SYS_RESOURCE",
-            "SYS_PTRACE",
-            "DAC_READ_SEARCH"
-        ]),
+        set(&["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"]),
         "the agent's capability set changed: update this test, the manifest and the doc together"
     );
 }
@@ -396,32 +268,13 @@ fn host_mounts_match_the_doc_and_are_read_only() {
     for v in volumes.iter().filter(|v| v.get("hostPath").is_some()) {
         let name = str_of(&v["name"], "volume name");
         let path = str_of(&v["hostPath"]["path"], "hostPath.path");
-        assert_eq!(
-            v["hostPath"]["type"], "Directory",
-            "hostPath {path} should have type Directory"
-        );
+        assert_eq!(v["hostPath"]["type"], "Directory", "hostPath {path} should have type Directory");
         let used: Vec<&Value> = mounts.iter().filter(|m| m["name"] == name).collect();
-        assert_eq!(
-            used.len(),
-            1,
-            "hostPath volume {name} should be mounted exactly once"
-        );
-        assert_eq!(
-            used[0]["mountPath"], path,
-            "hostPath {path} should be mounted at the same path"
-        );
-        assert_eq!(
-            used[0]["readOnly"], true,
-            "hostPath {path} must be mounted readOnly"
-        );
-        assert!(
-            used[0].get("subPath").is_none(),
-            "hostPath {path}: no subPath"
-        );
-        assert!(
-            host_paths.insert(path.to_string()),
-            "hostPath {path} appears twice"
-        );
+        assert_eq!(used.len(), 1, "hostPath volume {name} should be mounted exactly once");
+        assert_eq!(used[0]["mountPath"], path, "hostPath {path} should be mounted at the same path");
+        assert_eq!(used[0]["readOnly"], true, "hostPath {path} must be mounted readOnly");
+        assert!(used[0].get("subPath").is_none(), "hostPath {path}: no subPath");
+        assert!(host_paths.insert(path.to_string()), "hostPath {path} appears twice");
     }
     assert_eq!(
         host_paths,

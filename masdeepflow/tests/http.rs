@@ -63,8 +63,12 @@ fn nginx_and_curl(traffic_source: &str) {
     assert_eq!(rows[1].2, BIG as u64);
 
     for (i, _) in paths.iter().enumerate() {
-        agent.expect("client exchange", |e| e["type"] == "http" && e["role"] == "client" && e["path"] == paths[i] && e["dst"]["port"] == port);
-        agent.expect("server exchange", |e| e["type"] == "http" && e["role"] == "server" && e["path"] == paths[i] && e["dst"]["port"] == port);
+        agent.expect("client exchange", |e| {
+            e["type"] == "http" && e["role"] == "client" && e["path"] == paths[i] && e["dst"]["port"] == port
+        });
+        agent.expect("server exchange", |e| {
+            e["type"] == "http" && e["role"] == "server" && e["path"] == paths[i] && e["dst"]["port"] == port
+        });
     }
     let events = agent.stop();
     let client = http_events(&events, "client", port);
@@ -146,7 +150,10 @@ fn latency_of_a_slow_server_from_both_sides_and_a_50kb_post() {
     for role in ["client", "server"] {
         let e = agent.expect("slow GET", |e| e["type"] == "http" && e["role"] == role && e["path"] == "/slow");
         let latency = e["latency_ns"].as_u64().unwrap() as f64 / 1e6;
-        assert!((latency - DELAY_MS as f64).abs() <= DELAY_MS as f64 * 0.10, "{role} latency {latency} ms, expected {DELAY_MS} ms within 10%");
+        assert!(
+            (latency - DELAY_MS as f64).abs() <= DELAY_MS as f64 * 0.10,
+            "{role} latency {latency} ms, expected {DELAY_MS} ms within 10%"
+        );
         assert_eq!(e["status"], 200);
         assert_eq!(e["response_bytes"], rows[0].1 + rows[0].2);
         if role == "client" {

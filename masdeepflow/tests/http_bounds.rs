@@ -21,7 +21,9 @@ fn ten_thousand_connections_leave_no_state_behind() {
     assert_eq!(churn.line(), N.to_string());
     churn.wait();
     // Every connection closed on both sides and was reported.
-    let count = |events: &[Value], ty: &str, role: &str| events.iter().filter(|e| e["type"] == ty && e["role"] == role && e["dst"]["port"] == port).count();
+    let count = |events: &[Value], ty: &str, role: &str| {
+        events.iter().filter(|e| e["type"] == ty && e["role"] == role && e["dst"]["port"] == port).count()
+    };
     let counts = |ev: &[Value]| {
         [("tcp_close", "server"), ("tcp_close", "client"), ("http", "server"), ("http", "client")].map(|(t, r)| count(ev, t, r))
     };
@@ -31,14 +33,21 @@ fn ten_thousand_connections_leave_no_state_behind() {
     assert!(reached.is_ok(), "closes/exchanges (server, client, http server, http client): {:?} of {N}", counts(&agent.events));
     // The next stats after that show every table back at its baseline.
     let after = agent.events.len();
-    agent.wait_until("stats after the last close", std::time::Duration::from_secs(20), |ev| ev[after..].iter().any(|e| e["type"] == "agent_stats"));
+    agent.wait_until("stats after the last close", std::time::Duration::from_secs(20), |ev| {
+        ev[after..].iter().any(|e| e["type"] == "agent_stats")
+    });
     let stats = agent.events[after..].iter().find(|e| e["type"] == "agent_stats").unwrap().clone();
     assert_eq!(tables(&stats), tables(&baseline), "tables after {N} connections vs baseline");
     let events = agent.stop();
     for role in ["client", "server"] {
         assert_eq!(count(&events, "http", role), N, "{role} http events");
         assert_eq!(count(&events, "tcp_close", role), N, "{role} closes");
-        assert!(events.iter().filter(|e| e["type"] == "http" && e["role"] == role && e["dst"]["port"] == port).all(|e| e["status"] == 200 && e["host"] == "churn"));
+        assert!(
+            events
+                .iter()
+                .filter(|e| e["type"] == "http" && e["role"] == role && e["dst"]["port"] == port)
+                .all(|e| e["status"] == 200 && e["host"] == "churn")
+        );
     }
     let last = events.iter().rev().find(|e| e["type"] == "agent_stats").unwrap();
     assert_eq!(last["untracked_connections"], 0);

@@ -17,7 +17,16 @@ fn our_programs() -> usize {
     let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (apt-get install bpftool)");
     assert!(out.status.success(), "bpftool prog show failed");
     let text = String::from_utf8_lossy(&out.stdout);
-    let ours = ["sched_process_e", "inet_sock_set_s", "tcp_destroy_soc", "sys_exit_accept", "sock_send_lengt", "sock_recv_lengt", "cgroup_mkdir", "cgroup_rmdir"];
+    let ours = [
+        "sched_process_e",
+        "inet_sock_set_s",
+        "tcp_destroy_soc",
+        "sys_exit_accept",
+        "sock_send_lengt",
+        "sock_recv_lengt",
+        "cgroup_mkdir",
+        "cgroup_rmdir",
+    ];
     text.lines().filter(|l| ours.iter().any(|n| l.contains(&format!("name {n}")))).count()
 }
 
@@ -135,7 +144,10 @@ fn agent_lifecycle() {
         let out = Command::new("setpriv").args([&format!("--bounding-set=-all,{keep}"), "--inh-caps=-all", AGENT]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert_eq!(err.trim(), format!("masdeepflow: error: missing privileges: {missing} (run as root, or grant {missing} or CAP_SYS_ADMIN)"));
+        assert_eq!(
+            err.trim(),
+            format!("masdeepflow: error: missing privileges: {missing} (run as root, or grant {missing} or CAP_SYS_ADMIN)")
+        );
     }
 
     // No listening socket of ours while running.

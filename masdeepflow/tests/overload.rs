@@ -83,7 +83,9 @@ fn full_ring_buffer_exact_accounting() {
     let events = agent.stop();
     let s = stats(&events);
     let connects = count(&events, "tcp_connect", "mdf-tcpflood");
-    let closes = events.iter().filter(|e| e["type"] == "tcp_close" && e["role"] == "client" && e["process"]["comm"] == "mdf-tcpflood").count() as u64;
+    let closes =
+        events.iter().filter(|e| e["type"] == "tcp_close" && e["role"] == "client" && e["process"]["comm"] == "mdf-tcpflood").count()
+            as u64;
     assert_eq!(connects + lost(s, "tcp_connect"), C as u64, "connects: {connects} reported");
     assert_eq!(closes + lost(s, "tcp_close"), C as u64, "closes: {closes} reported");
     assert_eq!(lost(s, "tcp_accept"), 0, "nginx's accepts are filtered before the ring buffer");
@@ -103,7 +105,16 @@ fn http_flood() {
     // A name of its own: the other test's nginx must not be counted.
     let nginx = Nginx::start_as(&named("mdf-nginxflood", "/usr/sbin/nginx"));
     let python = named("mdf-httpflood", "/usr/bin/python3");
-    let mut agent = Agent::start(&["--events", "http", "--comm", "mdf-httpflood,mdf-nginxflood", "--ring-buffer-size", "16384", "--stats-interval", "1s"]);
+    let mut agent = Agent::start(&[
+        "--events",
+        "http",
+        "--comm",
+        "mdf-httpflood,mdf-nginxflood",
+        "--ring-buffer-size",
+        "16384",
+        "--stats-interval",
+        "1s",
+    ]);
     let script = format!("{}/tests/helpers/raw_http.py", env!("CARGO_MANIFEST_DIR"));
     let mut client = Command::new(&python)
         .args([&script, "keepalive", &nginx.port.to_string(), "4", &N.to_string()])
@@ -194,7 +205,9 @@ fn stalled_stdout_exact_accounting_and_bounded_memory() {
     let rss_kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
     assert!(rss_kb < 64 * 1024, "agent RSS {rss_kb} kB while stdout is stalled");
     // Read again, stop, and account.
-    let reader = std::thread::spawn(move || out.lines().map_while(Result::ok).map(|l| serde_json::from_str::<Value>(&l).unwrap()).collect::<Vec<_>>());
+    let reader = std::thread::spawn(move || {
+        out.lines().map_while(Result::ok).map(|l| serde_json::from_str::<Value>(&l).unwrap()).collect::<Vec<_>>()
+    });
     // Let the agent take in the last records before the stop signal.
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child.

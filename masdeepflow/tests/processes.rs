@@ -21,9 +21,8 @@ fn exec_reports_exact_argv_parent_and_uid() {
     assert_eq!(exec["process"]["tid"], pid);
     assert_eq!(exec["process"]["uid"], 0);
     assert_eq!(exec["process"]["comm"], "echo");
-    let hostile = agent.expect("exec with quotes and newlines", |e| {
-        e["type"] == "process_exec" && e["args"].get(1).is_some_and(|a| a == "hello world")
-    });
+    let hostile = agent
+        .expect("exec with quotes and newlines", |e| e["type"] == "process_exec" && e["args"].get(1).is_some_and(|a| a == "hello world"));
     assert_eq!(hostile["args"], serde_json::json!(["/bin/echo", "hello world", "q\"uote", "new\nline", ""]));
     let exit = agent.expect("exit of echo", |e| e["type"] == "process_exit" && e["process"]["pid"] == pid);
     assert_eq!(exit["exit_code"], 0);

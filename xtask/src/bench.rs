@@ -195,7 +195,12 @@ fn run_case(name: &str, opts: &Options) -> Result<()> {
     };
     let added_us = (med(&with, &|s| s.cpu + s.agent_cpu) - med(&base, &|s| s.cpu)) / work * 1e6;
     println!("## {name} ({} per run, {} pairs)", work as u64, opts.pairs);
-    println!("wall s median: without {:.3}, with {:.3}; median ratio {:.3}", med(&base, &|s| s.wall), med(&with, &|s| s.wall), ratios(&|s| s.wall));
+    println!(
+        "wall s median: without {:.3}, with {:.3}; median ratio {:.3}",
+        med(&base, &|s| s.wall),
+        med(&with, &|s| s.wall),
+        ratios(&|s| s.wall)
+    );
     println!(
         "CPU s median (workload + agent): without {:.3}, with {:.3}; median ratio {:.3}",
         med(&base, &|s| s.cpu),
@@ -203,7 +208,11 @@ fn run_case(name: &str, opts: &Options) -> Result<()> {
         ratios(&|s| s.cpu + s.agent_cpu)
     );
     let unit = if name == "exec" { "exec" } else { "connection" };
-    println!("added CPU per {unit}: {added_us:.1} us; agent CPU s median {:.3} ({:.1} us per {unit})", med(&with, &|s| s.agent_cpu), med(&with, &|s| s.agent_cpu) / work * 1e6);
+    println!(
+        "added CPU per {unit}: {added_us:.1} us; agent CPU s median {:.3} ({:.1} us per {unit})",
+        med(&with, &|s| s.agent_cpu),
+        med(&with, &|s| s.agent_cpu) / work * 1e6
+    );
     println!(
         "completeness: min {:.4}, median {:.4}; lost (counted) max {}; agent peak RSS max {:.1} MB",
         with.iter().map(|s| s.completeness).fold(f64::INFINITY, f64::min),

@@ -235,7 +235,12 @@ fn wrk(port: u16, secs: u64, paced: bool) -> Result<(f64, f64, u64, f64)> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let rps: f64 = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).context("no Requests/sec")?.trim().parse()?;
-    let requests: u64 = text.lines().find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.to_string())).context("no request count")?.trim().parse()?;
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.to_string()))
+        .context("no request count")?
+        .trim()
+        .parse()?;
     let p99 = text.lines().find_map(|l| l.trim().strip_prefix("99%")).context("no p99")?.trim();
     let p99_ms = if let Some(us) = p99.strip_suffix("us") {
         us.parse::<f64>()? / 1000.0

@@ -170,7 +170,11 @@ pub fn run(opts: &Options) -> Result<()> {
             .collect();
         let growth = slope(&points) * minutes_after;
         let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
-        println!("table {table:<18} max {max:>7.0}  slope {:>8.2}/min -> {growth:+.1} over the run (limit {:.0})", slope(&points), opts.max_table_growth);
+        println!(
+            "table {table:<18} max {max:>7.0}  slope {:>8.2}/min -> {growth:+.1} over the run (limit {:.0})",
+            slope(&points),
+            opts.max_table_growth
+        );
         if growth > opts.max_table_growth {
             failed.push(format!("table {table} grew {growth:.1}"));
         }

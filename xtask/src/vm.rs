@@ -93,7 +93,10 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
     for d in ["bin", "proc", "sys", "dev", "tmp", "www"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).context("busybox (apt-get install busybox-static)")?;
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("busybox (apt-get install busybox-static)")?;
     std::fs::copy(busybox, root.join("bin/busybox"))?;
     for applet in ["sh", "mount", "echo", "cat", "sleep", "grep", "nc", "wget", "httpd", "ip", "kill", "poweroff", "mkdir", "seq"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
@@ -132,7 +135,9 @@ fn check_run(log: &str, run: &str, nc_port: u16, probe: &str) -> Result<usize> {
 
     let start = find("agent_start", &|e| e["type"] == "agent_start")?;
     ensure!(start["probes"].as_array().is_some_and(|p| p.iter().any(|x| x == probe)), "{probe} was not attached: {start}");
-    let exec = find("exec of /bin/echo", &|e| e["type"] == "process_exec" && e["args"] == serde_json::json!(["/bin/echo", "vm-marker", "two words"]))?;
+    let exec = find("exec of /bin/echo", &|e| {
+        e["type"] == "process_exec" && e["args"] == serde_json::json!(["/bin/echo", "vm-marker", "two words"])
+    })?;
     let pid = exec["process"]["pid"].clone();
     let exit = find("exit of /bin/echo", &|e| e["type"] == "process_exit" && e["process"]["pid"] == pid)?;
     ensure!(exit["exit_code"] == 0, "echo's exit code");

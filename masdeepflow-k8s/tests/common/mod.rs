@@ -27,9 +27,7 @@ pub const NODE: &str = "node-a";
 
 /// Reads `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -52,10 +50,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn is_watch(&self) -> bool {
@@ -83,9 +78,7 @@ pub struct WatchFeed(mpsc::UnboundedSender<String>);
 
 impl WatchFeed {
     pub fn send_fixture(&self, name: &str) {
-        self.0
-            .send(event_line(name))
-            .expect("watch connection still open");
+        self.0.send(event_line(name)).expect("watch connection still open");
     }
 }
 
@@ -149,9 +142,7 @@ impl FakeApiServer {
         let script = self.script.clone();
         let requests = self.requests.clone();
         let count_tx = self.count_tx.clone();
-        self.accept_task = Some(tokio::spawn(accept_loop(
-            listener, script, requests, count_tx,
-        )));
+        self.accept_task = Some(tokio::spawn(accept_loop(listener, script, requests, count_tx)));
     }
 
     pub fn url(&self) -> String {
@@ -198,12 +189,7 @@ async fn accept_loop(
     count_tx: Arc<watch::Sender<usize>>,
 ) {
     while let Ok((conn, _)) = listener.accept().await {
-        tokio::spawn(serve_conn(
-            conn,
-            script.clone(),
-            requests.clone(),
-            count_tx.clone(),
-        ));
+        tokio::spawn(serve_conn(conn, script.clone(), requests.clone(), count_tx.clone()));
     }
 }
 
@@ -238,23 +224,14 @@ async fn serve_conn(
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    let rec = Recorded {
-        method,
-        target,
-        path,
-        raw_query,
-        query,
-    };
+    let rec = Recorded { method, target, path, raw_query, query };
     let is_watch = rec.is_watch();
     let path_ok = rec.path == "/api/v1/pods";
     requests.lock().unwrap().push(rec);
     count_tx.send_modify(|c| *c += 1);
 
     let reply = if !path_ok {
-        Some(Reply::Json {
-            status: 404,
-            body: status_json(404, "NotFound", "unexpected path"),
-        })
+        Some(Reply::Json { status: 404, body: status_json(404, "NotFound", "unexpected path") })
     } else if is_watch {
         script.lock().unwrap().watches.pop_front()
     } else {
@@ -264,10 +241,7 @@ async fn serve_conn(
                 .unwrap()
                 .lists
                 .pop_front()
-                .unwrap_or_else(|| Reply::Json {
-                    status: 503,
-                    body: status_json(503, "ServiceUnavailable", "no scripted list"),
-                }),
+                .unwrap_or_else(|| Reply::Json { status: 503, body: status_json(503, "ServiceUnavailable", "no scripted list") }),
         )
     };
 
@@ -311,10 +285,7 @@ async fn serve_conn(
 }
 
 async fn write_stream_head(conn: &mut TcpStream) -> std::io::Result<()> {
-    conn.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-    )
-    .await
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await
 }
 
 fn reason(status: u16) -> &'static str {
@@ -362,12 +333,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Waits (at most `secs`) until `cond(index)` holds, woken by the index's
 /// update signal (plus a 20 ms re-check for time-based conditions).
-pub async fn wait_until(
-    index: &PodIndex,
-    secs: u64,
-    what: &str,
-    mut cond: impl FnMut(&PodIndex) -> bool,
-) {
+pub async fn wait_until(index: &PodIndex, secs: u64, what: &str, mut cond: impl FnMut(&PodIndex) -> bool) {
     let mut updates = index.updates();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !cond(index) {

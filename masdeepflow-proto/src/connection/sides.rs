@@ -5,7 +5,6 @@
 use super::*;
 
 impl Http1Connection {
-
     /// At the start of a syscall while resynchronising. Returns true when
     /// the syscall starts a head and must be processed normally.
     pub(super) fn resync_start(&mut self, dir: Direction, captured: &[u8], uncaptured: u64, open: bool, chunked_tail: bool) -> bool {

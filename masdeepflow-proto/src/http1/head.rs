@@ -259,10 +259,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64, ParseError> {
         }
         let mut v: u64 = 0;
         for &b in part {
-            v = v
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(b - b'0')))
-                .ok_or(ParseError::InvalidContentLength)?;
+            v = v.checked_mul(10).and_then(|v| v.checked_add(u64::from(b - b'0'))).ok_or(ParseError::InvalidContentLength)?;
         }
         match out {
             Some(prev) if prev != v => return Err(ParseError::InvalidContentLength),
@@ -430,10 +427,7 @@ pub(crate) fn check_partial(buf: &[u8]) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn parse_head<T>(
-    buf: &[u8],
-    complete: fn(&[u8]) -> Result<T, ParseError>,
-) -> Result<Option<(T, usize)>, ParseError> {
+fn parse_head<T>(buf: &[u8], complete: fn(&[u8]) -> Result<T, ParseError>) -> Result<Option<(T, usize)>, ParseError> {
     let skip = leading_newlines(buf);
     let rest = &buf[skip..];
     match find_head_end(rest, 0) {

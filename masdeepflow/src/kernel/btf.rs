@@ -139,9 +139,7 @@ impl<'a> Btf<'a> {
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self.structs_by_name.get(name).ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
         let t = self.types[id as usize];
-        self.find_member(&t, member, 0)
-            .map(|bits| bits / 8)
-            .ok_or_else(|| BtfError::NoMember(name.to_string(), member.to_string()))
+        self.find_member(&t, member, 0).map(|bits| bits / 8).ok_or_else(|| BtfError::NoMember(name.to_string(), member.to_string()))
     }
 
     fn find_member(&self, t: &TypeEntry, member: &str, depth: u32) -> Option<u32> {
@@ -247,10 +245,7 @@ mod tests {
         let btf = Btf::parse(&data).unwrap();
         // mm_struct keeps arg_start inside an anonymous struct.
         assert!(btf.member_offset("mm_struct", "arg_start").unwrap() > 0);
-        assert_eq!(
-            btf.member_offset("mm_struct", "arg_end").unwrap(),
-            btf.member_offset("mm_struct", "arg_start").unwrap() + 8
-        );
+        assert_eq!(btf.member_offset("mm_struct", "arg_end").unwrap(), btf.member_offset("mm_struct", "arg_start").unwrap() + 8);
         assert!(btf.member_offset("task_struct", "tgid").is_ok());
         // The fexit traffic hooks' functions (tcp_recvmsg had 6 parameters
         // before 5.19, 5 until `addr_len` went, 4 here).

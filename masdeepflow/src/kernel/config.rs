@@ -29,11 +29,23 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
     for (slot, (s, m)) in offsets.iter_mut().zip(MEMBERS) {
         *slot = btf.member_offset(s, m).with_context(|| format!("kernel BTF lacks {s}.{m}"))?;
     }
-    let [task_mm, task_real_parent, task_tgid, task_exit_code, task_files, mm_arg_start, mm_arg_end, files_fdt, fdt_max_fds, fdt_fd, file_private_data, socket_sk, sock_sk_err] =
-        offsets;
-    let exit_group_dead = tracefs::format(tracefs_root, "sched", "sched_process_exit")
-        .and_then(|f| tracefs::field_offset(&f, "group_dead"))
-        .unwrap_or(0);
+    let [
+        task_mm,
+        task_real_parent,
+        task_tgid,
+        task_exit_code,
+        task_files,
+        mm_arg_start,
+        mm_arg_end,
+        files_fdt,
+        fdt_max_fds,
+        fdt_fd,
+        file_private_data,
+        socket_sk,
+        sock_sk_err,
+    ] = offsets;
+    let exit_group_dead =
+        tracefs::format(tracefs_root, "sched", "sched_process_exit").and_then(|f| tracefs::field_offset(&f, "group_dead")).unwrap_or(0);
     let close_on_state = u32::from(!tracefs::has_tracepoint(tracefs_root, "tcp", "tcp_destroy_sock"));
     Ok(KernelConfig {
         task_mm,

@@ -36,11 +36,7 @@ pub fn check_current() -> Option<String> {
     if missing.is_empty() {
         return None;
     }
-    Some(format!(
-        "missing privileges: {} (run as root, or grant {} or CAP_SYS_ADMIN)",
-        missing.join(", "),
-        missing.join(" and ")
-    ))
+    Some(format!("missing privileges: {} (run as root, or grant {} or CAP_SYS_ADMIN)", missing.join(", "), missing.join(" and ")))
 }
 
 #[cfg(test)]
