@@ -392,6 +392,15 @@ impl Http1Connection {
         }
     }
 
+    /// A complete, valid head at the start of `buf` in one pass, or `None`
+    /// (incomplete or invalid: the general path decides).
+    fn parse_fast(dir: Direction, buf: &[u8]) -> Option<(AnyHead, usize)> {
+        match dir {
+            Direction::ClientToServer => http1::parse_request_fast(buf).map(|(h, n)| (AnyHead::Req(h), n)),
+            Direction::ServerToClient => http1::parse_response_fast(buf).map(|(h, n)| (AnyHead::Resp(h), n)),
+        }
+    }
+
     fn parse(dir: Direction, head: &[u8]) -> Result<AnyHead, ParseError> {
         match dir {
             Direction::ClientToServer => http1::parse_request_complete(head).map(AnyHead::Req),
