@@ -114,6 +114,8 @@ mod connection;
 mod exchange;
 pub mod http1;
 pub mod limits;
+pub mod mysql;
+mod stream;
 
 pub use connection::{Config, ConnectionState, ConnectionStats, GiveUpReason, Http1Connection};
 pub use exchange::{Direction, Exchange, ExchangeError};
