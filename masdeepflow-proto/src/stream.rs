@@ -45,7 +45,7 @@ impl<T> Output<T> {
 
     pub(crate) fn push(&mut self, t: T) {
         if self.queue.len() >= self.cap {
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         } else {
             self.queue.push_back(t);
         }
@@ -183,6 +183,29 @@ impl<R> PendingQueue<R> {
             self.entries.pop_front();
         }
         Some(kind)
+    }
+
+    /// Up to `n` runs' requests at the front answered at once (a response
+    /// each); stops at a stored request. Returns how many were lost and how
+    /// many unseen.
+    pub(crate) fn answer_runs(&mut self, n: u64) -> (u64, u64) {
+        let (k, lost) = match self.entries.front_mut() {
+            Some(Pending::Placeholder(m)) => {
+                let k = n.min(*m);
+                *m -= k;
+                (k, false)
+            }
+            Some(Pending::Lost(m)) => {
+                let k = n.min(*m);
+                *m -= k;
+                (k, true)
+            }
+            _ => return (0, 0),
+        };
+        if matches!(self.entries.front(), Some(Pending::Placeholder(0) | Pending::Lost(0))) {
+            self.entries.pop_front();
+        }
+        if lost { (k, 0) } else { (0, k) }
     }
 
     /// All requests waiting (stored ones and runs).

@@ -19,7 +19,7 @@
 use miniz_oxide::inflate::stream::{InflateState, inflate};
 use miniz_oxide::{DataFormat, MZFlush, MZStatus};
 
-use super::framing::{Event, Input, PacketReader, Step};
+use super::framing::{Event, Input, Meta, PacketReader, Step};
 
 /// Inflated bytes produced per step.
 const OUT_CHUNK: usize = 16 * 1024;
@@ -55,11 +55,27 @@ pub(crate) struct CompressedReader {
     synced: bool,
     pending_unframed: u64,
     inner: PacketReader,
+    /// The client's direction: a frame with sequence id 0 starts a command,
+    /// so its payload starts with a packet (a resynchronisation point).
+    commands: bool,
+    frame_seq: u8,
+    hdr_ts: u64,
+    frame_ts: u64,
+    /// The inner stream was at a packet boundary when the frame began.
+    frame_boundary: bool,
+    /// Packets completed since the frame began.
+    frame_packets: u32,
 }
 
 impl CompressedReader {
-    pub(crate) fn new(synced: bool) -> Self {
+    pub(crate) fn new(synced: bool, commands: bool) -> Self {
         CompressedReader {
+            commands,
+            frame_seq: 0,
+            hdr_ts: 0,
+            frame_ts: 0,
+            frame_boundary: false,
+            frame_packets: 0,
             hdr: [0; 7],
             hdr_len: 0,
             body_left: 0,
@@ -87,6 +103,16 @@ impl CompressedReader {
         self.pending_wire + self.pending_unframed + self.hdr_len as u64
     }
 
+    /// Bytes that end the frame in progress (0 at a boundary), when known.
+    pub(crate) fn rest_of_unit(&self) -> Option<u64> {
+        match () {
+            _ if !self.synced => None,
+            _ if self.in_body => Some(u64::from(self.body_left)),
+            _ if self.hdr_len == 0 => Some(0),
+            _ => None,
+        }
+    }
+
     /// The next byte starts a frame whose payload starts with a packet.
     pub(crate) fn resync(&mut self) {
         self.synced = true;
@@ -98,6 +124,7 @@ impl CompressedReader {
         self.out_pos = 0;
         self.inner_gap = 0;
         self.pending_unframed = 0;
+        self.pending_wire = 0;
         self.inner.resync();
     }
 
@@ -129,8 +156,16 @@ impl CompressedReader {
                 match step {
                     Step::NeedInput => {}
                     Step::Packet(mut m) => {
+                        self.frame_packets += 1;
                         m.wire = std::mem::take(&mut self.pending_wire);
                         return Event::Packet(m.with(self.inner.prefix()));
+                    }
+                    Step::Unframed(_) if self.commands && self.frame_seq == 0 && self.frame_boundary && self.frame_packets == 0 => {
+                        // A command's frame whose packet header was not seen:
+                        // a command that cannot be read.
+                        self.frame_packets = 1;
+                        let wire = std::mem::take(&mut self.pending_wire);
+                        return Event::Packet(Meta { seq: 0, len: 0, wire, complete: false, first_ts: self.frame_ts }.with(&[]));
                     }
                     Step::Unframed(_) => {
                         let n = std::mem::take(&mut self.pending_wire);
@@ -165,6 +200,9 @@ impl CompressedReader {
             if !self.in_body {
                 if self.hdr_len < 7 {
                     if !input.data.is_empty() {
+                        if self.hdr_len == 0 {
+                            self.hdr_ts = ts;
+                        }
                         let take = (7 - self.hdr_len).min(input.data.len());
                         self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&input.data[..take]);
                         self.hdr_len += take;
@@ -172,12 +210,21 @@ impl CompressedReader {
                         continue;
                     }
                     if input.gap > 0 {
+                        // A frame header in uncaptured bytes: framing is lost;
+                        // the packet in progress ends incomplete.
                         let n = (self.hdr_len as u64).saturating_add(input.gap);
                         input.gap = 0;
-                        let pending = self.pending_wire;
+                        let pending = std::mem::take(&mut self.pending_wire);
+                        let cut = self.inner.cut();
                         self.desync();
-                        self.pending_unframed = n.saturating_add(pending);
-                        self.pending_wire = 0;
+                        self.pending_unframed = n;
+                        match cut {
+                            Some(mut m) => {
+                                m.wire = pending;
+                                return Event::Packet(m.with(self.inner.prefix()));
+                            }
+                            None => self.pending_unframed = self.pending_unframed.saturating_add(pending),
+                        }
                         continue;
                     }
                     return Event::NeedInput;
@@ -185,6 +232,14 @@ impl CompressedReader {
                 let clen = u32::from_le_bytes([self.hdr[0], self.hdr[1], self.hdr[2], 0]);
                 let ulen = u32::from_le_bytes([self.hdr[4], self.hdr[5], self.hdr[6], 0]);
                 self.hdr_len = 0;
+                self.frame_seq = self.hdr[3];
+                self.frame_ts = self.hdr_ts;
+                if self.commands && self.frame_seq == 0 && !self.inner.is_synced() {
+                    // a new command: its packet starts the frame's payload
+                    self.inner.resync();
+                }
+                self.frame_boundary = self.inner.at_boundary();
+                self.frame_packets = 0;
                 self.pending_wire += 7 + u64::from(clen);
                 self.body_left = clen;
                 self.raw = ulen == 0;
@@ -220,7 +275,7 @@ impl CompressedReader {
                 input.gap -= take;
                 self.body_left -= take as u32;
                 if self.raw {
-                    self.inner_gap += take;
+                    self.inner_gap = self.inner_gap.saturating_add(take);
                     self.ulen_left -= take.min(self.ulen_left);
                 } else {
                     self.broken = true;
@@ -335,7 +390,7 @@ mod tests {
         }
         let f1 = frame(0, &rows, true);
         let f2 = frame(1, &pkt(0, b"\x0e"), false);
-        let mut r = CompressedReader::new(true);
+        let mut r = CompressedReader::new(true, false);
         let mut all = f1.clone();
         all.extend(&f2);
         let (p, u) = run(&mut r, &[(&all, 0)]);
@@ -363,7 +418,7 @@ mod tests {
             .collect();
         let big = frame(0, &pkt(1, &noise), true);
         let next = frame(1, &pkt(2, b"end"), true);
-        let mut r = CompressedReader::new(true);
+        let mut r = CompressedReader::new(true, false);
         let (p, u) = run(&mut r, &[(&big[..64], (big.len() - 64) as u64), (&next, 0)]);
         assert_eq!(u, 0);
         assert_eq!(p.len(), 2);
@@ -374,7 +429,7 @@ mod tests {
         let mut payload = pkt(1, &noise);
         payload.extend(pkt(2, b"end"));
         let both = frame(0, &payload, true);
-        let mut r = CompressedReader::new(true);
+        let mut r = CompressedReader::new(true, false);
         let (p, u) = run(&mut r, &[(&both[..64], (both.len() - 64) as u64), (&next, 0)]);
         assert_eq!(p.len(), 1);
         assert_eq!(p.iter().map(|x| x.2).sum::<u64>() + u, (both.len() + next.len()) as u64);
@@ -383,7 +438,7 @@ mod tests {
 
     #[test]
     fn garbage_never_loops_or_panics() {
-        let mut r = CompressedReader::new(true);
+        let mut r = CompressedReader::new(true, false);
         let junk = [0x05, 0, 0, 0, 0x10, 0, 0, 0x78, 0x9c, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0];
         let _ = run(&mut r, &[(&junk, 0), (&junk, 1000), (&junk, 0)]);
     }

@@ -89,6 +89,9 @@ pub struct MysqlStats {
     pub resyncs: u64,
     /// Prepared statements evicted from the bounded table.
     pub statements_evicted: u64,
+    /// Command packets whose first byte the capture did not hold (not
+    /// reported: which command it was is unknown).
+    pub unreadable_commands: u64,
     /// COM_STMT_* commands naming a statement the table does not hold
     /// (prepared before the parser saw the connection, or evicted).
     pub unknown_statements: u64,
@@ -104,6 +107,16 @@ enum Phase {
     Auth,
     /// Commands.
     Command,
+}
+
+/// Syscalls shorter than this, while out of sync, are held to be looked at
+/// with the next one (a packet header split across two syscalls).
+const CARRY_MAX: usize = 8;
+
+#[derive(Debug, Default)]
+struct Carry {
+    bytes: Vec<u8>,
+    ts: u64,
 }
 
 /// What a packet's handler asks of the framer that produced it.
@@ -217,6 +230,11 @@ pub struct MysqlConnection {
     client_tentative: bool,
     /// Client syscalls skipped while looking for a command.
     client_skips: u32,
+    /// The connection phase was picked up from the middle (after a loss, or
+    /// on a connection seen mid-stream): its end may be missed too.
+    resynced_handshake: bool,
+    /// Per direction: a short syscall held while out of sync.
+    carry: [Carry; 2],
     /// Timestamp of the syscall being processed.
     now: u64,
 }
@@ -261,6 +279,8 @@ impl MysqlConnection {
             server_resync_armed: false,
             client_tentative: false,
             client_skips: 0,
+            resynced_handshake: false,
+            carry: [Carry::default(), Carry::default()],
             now: 0,
         }
     }
@@ -338,12 +358,73 @@ impl MysqlConnection {
         if call.is_empty() {
             return;
         }
+        // Bytes held from the other direction came before these.
+        self.flush_carry_of(match dir {
+            Direction::ClientToServer => Direction::ServerToClient,
+            Direction::ServerToClient => Direction::ClientToServer,
+        });
         self.now = ts_ns;
-        if !self.framer(dir).is_synced() && !self.try_resync(dir, &call) {
-            self.unframed(dir, call.total());
+        if !self.framer(dir).is_synced() {
+            self.resync_at(dir, call);
             return;
         }
         self.feed(dir, Input { data: call.captured, gap: call.uncaptured });
+    }
+
+    /// A syscall while `dir` is out of sync: parsed if it starts at a packet
+    /// boundary (possibly together with a few bytes held from the previous
+    /// syscall, a header split across two), else counted as unframed.
+    fn resync_at(&mut self, dir: Direction, call: Syscall<'_>) {
+        let k = usize::from(dir == Direction::ServerToClient);
+        let carry = std::mem::take(&mut self.carry[k]);
+        let joined: Vec<u8>;
+        let probe = if carry.bytes.is_empty() {
+            call
+        } else {
+            joined = [carry.bytes.as_slice(), &call.captured[..call.captured.len().min(64)]].concat();
+            let total = (carry.bytes.len() as u64).saturating_add(call.total());
+            Syscall { captured: &joined, uncaptured: total - joined.len() as u64 }
+        };
+        // a header alone is accepted only as a syscall of its own (what
+        // mysqld reads), not pieced together from two
+        let joined_ok = carry.bytes.is_empty() || probe.captured.len() > 4;
+        if joined_ok && self.try_resync(dir, &probe) {
+            if !carry.bytes.is_empty() {
+                let now = std::mem::replace(&mut self.now, carry.ts);
+                self.feed(dir, Input { data: &carry.bytes, gap: 0 });
+                self.now = now;
+            }
+            self.feed(dir, Input { data: call.captured, gap: call.uncaptured });
+            return;
+        }
+        if !carry.bytes.is_empty() {
+            self.unframed(dir, carry.bytes.len() as u64);
+            if self.state == MysqlState::Active && self.try_resync(dir, &call) {
+                self.feed(dir, Input { data: call.captured, gap: call.uncaptured });
+                return;
+            }
+        }
+        if self.state == MysqlState::Active && call.uncaptured == 0 && call.captured.len() < CARRY_MAX {
+            self.carry[k] = Carry { bytes: call.captured.to_vec(), ts: self.now };
+            return;
+        }
+        self.unframed(dir, call.total());
+    }
+
+    /// Bytes held for resynchronisation are unframed after all.
+    fn flush_carry(&mut self) {
+        self.flush_carry_of(Direction::ClientToServer);
+        self.flush_carry_of(Direction::ServerToClient);
+    }
+
+    fn flush_carry_of(&mut self, dir: Direction) {
+        let k = usize::from(dir == Direction::ServerToClient);
+        let carry = std::mem::take(&mut self.carry[k]);
+        if !carry.bytes.is_empty() && self.state == MysqlState::Active {
+            let now = std::mem::replace(&mut self.now, carry.ts);
+            self.unframed(dir, carry.bytes.len() as u64);
+            self.now = now;
+        }
     }
 
     /// The connection closed: a response in progress ends (complete, or
@@ -351,6 +432,7 @@ impl MysqlConnection {
     /// reported with [`MysqlError::NoResponse`]. `ts_ns` is accepted for
     /// symmetry; no reported timestamp uses it.
     pub fn on_close(&mut self, _ts_ns: u64) {
+        self.flush_carry();
         if self.state == MysqlState::Active {
             if let Some(f) = &self.inflight {
                 let incomplete = f.parser.is_some() && !f.maybe_done;
@@ -409,12 +491,12 @@ impl MysqlConnection {
                     match action {
                         FramerAction::None => {}
                         FramerAction::Desync => framer.desync(),
-                        FramerAction::Compress => framer.compress(),
+                        FramerAction::Compress => framer.compress(false),
                     }
                 }
             }
             if was_synced && !framer.is_synced() {
-                self.stats.resyncs += 1;
+                self.stats.resyncs = self.stats.resyncs.saturating_add(1);
             }
             if self.state != MysqlState::Active {
                 break;
@@ -494,15 +576,15 @@ impl MysqlConnection {
                 }
             }
             Some(Pending::Lost(_) | Pending::Placeholder(_)) => self.answer_run(),
-            None => self.stats.orphan_responses += 1,
+            None => self.stats.orphan_responses = self.stats.orphan_responses.saturating_add(1),
         }
     }
 
     /// A response (seen or lost) answered the run at the front.
     fn answer_run(&mut self) {
         match self.pending.answer_run() {
-            Some(Uncounted::Lost) => self.stats.lost_exchanges += 1,
-            Some(Uncounted::Unseen) => self.stats.orphan_responses += 1,
+            Some(Uncounted::Lost) => self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(1),
+            Some(Uncounted::Unseen) => self.stats.orphan_responses = self.stats.orphan_responses.saturating_add(1),
             None => {}
         }
     }

@@ -142,7 +142,6 @@ impl PacketReader {
     }
 
     /// No packet is partly read.
-    #[cfg(test)]
     pub(crate) fn at_boundary(&self) -> bool {
         self.synced && self.hdr_len == 0 && !self.in_body && self.cur.is_none()
     }
@@ -153,6 +152,16 @@ impl PacketReader {
         body + self.hdr_len as u64 + self.pending_unframed
     }
 
+    /// Bytes that end the packet in progress (0 at a boundary), when known.
+    pub(crate) fn rest_of_unit(&self) -> Option<u64> {
+        match &self.cur {
+            _ if !self.synced => None,
+            None if self.hdr_len == 0 => Some(0),
+            Some(p) if self.in_body && !p.more => Some(u64::from(self.body_left)),
+            _ => None,
+        }
+    }
+
     /// The next byte is a packet header.
     pub(crate) fn resync(&mut self) {
         self.synced = true;
@@ -161,6 +170,18 @@ impl PacketReader {
         self.body_left = 0;
         self.cur = None;
         self.pending_unframed = 0;
+    }
+
+    /// Loses sync, returning the packet in progress (incomplete), if any.
+    pub(crate) fn cut(&mut self) -> Option<Meta> {
+        let p = self.cur.take();
+        let consumed = self.partial_wire_of(p.as_ref());
+        self.desync();
+        p.map(|p| Meta { seq: p.seq, len: p.len, wire: consumed, complete: false, first_ts: p.first_ts })
+    }
+
+    fn partial_wire_of(&self, p: Option<&Partial>) -> u64 {
+        p.map_or(0, |p| p.wire.saturating_sub(u64::from(self.body_left)))
     }
 
     /// Forget the framing: later bytes are unframed until [`Self::resync`].
@@ -310,6 +331,14 @@ impl Framer {
         }
     }
 
+    /// Bytes that end the packet (compressed: frame) in progress, when known.
+    pub(crate) fn rest_of_unit(&self) -> Option<u64> {
+        match self {
+            Framer::Plain(r) => r.rest_of_unit(),
+            Framer::Compressed(r) => r.rest_of_unit(),
+        }
+    }
+
     pub(crate) fn resync(&mut self) {
         match self {
             Framer::Plain(r) => r.resync(),
@@ -328,10 +357,12 @@ impl Framer {
         matches!(self, Framer::Compressed(_))
     }
 
-    /// From the next byte on, the direction uses the compressed protocol.
-    pub(crate) fn compress(&mut self) {
+    /// From the next byte on, the direction uses the compressed protocol;
+    /// `commands`: it is the client's (frames with sequence id 0 start
+    /// commands).
+    pub(crate) fn compress(&mut self, commands: bool) {
         let synced = self.is_synced();
-        *self = Framer::Compressed(Box::new(CompressedReader::new(synced)));
+        *self = Framer::Compressed(Box::new(CompressedReader::new(synced, commands)));
     }
 
     /// Frees buffers between packets.

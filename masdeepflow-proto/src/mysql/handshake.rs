@@ -160,10 +160,10 @@ pub fn parse_client_hello(p: &[u8], server_caps: Option<u64>) -> Option<ClientHe
 /// Whether a client packet has the shape of a handshake response or
 /// SSLRequest (used on connections seen from the middle, e.g. a TLS
 /// library's plaintext after the SSLRequest): 32+ bytes, PROTOCOL_41, the
-/// 19 zero bytes of the filler (MariaDB uses the last 4 for its own
-/// capabilities).
+/// first 19 bytes of the 23-byte filler zero (MariaDB uses the last 4 for
+/// its own capabilities).
 pub(crate) fn looks_like_client_hello(p: &[u8]) -> bool {
-    p.len() >= 32 && u32::from_le_bytes([p[0], p[1], p[2], p[3]]) & (caps::PROTOCOL_41 as u32) != 0 && p[13..32].iter().all(|&b| b == 0)
+    p.len() >= 32 && u32::from_le_bytes([p[0], p[1], p[2], p[3]]) & (caps::PROTOCOL_41 as u32) != 0 && p[9..28].iter().all(|&b| b == 0)
 }
 
 /// A server packet during authentication.

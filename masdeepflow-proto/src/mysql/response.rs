@@ -151,9 +151,14 @@ impl ResponseParser {
         let Some(first) = p.first().filter(|_| p.complete) else {
             return Progress::Unreadable;
         };
-        // MariaDB progress report: an ERR with code 0xffff, not the answer.
-        if first == 0xff && p.prefix.get(1..3) == Some(&[0xff, 0xff]) {
-            return Progress::More;
+        // MariaDB progress report: an ERR with code 0xffff, not the answer
+        // (an ERR whose code was not captured could be either).
+        if first == 0xff {
+            match p.prefix.get(1..3) {
+                Some([0xff, 0xff]) => return Progress::More,
+                None => return Progress::Unreadable,
+                Some(_) => {}
+            }
         }
         match self.state {
             State::Start => self.start(p, first),
@@ -169,7 +174,7 @@ impl ResponseParser {
                     return self.error(p);
                 }
                 if is_terminator(p) {
-                    let st = self.terminator(p);
+                    let Some(st) = self.terminator(p) else { return Progress::Unreadable };
                     if st & status::CURSOR_EXISTS != 0 {
                         return self.finish(st, false);
                     }
@@ -181,7 +186,7 @@ impl ResponseParser {
                     // CLIENT_DEPRECATE_EOF: the terminator of an empty result.
                     return self.finish(st, true);
                 }
-                self.out.rows += 1;
+                self.out.rows = self.out.rows.saturating_add(1);
                 self.state = State::Rows;
                 Progress::More
             }
@@ -190,11 +195,11 @@ impl ResponseParser {
                     return self.error(p);
                 }
                 if is_terminator(p) {
-                    let st = self.terminator(p);
+                    let Some(st) = self.terminator(p) else { return Progress::Unreadable };
                     return self.finish(st, self.shape != Shape::FieldList);
                 }
                 if self.shape != Shape::FieldList {
-                    self.out.rows += 1;
+                    self.out.rows = self.out.rows.saturating_add(1);
                 }
                 Progress::More
             }
@@ -302,10 +307,10 @@ impl ResponseParser {
                 self.state = State::Rows;
                 self.on_packet(p)
             }
-            (Shape::Query | Shape::Execute { .. }, 0x00) => {
-                let st = self.ok(p);
-                self.more_or_done(st)
-            }
+            (Shape::Query | Shape::Execute { .. }, 0x00) => match self.ok(p) {
+                Some(st) => self.more_or_done(st),
+                None => Progress::Unreadable,
+            },
             (Shape::Query, 0xfb) => {
                 // LOCAL INFILE request: the client sends the file, then the
                 // server answers with OK or ERR.
@@ -336,7 +341,7 @@ impl ResponseParser {
             metadata = r.u8() != Some(0);
         }
         self.out.kind = Some(ResponseKind::Rows);
-        self.out.result_sets += 1;
+        self.out.result_sets = self.out.result_sets.saturating_add(1);
         self.state = if metadata { State::Columns { left: n } } else { State::AfterColumns };
         Progress::More
     }
@@ -379,22 +384,24 @@ impl ResponseParser {
         self.out.warnings = Some(self.out.warnings.unwrap_or(0).saturating_add(u32::from(w)));
     }
 
-    /// An OK packet (0x00, or 0xfe as a terminator): returns its status.
-    fn ok(&mut self, p: &Packet<'_>) -> u16 {
+    /// An OK packet (0x00, or 0xfe as a terminator): returns its status,
+    /// `None` when the capture cut the packet before it.
+    fn ok(&mut self, p: &Packet<'_>) -> Option<u16> {
         let is_ok = p.prefix.first() == Some(&0x00);
         if is_ok {
             self.out.kind.get_or_insert(ResponseKind::Ok);
         }
         let mut r = Reader::new(p.prefix);
         r.u8();
-        let (Some(affected), Some(id)) = (r.lenenc(), r.lenenc()) else { return 0 };
-        let st = r.u16().unwrap_or(0);
-        if let Some(w) = r.u16() {
-            self.add_warnings(w);
-        }
+        let affected = r.lenenc()?;
+        let id = r.lenenc()?;
         if is_ok {
             self.out.affected_rows = Some(self.out.affected_rows.unwrap_or(0).saturating_add(affected));
             self.out.last_insert_id = Some(id);
+        }
+        let st = r.u16()?;
+        if let Some(w) = r.u16() {
+            self.add_warnings(w);
         }
         if st & status::SESSION_STATE_CHANGED != 0 {
             let _info = r.lenenc_str();
@@ -402,18 +409,19 @@ impl ResponseParser {
                 self.out.schema = Some(schema);
             }
         }
-        st
+        Some(st)
     }
 
-    /// A terminator (EOF, or OK with 0xfe): returns its status.
-    fn terminator(&mut self, p: &Packet<'_>) -> u16 {
+    /// A terminator (EOF, or OK with 0xfe): returns its status, `None` when
+    /// the capture cut the packet before it.
+    fn terminator(&mut self, p: &Packet<'_>) -> Option<u16> {
         if p.len == 5 {
             let mut r = Reader::new(p.prefix);
             r.u8();
-            if let Some(w) = r.u16() {
-                self.add_warnings(w);
-            }
-            return r.u16().unwrap_or(0);
+            let w = r.u16()?;
+            let st = r.u16()?;
+            self.add_warnings(w);
+            return Some(st);
         }
         self.ok(p)
     }
@@ -423,7 +431,12 @@ impl ResponseParser {
         r.u8();
         self.out.kind = Some(ResponseKind::Error);
         self.out.error_code = r.u16();
-        if r.rest().first() == Some(&b'#') && r.remaining() >= 6 {
+        if r.rest().first() == Some(&b'#') {
+            if r.remaining() < 6 {
+                // cut by the capture inside the SQLSTATE
+                self.state = State::Done;
+                return Progress::Done;
+            }
             r.u8();
             let s = r.bytes(5).unwrap_or_default();
             self.out.sql_state = Some([s[0], s[1], s[2], s[3], s[4]]);

@@ -57,13 +57,13 @@ impl StatementTable {
     pub(crate) fn insert(&mut self, p: Prepared) {
         self.remove(p.id);
         if self.max_entries == 0 || p.cost() > self.max_bytes {
-            self.evictions += 1;
+            self.evictions = self.evictions.saturating_add(1);
             return;
         }
         while self.entries.len() >= self.max_entries || self.bytes + p.cost() > self.max_bytes {
             let Some(old) = self.entries.pop_front() else { break };
             self.bytes -= old.cost();
-            self.evictions += 1;
+            self.evictions = self.evictions.saturating_add(1);
         }
         self.bytes += p.cost();
         self.entries.push_back(p);

@@ -8,7 +8,7 @@ use super::super::command::{Command, parse_fields};
 use super::super::exchange::{MysqlError, MysqlExchange};
 use super::super::fingerprint::fingerprint;
 use super::super::framing::Packet;
-use super::super::handshake::{ClientHello, caps, parse_client_hello};
+use super::super::handshake::{ClientHello, HandshakeResponse, caps, parse_client_hello};
 use super::super::wire::Reader;
 use super::{FramerAction, InFlight, MysqlConnection, MysqlState, PendingCommand, Phase};
 use crate::limits::{MYSQL_HELLO_BYTES, MYSQL_QUERY_ATTRIBUTES_BYTES};
@@ -29,6 +29,12 @@ impl MysqlConnection {
             // The server speaks first: this is not a MySQL connection seen
             // from its start.
             Phase::Greeting => self.give_up(),
+            // A command (sequence id 0) where the handshake was expected: its
+            // end was not seen.
+            Phase::Hello | Phase::Auth if p.seq == 0 && self.resynced_handshake => {
+                self.phase = Phase::Command;
+                return self.command_packet(p);
+            }
             Phase::Hello => self.client_hello(p),
             Phase::Auth => {}
             Phase::Command => return self.command_packet(p),
@@ -38,7 +44,22 @@ impl MysqlConnection {
 
     fn client_hello(&mut self, p: &Packet<'_>) {
         self.client_tentative = false;
-        match parse_client_hello(p.prefix, self.server_caps) {
+        let whole = p.complete && p.prefix.len() as u64 == p.len;
+        let hello = match parse_client_hello(p.prefix, self.server_caps).filter(|_| whole) {
+            Some(h) => Some(h),
+            // cut by the capture: the capabilities (first 4 bytes) still tell
+            None if p.prefix.len() >= 4 && (p.prefix.len() as u64) < p.len => {
+                let low = u32::from_le_bytes([p.prefix[0], p.prefix[1], p.prefix[2], p.prefix[3]]);
+                let capabilities = u64::from(low);
+                if p.len == 32 && capabilities & caps::SSL != 0 {
+                    Some(ClientHello::SslRequest { capabilities })
+                } else {
+                    Some(ClientHello::Response(HandshakeResponse { capabilities, user: Vec::new(), database: None, auth_plugin: None }))
+                }
+            }
+            None => None,
+        };
+        match hello {
             Some(ClientHello::SslRequest { .. }) => {
                 self.emit(MysqlExchange {
                     command: None,
@@ -72,7 +93,7 @@ impl MysqlConnection {
             }
             Some(ClientHello::Response(h)) => {
                 self.caps = Some(self.server_caps.map_or(h.capabilities, |s| s & h.capabilities));
-                self.user = Some(Arc::from(h.user));
+                self.user = (!h.user.is_empty()).then(|| Arc::from(h.user));
                 self.database = h.database.map(Arc::from);
                 self.phase = Phase::Auth;
             }
@@ -94,12 +115,16 @@ impl MysqlConnection {
             return FramerAction::None;
         }
         let Some(first) = p.first() else {
-            // A command whose first byte was not captured.
-            if tentative {
+            // A command whose first byte was not captured (after a header
+            // that looked like a command's, when resynchronising).
+            if tentative && p.len == 0 {
                 return FramerAction::Desync;
             }
             self.before_command();
-            self.push_lost(1);
+            self.stats.unreadable_commands = self.stats.unreadable_commands.saturating_add(1);
+            if !self.pending.push_run(false, 1) {
+                self.give_up();
+            }
             return FramerAction::None;
         };
         let cmd = Command(first);
@@ -122,7 +147,7 @@ impl MysqlConnection {
         if self.pending.has_room() {
             self.pending.push_req(c);
         } else {
-            self.stats.pending_overflow += 1;
+            self.stats.pending_overflow = self.stats.pending_overflow.saturating_add(1);
             if !self.pending.push_run(false, 1) {
                 self.give_up();
             }
@@ -156,9 +181,16 @@ impl MysqlConnection {
     /// unless it is being read in sync (then the client pipelines);
     /// commands lost before it are counted.
     pub(super) fn before_command(&mut self) {
+        self.before_command_seen(true);
+    }
+
+    /// [`Self::before_command`]; `seen`: the command itself was seen (a
+    /// lost one, reported with other losses in no known order, says nothing
+    /// about pipelining).
+    pub(super) fn before_command_seen(&mut self, seen: bool) {
         if let Some(f) = &self.inflight {
             let in_sync = f.parser.is_some() && f.following && !f.maybe_done && !f.awaiting_client && self.server.is_synced();
-            if in_sync && matches!(self.pending.front(), Some(Pending::Req(_))) {
+            if seen && in_sync && matches!(self.pending.front(), Some(Pending::Req(_))) {
                 self.pipelined = true;
             } else {
                 let incomplete = f.parser.is_some() && !f.maybe_done;
@@ -169,7 +201,7 @@ impl MysqlConnection {
                 }
                 self.complete(None);
             }
-        } else if matches!(self.pending.front(), Some(Pending::Req(_))) && self.server.is_synced() {
+        } else if seen && matches!(self.pending.front(), Some(Pending::Req(_))) && self.server.is_synced() {
             // its response has not even started
             self.pipelined = true;
         }
@@ -247,7 +279,7 @@ impl MysqlConnection {
                         c.statement_id = Some(s.id);
                     }
                 }
-                None => self.stats.unknown_statements += 1,
+                None => self.stats.unknown_statements = self.stats.unknown_statements.saturating_add(1),
             }
         }
         c

@@ -23,11 +23,13 @@ impl MysqlConnection {
 
     pub(super) fn server_packet(&mut self, p: &Packet<'_>) -> FramerAction {
         match self.phase {
-            Phase::Greeting => match parse_greeting(p.prefix) {
+            Phase::Greeting => match parse_greeting(p.prefix).filter(|_| p.prefix.len() as u64 == p.len) {
                 Some(g) if p.seq == 0 => {
                     self.server_caps = Some(g.capabilities);
                     self.phase = Phase::Hello;
                 }
+                // cut by the capture: a greeting by its first bytes
+                None if p.seq == 0 && p.first() == Some(10) && (p.prefix.len() as u64) < p.len => self.phase = Phase::Hello,
                 // An ERR instead of a greeting (host blocked, too many
                 // connections), or not MySQL.
                 _ => self.give_up(),
@@ -42,7 +44,7 @@ impl MysqlConnection {
                         self.database = Some(s.as_slice().into());
                     }
                     if self.caps.is_some_and(|c| c & caps::COMPRESS != 0) {
-                        self.client.compress();
+                        self.client.compress(true);
                         self.compressed = true;
                         return FramerAction::Compress;
                     }
@@ -61,9 +63,10 @@ impl MysqlConnection {
                 // complete unless this packet is the optional trailing EOF
                 !f.parser.as_ref().is_some_and(|x| x.continues(p))
             } else {
-                // a pipelining client: a new response (sequence id 1) ends
-                // the one answering a lost command
-                self.pipelined && f.parser.is_none() && !f.detached && p.seq == 1 && f.packets > 0
+                // A response not followed (it answers a lost command, or a
+                // packet of it was unreadable) while more commands wait: the
+                // next first packet (sequence id 1) starts the next response.
+                (f.parser.is_none() || !f.following) && !f.detached && p.seq == 1 && f.packets > 0 && self.pending.len() > 1
             };
             if ends_before {
                 self.complete(None);

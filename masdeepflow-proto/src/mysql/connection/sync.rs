@@ -9,12 +9,11 @@
 //! in progress, which is marked approximate.
 
 use super::super::command::Command;
-use super::super::handshake::{looks_like_client_hello, parse_greeting};
-use super::super::response::ResponseParser;
+use super::super::handshake::{caps, looks_like_client_hello, parse_greeting};
 use super::client::plausible_command;
 use super::{InFlight, MysqlConnection, Phase};
 use crate::exchange::Direction;
-use crate::stream::{Pending, Syscall, Uncounted};
+use crate::stream::{Pending, Syscall};
 
 impl MysqlConnection {
     /// At the start of a syscall while `dir` is out of sync: whether it
@@ -24,18 +23,21 @@ impl MysqlConnection {
         match dir {
             Direction::ClientToServer => {
                 let ok = if self.client.is_compressed() {
-                    plausible_frame(data, call.total(), 0)
+                    plausible_frame(data, call.total(), Some(0))
                 } else if client_start(data, call.total()) {
                     true
                 } else if self.phase == Phase::Command && self.pending.is_empty() && hello_start(data) {
                     // a handshake response seen from the middle (after TLS, or
-                    // the greeting missed)
+                    // the greeting missed): the server's answer starts its
+                    // next syscall
                     self.phase = Phase::Hello;
+                    self.resynced_handshake = true;
+                    self.server.desync();
                     true
-                } else if self.cfg.mid_stream && self.phase == Phase::Command && plausible_frame(data, call.total(), 0) {
+                } else if self.caps.is_none() && self.phase == Phase::Command && plausible_frame(data, call.total(), Some(0)) {
                     // a compressed connection seen from the middle
-                    self.client.compress();
-                    self.server.compress();
+                    self.client.compress(true);
+                    self.server.compress(false);
                     self.server.desync();
                     self.compressed = true;
                     true
@@ -44,7 +46,9 @@ impl MysqlConnection {
                 };
                 if ok {
                     self.client.resync();
-                    self.client_tentative = true;
+                    // one whole packet with sequence id 0 filling the syscall
+                    // is a command even when its byte is not a known one
+                    self.client_tentative = !self.client.is_compressed() && !exact_packet(data, call.total());
                     self.client_skips = 0;
                     return true;
                 }
@@ -55,16 +59,29 @@ impl MysqlConnection {
                 false
             }
             Direction::ServerToClient => {
-                if self.cfg.mid_stream && self.phase == Phase::Command && self.pending.is_empty() && greeting_start(data) {
+                if self.phase == Phase::Command && self.pending.is_empty() && greeting_start(data) {
                     self.phase = Phase::Greeting;
+                    self.resynced_handshake = true;
                     self.server.resync();
                     self.client.resync();
                     return true;
                 }
-                if !self.server_resync_armed || self.pending.is_empty() {
+                if matches!(self.phase, Phase::Hello | Phase::Auth) {
+                    // the auth exchange: any packet start
+                    let ok = data.len() >= 5 && data[3] >= 1;
+                    if ok {
+                        self.server.resync();
+                    }
+                    return ok;
+                }
+                // After a command (the client speaking after the server), or
+                // while a pipelining client waits for further responses.
+                let pipelined_wait = self.pending.len() > 1 && self.inflight.is_some();
+                if !(self.server_resync_armed || pipelined_wait) || self.pending.is_empty() {
                     return false;
                 }
-                let ok = if self.server.is_compressed() { plausible_frame(data, call.total(), 1) } else { response_start(data) };
+                // (a compressed sequence id goes on from the command's frames)
+                let ok = if self.server.is_compressed() { plausible_frame(data, call.total(), None) } else { response_start(data) };
                 if ok {
                     self.server.resync();
                     self.server_resync_armed = false;
@@ -90,11 +107,11 @@ impl MysqlConnection {
                     c.approximate = true;
                 }
             }
+            Direction::ServerToClient if self.phase != Phase::Command => {}
             Direction::ServerToClient => {
+                // (a response that might have been complete takes them too: the
+                // server sends nothing unasked, so they continue it)
                 let now = self.now;
-                if self.inflight.as_ref().is_some_and(|f| f.maybe_done) {
-                    self.complete(None);
-                }
                 let f = self.inflight.get_or_insert_with(|| {
                     let mut f = InFlight::new(None, now);
                     f.start_unseen = true;
@@ -103,6 +120,7 @@ impl MysqlConnection {
                 f.bytes = f.bytes.saturating_add(n);
                 f.last_ts = now;
                 f.following = false;
+                f.maybe_done = false;
                 f.approximate = true;
             }
         }
@@ -129,7 +147,15 @@ impl MysqlConnection {
             }
             return;
         }
+        self.flush_carry();
         self.now = ts_ns;
+        if self.phase != Phase::Command {
+            self.lost_in_handshake(dir);
+            if starts == 0 {
+                // connection-phase bytes: attributed to no command
+                return;
+            }
+        }
         let gap = super::Input { data: &[], gap: bytes };
         if starts == 0 {
             if self.framer(dir).is_synced() {
@@ -141,13 +167,14 @@ impl MysqlConnection {
         }
         match dir {
             Direction::ClientToServer => {
-                if self.phase != Phase::Command {
-                    // the handshake was lost: capabilities are unknown now
-                    self.phase = Phase::Command;
+                // The command in progress ended in the lost bytes, before
+                // the first lost start: finish it by its length.
+                if let Some(rest) = self.client.rest_of_unit().filter(|&r| r > 0 && r <= bytes) {
+                    self.feed(dir, super::Input { data: &[], gap: rest });
                 }
                 self.client.desync();
                 self.client_tentative = false;
-                self.before_command();
+                self.before_command_seen(false);
                 self.push_lost(starts);
             }
             Direction::ServerToClient => {
@@ -169,8 +196,16 @@ impl MysqlConnection {
                     }
                 }
                 while starts > 0 && !self.pending.is_empty() {
-                    self.lose_response();
-                    starts -= 1;
+                    if matches!(self.pending.front(), Some(Pending::Lost(_) | Pending::Placeholder(_))) {
+                        // a run answered in one step
+                        let (lost, unseen) = self.pending.answer_runs(starts);
+                        self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(lost);
+                        self.stats.orphan_responses = self.stats.orphan_responses.saturating_add(unseen);
+                        starts -= lost + unseen;
+                    } else {
+                        self.lose_response();
+                        starts -= 1;
+                    }
                 }
                 self.server.desync();
                 // the lost response's remaining bytes answer nothing more
@@ -181,31 +216,45 @@ impl MysqlConnection {
         }
     }
 
+    /// Part of the connection phase was lost: go on as on a connection seen
+    /// from the middle, keeping what is known (compression negotiated by a
+    /// handshake response that was seen starts after the lost auth answer).
+    fn lost_in_handshake(&mut self, dir: Direction) {
+        // Compression starts after the auth answer; losses during the auth
+        // exchange leave it unknown whether that answer came: assume it did
+        // (the next command will tell).
+        let _ = dir;
+        let compress = self.phase == Phase::Auth && self.caps.is_some_and(|c| c & caps::COMPRESS != 0);
+        if self.phase != Phase::Auth {
+            self.caps = None;
+        }
+        self.phase = Phase::Command;
+        self.resynced_handshake = true;
+        if compress {
+            self.client.compress(true);
+            self.server.compress(false);
+            self.compressed = true;
+        }
+        self.client.desync();
+        self.server.desync();
+    }
+
     /// A response start was lost: the command it answered is lost too.
     fn lose_response(&mut self) {
         match self.pending.front() {
             Some(Pending::Req(_)) => {
                 self.pending.pop_req();
-                self.stats.lost_exchanges += 1;
+                self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(1);
             }
-            Some(Pending::Lost(_) | Pending::Placeholder(_)) => match self.pending.answer_run() {
-                Some(Uncounted::Lost) => self.stats.lost_exchanges += 1,
-                Some(Uncounted::Unseen) => self.stats.orphan_responses += 1,
-                None => {}
-            },
-            None => self.stats.orphan_responses += 1,
+            Some(Pending::Lost(_) | Pending::Placeholder(_)) => self.answer_run(),
+            None => self.stats.orphan_responses = self.stats.orphan_responses.saturating_add(1),
         }
-    }
-
-    #[allow(dead_code)]
-    fn parser_for_front(&self) -> Option<ResponseParser> {
-        None
     }
 }
 
 /// A syscall starting with a command packet: sequence id 0, a known
 /// command of a plausible length. A 4-byte syscall holding only a header
-/// (what mysqld reads first) is accepted on its header; the packet is
+/// (what mysqld reads first) is accepted on its header); the packet is
 /// checked when complete.
 fn client_start(data: &[u8], total: u64) -> bool {
     if data.len() < 4 || data[3] != 0 {
@@ -216,9 +265,16 @@ fn client_start(data: &[u8], total: u64) -> bool {
         return false;
     }
     match data.get(4) {
-        Some(&b) => plausible_command(Command(b), len),
+        // clients write a command in one syscall (a long one in several of
+        // at least 16 KiB)
+        Some(&b) => (plausible_command(Command(b), len) && (len + 4 <= total || total >= 16 * 1024)) || exact_packet(data, total),
         None => total == 4,
     }
+}
+
+/// The syscall is exactly one packet with sequence id 0.
+fn exact_packet(data: &[u8], total: u64) -> bool {
+    data.len() >= 5 && data[3] == 0 && u64::from(u32::from_le_bytes([data[0], data[1], data[2], 0])) + 4 == total
 }
 
 /// A syscall starting with the first packet of a response (sequence id 1).
@@ -234,20 +290,29 @@ fn greeting_start(data: &[u8]) -> bool {
     data.len() > 4 && data[3] == 0 && parse_greeting(&data[4..]).is_some()
 }
 
-/// A syscall starting with a compressed frame of sequence id `seq` whose
-/// payload is stored or starts with a zlib header.
-fn plausible_frame(data: &[u8], total: u64, seq: u8) -> bool {
-    if data.len() < 9 || data[3] != seq {
+/// A syscall starting with a compressed frame of sequence id `seq` (any
+/// but 0 when `None`, a server's) whose payload is stored and starts with
+/// a command (client) or a packet (server), or starts with a zlib header.
+fn plausible_frame(data: &[u8], total: u64, seq: Option<u8>) -> bool {
+    if data.len() < 9 || seq.map_or(data[3] == 0, |s| data[3] != s) {
         return false;
     }
     let clen = u64::from(u32::from_le_bytes([data[0], data[1], data[2], 0]));
     let ulen = u32::from_le_bytes([data[4], data[5], data[6], 0]);
-    if clen == 0 || clen + 7 > total.max(clen + 7) {
+    let _ = total;
+    if clen == 0 {
         return false;
     }
     if ulen == 0 {
         let inner = &data[7..];
-        return inner.len() >= 5 && u64::from(u32::from_le_bytes([inner[0], inner[1], inner[2], 0])) + 4 <= clen;
+        let len = u64::from(u32::from_le_bytes([inner[0], inner[1], 0, 0]) | u32::from(inner.get(2).copied().unwrap_or(0)) << 16);
+        if inner.len() < 5 || len + 4 > clen {
+            return false;
+        }
+        return match seq {
+            Some(0) => inner[3] == 0 && plausible_command(Command(inner[4]), len),
+            _ => inner[3] >= 1,
+        };
     }
-    data[7] == 0x78 && (u16::from(data[7]) << 8 | u16::from(data[8])) % 31 == 0
+    data[7] == 0x78 && (u16::from(data[7]) << 8 | u16::from(data[8])) % 31 == 0 && u64::from(ulen) >= clen / 2
 }
