@@ -318,3 +318,34 @@ fn mid_stream_connections_are_picked_up_at_the_next_command() {
         }
     }
 }
+
+/// Written from the MySQL documentation (tools/mysql8_fixtures.py):
+/// caching_sha2 full authentication, query attributes, MySQL 8 error code.
+#[test]
+fn mysql8_caching_sha2_and_query_attributes() {
+    let chunks = load("mysql8_caching_sha2");
+    let (ex, c) = run(&chunks);
+    let caps = c.capabilities().expect("handshake seen");
+    assert_ne!(caps & (1 << 27), 0, "CLIENT_QUERY_ATTRIBUTES");
+    assert_ne!(caps & (1 << 24), 0, "CLIENT_DEPRECATE_EOF");
+    assert_eq!(names(&ex), ["COM_QUERY", "COM_QUERY", "COM_QUERY", "COM_QUIT"]);
+    // the attributes are skipped: the statement is the SQL
+    assert_eq!(stmt(&ex[0]), "SELECT name FROM parts WHERE id = 7");
+    assert_eq!(ex[0].fingerprint.as_deref(), Some("SELECT name FROM parts WHERE id = ?"));
+    assert_eq!((ex[0].response, ex[0].rows, ex[0].result_sets), (Some(ResponseKind::Rows), Some(1), 1));
+    assert_eq!((ex[0].user.as_deref(), ex[0].database.as_deref()), (Some(&b"app8"[..]), Some(&b"inventory"[..])));
+    assert_eq!(stmt(&ex[1]), "INSERT INTO parts VALUES (8, 'nut', -1)");
+    assert_eq!((ex[1].error_code, ex[1].sql_state_str().as_deref()), (Some(3819), Some("HY000")));
+    assert_eq!(ex[1].error_message.as_deref(), Some(&b"Check constraint 'parts_chk_1' is violated."[..]));
+    assert_eq!((stmt(&ex[2]).as_str(), ex[2].rows), ("SELECT id FROM parts", Some(2)));
+    assert!(ex.iter().all(|e| e.error.is_none() && !e.approximate));
+    let (hello, auth) = (
+        chunks[1].bytes.len() + chunks[3].bytes.len() + chunks[5].bytes.len(),
+        chunks[2].bytes.len() + chunks[4].bytes.len() + chunks[6].bytes.len(),
+    );
+    assert_bytes_add_up(&chunks, &ex, hello as u64, (chunks[0].bytes.len() + auth) as u64);
+    // seen from the middle: the attributes are recognised by shape
+    let (ex, _) = run_with(&chunks[7..], MysqlConfig { mid_stream: true, ..MysqlConfig::default() }, usize::MAX);
+    assert_eq!((stmt(&ex[0]).as_str(), ex[0].rows), ("SELECT name FROM parts WHERE id = 7", Some(1)));
+    assert_eq!(stmt(&ex[1]), "INSERT INTO parts VALUES (8, 'nut', -1)");
+}

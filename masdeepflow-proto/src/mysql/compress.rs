@@ -134,6 +134,16 @@ impl CompressedReader {
         self.inner.desync();
     }
 
+    /// Loses sync, returning the inner packet in progress (incomplete).
+    pub(crate) fn cut(&mut self) -> Option<(Meta, &[u8])> {
+        let pending = std::mem::take(&mut self.pending_wire);
+        let cut = if self.inner.is_synced() { self.inner.cut() } else { None };
+        self.desync();
+        let mut m = cut?;
+        m.wire = pending;
+        Some((m, self.inner.prefix()))
+    }
+
     pub(crate) fn shrink(&mut self) {
         self.inner.shrink();
         if self.out_pos >= self.out_len && !self.in_body {

@@ -230,6 +230,8 @@ pub struct MysqlConnection {
     client_tentative: bool,
     /// Client syscalls skipped while looking for a command.
     client_skips: u32,
+    /// A command was parsed on this connection.
+    seen_command: bool,
     /// The connection phase was picked up from the middle (after a loss, or
     /// on a connection seen mid-stream): its end may be missed too.
     resynced_handshake: bool,
@@ -279,6 +281,7 @@ impl MysqlConnection {
             server_resync_armed: false,
             client_tentative: false,
             client_skips: 0,
+            seen_command: false,
             resynced_handshake: false,
             carry: [Carry::default(), Carry::default()],
             now: 0,
@@ -507,6 +510,18 @@ impl MysqlConnection {
         if self.state != MysqlState::Active {
             self.release();
         }
+    }
+
+    /// The client side loses sync: a command in progress is taken as it
+    /// is (incomplete).
+    fn cut_client(&mut self) {
+        let mut framer = std::mem::replace(&mut self.client, Framer::Plain(PacketReader::new(false)));
+        if let Some((m, prefix)) = framer.cut() {
+            let p = m.with(prefix);
+            let _ = self.client_packet(&p);
+        }
+        framer.desync();
+        self.client = framer;
     }
 
     /// Bytes of the next packet's payload worth keeping in `dir`.

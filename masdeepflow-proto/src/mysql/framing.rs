@@ -331,6 +331,15 @@ impl Framer {
         }
     }
 
+    /// Loses sync, returning the packet in progress (incomplete) and its
+    /// prefix, if any.
+    pub(crate) fn cut(&mut self) -> Option<(Meta, &[u8])> {
+        match self {
+            Framer::Plain(r) => r.cut().map(|m| (m, r.prefix())),
+            Framer::Compressed(r) => r.cut(),
+        }
+    }
+
     /// Bytes that end the packet (compressed: frame) in progress, when known.
     pub(crate) fn rest_of_unit(&self) -> Option<u64> {
         match self {

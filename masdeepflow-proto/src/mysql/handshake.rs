@@ -57,7 +57,8 @@ pub fn parse_greeting(p: &[u8]) -> Option<Greeting> {
         return None;
     }
     let version = r.nul_str()?;
-    if version.is_empty() || version.len() > 64 || !version.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+    if !version.first().is_some_and(u8::is_ascii_digit) || version.len() > 64 || !version.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+    {
         return None;
     }
     let connection_id = r.u32()?;

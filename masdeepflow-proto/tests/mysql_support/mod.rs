@@ -223,16 +223,13 @@ pub fn run_calls(calls: &[Call], cfg: MysqlConfig, cap: usize, lost: impl Fn(usi
     (out, c)
 }
 
-/// Bytes of the connection phase of each recording: (client hello, server
-/// greeting + auth answer).
+/// Bytes of the connection phase of a recording: (client: handshake
+/// response and auth data, server: greeting and auth answers), the chunks
+/// before the first command's.
 pub fn handshake_bytes(name: &str) -> (u64, u64) {
-    match name {
-        "cli_session" | "cli_compress" => (216, 124),
-        "pymysql_session" => (143, 115),
-        "raw_binary" => (88, 115),
-        "sysbench_ps" => (197, 124),
-        _ => panic!("no handshake sizes for {name}"),
-    }
+    let chunks = load(name);
+    let first = first_command_chunk(&chunks);
+    totals(&chunks[..first])
 }
 
 /// Recorded chunks of a pipelined exchange: a client write holding two

@@ -132,6 +132,7 @@ impl MysqlConnection {
             return FramerAction::Desync;
         }
         self.client_skips = 0;
+        self.seen_command = true;
         self.before_command();
         let c = self.build_command(cmd, p);
         if cmd.has_no_response() {

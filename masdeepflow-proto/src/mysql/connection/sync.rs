@@ -26,7 +26,7 @@ impl MysqlConnection {
                     plausible_frame(data, call.total(), Some(0))
                 } else if client_start(data, call.total()) {
                     true
-                } else if self.phase == Phase::Command && self.pending.is_empty() && hello_start(data) {
+                } else if self.phase == Phase::Command && !self.seen_command && hello_start(data) {
                     // a handshake response seen from the middle (after TLS, or
                     // the greeting missed): the server's answer starts its
                     // next syscall
@@ -59,7 +59,9 @@ impl MysqlConnection {
                 false
             }
             Direction::ServerToClient => {
-                if self.phase == Phase::Command && self.pending.is_empty() && greeting_start(data) {
+                // a greeting: only on a connection seen from the middle before
+                // any command
+                if self.cfg.mid_stream && !self.seen_command && self.phase == Phase::Command && greeting_start(data) {
                     self.phase = Phase::Greeting;
                     self.resynced_handshake = true;
                     self.server.resync();
@@ -172,7 +174,7 @@ impl MysqlConnection {
                 if let Some(rest) = self.client.rest_of_unit().filter(|&r| r > 0 && r <= bytes) {
                     self.feed(dir, super::Input { data: &[], gap: rest });
                 }
-                self.client.desync();
+                self.cut_client();
                 self.client_tentative = false;
                 self.before_command_seen(false);
                 self.push_lost(starts);
