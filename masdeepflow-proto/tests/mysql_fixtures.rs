@@ -349,3 +349,25 @@ fn mysql8_caching_sha2_and_query_attributes() {
     assert_eq!((stmt(&ex[0]).as_str(), ex[0].rows), ("SELECT name FROM parts WHERE id = 7", Some(1)));
     assert_eq!(stmt(&ex[1]), "INSERT INTO parts VALUES (8, 'nut', -1)");
 }
+
+/// The agent drives both protocols through one trait.
+#[test]
+fn both_parsers_behind_one_trait() {
+    use masdeepflow_proto::{ConnectionParser, Http1Connection, mysql::MysqlConnection};
+    fn drive<P: ConnectionParser>(p: &mut P, calls: &[(masdeepflow_proto::Direction, &[u8])]) -> (usize, u64) {
+        let mut n = 0;
+        for (i, (dir, bytes)) in calls.iter().enumerate() {
+            p.on_data(*dir, bytes, bytes.len() as u64, i as u64);
+            n += p.drain().count();
+        }
+        p.on_lost(C2S, 1, 40, 99);
+        p.on_close(100);
+        n += p.drain().count();
+        (n, p.lost_exchanges())
+    }
+    let chunks = load("sysbench_ps");
+    let calls: Vec<_> = chunks.iter().map(|c| (c.dir, c.bytes.as_slice())).collect();
+    assert_eq!(drive(&mut MysqlConnection::new(), &calls), (8, 1));
+    let http: [(masdeepflow_proto::Direction, &[u8]); 2] = [(C2S, b"GET / HTTP/1.1\r\n\r\n"), (S2C, b"HTTP/1.1 204 No Content\r\n\r\n")];
+    assert_eq!(drive(&mut Http1Connection::new(), &http), (1, 1));
+}

@@ -26,6 +26,8 @@ mod client;
 mod server;
 mod sync;
 
+pub(crate) use sync::plausible_command_start;
+
 /// How a [`MysqlConnection`] starts and what it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MysqlConfig {

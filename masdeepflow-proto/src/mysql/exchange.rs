@@ -79,7 +79,7 @@ pub struct MysqlExchange {
     /// The statement's full length in bytes, when known (also past the
     /// capture and across continuation packets).
     pub statement_len: Option<u64>,
-    /// [`super::fingerprint`] of `statement` (computed once per prepared
+    /// [`super::fingerprint()`] of `statement` (computed once per prepared
     /// statement).
     pub fingerprint: Option<Arc<str>>,
     /// COM_STMT_* commands: the id they name; COM_STMT_PREPARE: the id the

@@ -19,7 +19,7 @@
 //! * [`MysqlConnection`] (`connection.rs`): the stitcher pairing commands
 //!   with responses into [`MysqlExchange`]s, tracking the prepared
 //!   statements (`statements.rs`), the current schema and user.
-//! * [`fingerprint`]: statement normalization, a pure function.
+//! * [`fingerprint()`]: statement normalization, a pure function.
 //!
 //! # Exactness
 //!
@@ -55,6 +55,7 @@
 mod command;
 mod compress;
 mod connection;
+pub mod detect;
 mod exchange;
 pub mod fingerprint;
 mod framing;

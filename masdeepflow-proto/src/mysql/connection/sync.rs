@@ -258,6 +258,10 @@ impl MysqlConnection {
 /// command of a plausible length. A 4-byte syscall holding only a header
 /// (what mysqld reads first) is accepted on its header); the packet is
 /// checked when complete.
+pub(crate) fn plausible_command_start(data: &[u8], total: u64) -> bool {
+    client_start(data, total)
+}
+
 fn client_start(data: &[u8], total: u64) -> bool {
     if data.len() < 4 || data[3] != 0 {
         return false;
