@@ -17,15 +17,17 @@
 /// Longest fingerprint produced, in bytes.
 pub const MAX_FINGERPRINT: usize = 64 * 1024;
 
+use std::borrow::Cow;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    /// A keyword (upper-cased) or function name.
-    Keyword(String),
-    /// Identifier, quoted identifier, variable.
-    Word(String),
+enum Tok<'a> {
+    /// A keyword or function name, upper-cased (from the tables).
+    Keyword(&'static str),
+    /// Identifier, quoted identifier, variable (borrowed when valid UTF-8).
+    Word(Cow<'a, str>),
     Literal,
     /// `(`, `)`, `,`, `.`, `;` or an operator.
-    Punct(String),
+    Punct(&'a str),
 }
 
 /// Normalizes `sql` into its fingerprint.
@@ -34,8 +36,10 @@ pub fn fingerprint(sql: &[u8]) -> String {
     let mut out = String::with_capacity(sql.len().min(MAX_FINGERPRINT));
     let mut prev: Option<&Tok> = None;
     for (t, spaced) in &toks {
-        let text = match t {
-            Tok::Keyword(s) | Tok::Word(s) | Tok::Punct(s) => s.as_str(),
+        let text: &str = match t {
+            Tok::Keyword(s) => s,
+            Tok::Word(s) => s,
+            Tok::Punct(s) => s,
             Tok::Literal => "?",
         };
         if let Some(p) = prev
@@ -53,7 +57,7 @@ pub fn fingerprint(sql: &[u8]) -> String {
 }
 
 fn space_between(prev: &Tok, t: &Tok, spaced: bool) -> bool {
-    let p = |t: &Tok, s: &str| matches!(t, Tok::Punct(x) if x == s);
+    let p = |t: &Tok, s: &str| matches!(t, Tok::Punct(x) if *x == s);
     if p(t, ",") || p(t, ")") || p(t, ".") || p(t, ";") || p(prev, "(") || p(prev, ".") {
         return false;
     }
@@ -63,15 +67,15 @@ fn space_between(prev: &Tok, t: &Tok, spaced: bool) -> bool {
             Tok::Keyword(k) => !is_function(k),
             Tok::Word(_) => spaced,
             Tok::Literal => true,
-            Tok::Punct(x) => x != "(",
+            Tok::Punct(x) => *x != "(",
         };
     }
     true
 }
 
 /// Tokens, each with whether whitespace or a comment preceded it.
-fn tokenize(sql: &[u8]) -> Vec<(Tok, bool)> {
-    let mut toks: Vec<Tok> = Vec::new();
+fn tokenize(sql: &[u8]) -> Vec<(Tok<'_>, bool)> {
+    let mut toks: Vec<Tok<'_>> = Vec::with_capacity(sql.len() / 3 + 1);
     let mut spaced: Vec<bool> = Vec::new();
     let mut i = 0;
     let n = sql.len();
@@ -97,7 +101,7 @@ fn tokenize(sql: &[u8]) -> Vec<(Tok, bool)> {
                 i = skip_quoted(sql, i, c);
                 // an introducer (_utf8mb4'x') or prefix (N'x', X'1f', B'01') is part of the literal
                 if let Some(Tok::Word(w)) = toks.last()
-                    && (w.starts_with('_') || ["n", "x", "b"].contains(&w.to_ascii_lowercase().as_str()))
+                    && (w.starts_with('_') || ["n", "x", "b", "N", "X", "B"].contains(&w.as_ref()))
                 {
                     toks.pop();
                 }
@@ -105,7 +109,7 @@ fn tokenize(sql: &[u8]) -> Vec<(Tok, bool)> {
             }
             b'`' => {
                 let end = skip_quoted(sql, i, b'`');
-                toks.push(Tok::Word(String::from_utf8_lossy(&sql[i..end]).into_owned()));
+                toks.push(Tok::Word(String::from_utf8_lossy(&sql[i..end])));
                 i = end;
             }
             b'0'..=b'9' => {
@@ -117,7 +121,7 @@ fn tokenize(sql: &[u8]) -> Vec<(Tok, bool)> {
                 push_literal(&mut toks);
             }
             b'(' | b')' | b',' | b'.' | b';' => {
-                toks.push(Tok::Punct((c as char).to_string()));
+                toks.push(Tok::Punct(ascii(&sql[i..i + 1])));
                 i += 1;
             }
             b'?' => {
@@ -130,12 +134,10 @@ fn tokenize(sql: &[u8]) -> Vec<(Tok, bool)> {
                 while i < n && (is_word_byte(sql[i]) || sql[i] == b'@' || sql[i] >= 0x80) {
                     i += 1;
                 }
-                let w = String::from_utf8_lossy(&sql[start..i]).into_owned();
-                let upper = w.to_ascii_uppercase();
-                if is_keyword(&upper) {
-                    toks.push(Tok::Keyword(upper));
-                } else {
-                    toks.push(Tok::Word(w));
+                let w = &sql[start..i];
+                match keyword(w) {
+                    Some(k) => toks.push(Tok::Keyword(k)),
+                    None => toks.push(Tok::Word(String::from_utf8_lossy(w))),
                 }
             }
             _ => {
@@ -146,7 +148,7 @@ fn tokenize(sql: &[u8]) -> Vec<(Tok, bool)> {
                 if i == start {
                     i += 1;
                 }
-                toks.push(Tok::Punct(String::from_utf8_lossy(&sql[start..i]).into_owned()));
+                toks.push(Tok::Punct(ascii(&sql[start..i])));
             }
         }
         if matches!(c, b'#' | b'-' | b'/') && toks.len() == before {
@@ -162,14 +164,14 @@ fn tokenize(sql: &[u8]) -> Vec<(Tok, bool)> {
 }
 
 /// A literal; a preceding sign that cannot be a binary operator joins it.
-fn push_literal(toks: &mut Vec<Tok>) {
+fn push_literal(toks: &mut Vec<Tok<'_>>) {
     if let Some(Tok::Punct(s)) = toks.last()
-        && (s == "-" || s == "+")
+        && (*s == "-" || *s == "+")
     {
         let before = toks.len().checked_sub(2).map(|k| &toks[k]);
         let unary = match before {
             None => true,
-            Some(Tok::Punct(p)) => p != ")",
+            Some(Tok::Punct(p)) => *p != ")",
             Some(Tok::Keyword(k)) => !is_function(k),
             Some(Tok::Word(_) | Tok::Literal) => false,
         };
@@ -184,9 +186,9 @@ fn push_literal(toks: &mut Vec<Tok>) {
 fn collapse(toks: Vec<(Tok, bool)>) -> Vec<(Tok, bool)> {
     let mut out: Vec<(Tok, bool)> = Vec::with_capacity(toks.len());
     let mut i = 0;
-    let is = |t: Option<&(Tok, bool)>, s: &str| matches!(t, Some((Tok::Punct(x), _)) if x == s);
+    let is = |t: Option<&(Tok, bool)>, s: &str| matches!(t, Some((Tok::Punct(x), _)) if *x == s);
     let value = |t: Option<&(Tok, bool)>| {
-        matches!(t, Some((Tok::Literal, _))) || matches!(t, Some((Tok::Keyword(k), _)) if k == "NULL" || k == "DEFAULT")
+        matches!(t, Some((Tok::Literal, _))) || matches!(t, Some((Tok::Keyword(k), _)) if *k == "NULL" || *k == "DEFAULT")
     };
     // Length of a "(v, v, …)" group at j of values only, or None.
     let group = |j: usize| -> Option<usize> {
@@ -213,7 +215,7 @@ fn collapse(toks: Vec<(Tok, bool)>) -> Vec<(Tok, bool)> {
         out.push(t.clone());
         i += 1;
         let kw = match &t.0 {
-            Tok::Keyword(k) if k == "IN" || k == "VALUES" || k == "VALUE" => k.clone(),
+            Tok::Keyword(k) if *k == "IN" || *k == "VALUES" || *k == "VALUE" => *k,
             _ => continue,
         };
         let Some(len) = group(i) else { continue };
@@ -226,9 +228,9 @@ fn collapse(toks: Vec<(Tok, bool)>) -> Vec<(Tok, bool)> {
                 }
             }
         }
-        out.push((Tok::Punct("(".into()), true));
-        out.push((Tok::Punct("...".into()), false));
-        out.push((Tok::Punct(")".into()), false));
+        out.push((Tok::Punct("("), true));
+        out.push((Tok::Punct("..."), false));
+        out.push((Tok::Punct(")"), false));
         i = end;
     }
     out
@@ -292,11 +294,26 @@ fn skip_number(sql: &[u8], start: usize) -> usize {
 }
 
 fn is_function(k: &str) -> bool {
-    FUNCTIONS.binary_search(&k).is_ok()
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| FUNCTIONS.iter().copied().collect()).contains(k)
 }
 
-fn is_keyword(w: &str) -> bool {
-    KEYWORDS.binary_search(&w).is_ok() || is_function(w)
+/// The table's upper-case spelling of `w`, when it is a keyword or
+/// function name (upper-cased on the stack, no allocation).
+fn keyword(w: &[u8]) -> Option<&'static str> {
+    let mut buf = [0u8; 24];
+    let up = buf.get_mut(..w.len())?;
+    for (d, s) in up.iter_mut().zip(w) {
+        *d = s.to_ascii_uppercase();
+    }
+    let up = std::str::from_utf8(up).ok()?;
+    static WORDS: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    WORDS.get_or_init(|| KEYWORDS.iter().chain(FUNCTIONS).copied().collect()).get(up).copied()
+}
+
+/// Operator and punctuation bytes as text (ASCII; anything else as `?`).
+fn ascii(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("?")
 }
 
 /// Keywords upper-cased in fingerprints (sorted).
