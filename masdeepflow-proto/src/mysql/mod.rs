@@ -40,6 +40,38 @@
 //! response (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA, COM_QUIT) may then
 //! shift the pairing.
 //!
+//! # Capture limits, lost syscalls, resynchronisation
+//!
+//! Bytes past a syscall's capture are skipped by packet length, so sizes,
+//! statement lengths and framing stay exact as long as the packet headers
+//! were captured. When a header falls in uncaptured or lost bytes the
+//! direction loses its framing: the message in progress is reported with
+//! what was read of it (`approximate: true`), the client side resumes at the
+//! next syscall that starts with a plausible command (a packet header with
+//! sequence id 0, a known command of a plausible length, or exactly one
+//! packet; on a compressed connection any frame with sequence id 0), the
+//! server side at the first syscall starting like a response once the
+//! client has sent its next command. A few bytes (a header split across two
+//! syscalls) are held to be looked at with the next syscall.
+//!
+//! [`MysqlConnection::on_lost`] takes, per direction, the number of lost
+//! syscalls that began a command (client: first bytes a packet or frame
+//! with sequence id 0, see [`detect::starts_command`]) or a response
+//! (server, [`detect::starts_response`]) and their total size. A lost
+//! command is queued as a lost run; the responses to it are absorbed until
+//! the next command seen, where the run is counted in
+//! [`MysqlStats::lost_exchanges`]; a lost response start counts its command
+//! lost. Lost bytes inside a packet are skipped by length. A loss during the
+//! connection phase continues as on a connection seen from the middle.
+//! Commands whose first byte the capture did not hold are counted in
+//! [`MysqlStats::unreadable_commands`].
+//!
+//! When a response's last bytes were lost, `response_end_ts_ns` is the
+//! timestamp given to `on_lost` (that of the next delivered syscall).
+//! Responses are paired in order; a response arriving before any command it
+//! could answer (cross-direction reordering by the capture pipeline) is
+//! counted in [`MysqlStats::orphan_responses`], not held back.
+//!
 //! # Bounds
 //!
 //! Per connection: the command prefix kept is at most `sql_bytes` +
