@@ -371,3 +371,39 @@ fn both_parsers_behind_one_trait() {
     let http: [(masdeepflow_proto::Direction, &[u8]); 2] = [(C2S, b"GET / HTTP/1.1\r\n\r\n"), (S2C, b"HTTP/1.1 204 No Content\r\n\r\n")];
     assert_eq!(drive(&mut Http1Connection::new(), &http), (1, 1));
 }
+
+/// An ERR packet without SQLSTATE (pre-4.1 form, and what servers send
+/// before the handshake completes), on a connection seen from the middle.
+#[test]
+fn err_without_sqlstate() {
+    let mut c = masdeepflow_proto::mysql::MysqlConnection::mid_stream();
+    let q = b"\x09\x00\x00\x00\x03SELECT 1";
+    c.on_data(C2S, q, q.len() as u64, 10);
+    let mut e = vec![0x10, 0, 0, 1, 0xff, 0x15, 0x04];
+    e.extend_from_slice(b"Access denied");
+    c.on_data(S2C, &e, e.len() as u64, 25);
+    c.on_close(30);
+    let ex: Vec<_> = c.drain().collect();
+    assert_eq!(ex.len(), 1);
+    assert_eq!((ex[0].error_code, ex[0].sql_state, ex[0].error_message.as_deref()), (Some(1045), None, Some(&b"Access denied"[..])));
+    assert_eq!((ex[0].latency_ns(), ex[0].request_bytes, ex[0].response_bytes), (Some(15), 13, 20));
+    assert_eq!(ex[0].database, None, "start not seen");
+}
+
+/// The prepared-statement table is bounded: with room for one statement,
+/// the older one is evicted and counted; executions of the one held keep
+/// their SQL.
+#[test]
+fn prepared_statement_table_evicts_the_oldest() {
+    let chunks = load("raw_binary");
+    let cfg = MysqlConfig { max_prepared: 1, ..MysqlConfig::default() };
+    let (ex, c) = run_with(&chunks, cfg, usize::MAX);
+    // statements 1 (5 executions) then 2 ("SELECT ? AS v") then 3 (cursor)
+    assert_eq!(stmt(&ex[5]), "SELECT id, name FROM items WHERE id = ?");
+    assert_eq!(stmt(&ex[8]), "SELECT ? AS v");
+    assert_eq!(stmt(&ex[12]), "SELECT n FROM seq5000 WHERE n <= 5 ORDER BY n");
+    // 2 evicted 1, 3 evicted 2 (3 was then closed, the reset and
+    // COM_CHANGE_USER cleared the table)
+    assert_eq!(c.stats().statements_evicted, 2);
+    assert_eq!(c.prepared_statements(), (0, 0));
+}
