@@ -234,6 +234,8 @@ pub struct MysqlConnection {
     client_skips: u32,
     /// A command was parsed on this connection.
     seen_command: bool,
+    /// The last loss report lost a command (see `on_lost`).
+    lost_command_turn: bool,
     /// The connection phase was picked up from the middle (after a loss, or
     /// on a connection seen mid-stream): its end may be missed too.
     resynced_handshake: bool,
@@ -284,6 +286,7 @@ impl MysqlConnection {
             client_tentative: false,
             client_skips: 0,
             seen_command: false,
+            lost_command_turn: false,
             resynced_handshake: false,
             carry: [Carry::default(), Carry::default()],
             now: 0,
@@ -363,6 +366,7 @@ impl MysqlConnection {
         if call.is_empty() {
             return;
         }
+        self.lost_command_turn = false;
         // Bytes held from the other direction came before these.
         self.flush_carry_of(match dir {
             Direction::ClientToServer => Direction::ServerToClient,

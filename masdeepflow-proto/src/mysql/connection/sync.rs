@@ -165,6 +165,9 @@ impl MysqlConnection {
             } else {
                 self.unframed(dir, bytes);
             }
+            if dir == Direction::ServerToClient {
+                self.end_response_before_lost_command();
+            }
             return;
         }
         match dir {
@@ -178,6 +181,7 @@ impl MysqlConnection {
                 self.client_tentative = false;
                 self.before_command_seen(false);
                 self.push_lost(starts);
+                self.lost_command_turn = true;
             }
             Direction::ServerToClient => {
                 let mut starts = starts;
@@ -214,7 +218,30 @@ impl MysqlConnection {
                 let mut f = InFlight::new(None, ts_ns);
                 f.detached = true;
                 self.inflight = Some(f);
+                self.lost_command_turn = false;
             }
+        }
+    }
+
+    /// After the server's lost bytes of a loss report that also lost a
+    /// command (reported first, so its place among them is unknown): a
+    /// client that does not pipeline sent that command after the response
+    /// in flight ended, so it ends here (the bytes that ended it were lost).
+    fn end_response_before_lost_command(&mut self) {
+        if !std::mem::take(&mut self.lost_command_turn) || self.pipelined {
+            return;
+        }
+        if self.inflight.as_ref().is_some_and(|f| !f.detached && f.parser.is_some())
+            && matches!(self.pending.front(), Some(Pending::Req(_)))
+        {
+            let partial = self.server.partial_wire();
+            if let Some(f) = self.inflight.as_mut() {
+                f.approximate |= !f.maybe_done;
+                f.bytes = f.bytes.saturating_add(partial);
+            }
+            self.complete(None);
+            self.server.desync();
+            self.server_resync_armed = true;
         }
     }
 
