@@ -13,11 +13,13 @@
 //!   maps, each with its (device, inode) and the paths that open it from the
 //!   host ([`procfs`] opens and checks them).
 //! - [`plan`] keeps one attachment per (device, inode), reference-counted by
-//!   the processes using it.
+//!   the processes using it; [`discovery`] scans a process and analyses each
+//!   of its files once.
 //!
 //! The kernel-side design these serve is in `docs/tls.md`.
 pub mod abi;
 pub mod analyze;
+pub mod discovery;
 pub mod elf;
 pub mod functions;
 pub mod golang;
@@ -27,6 +29,7 @@ pub mod procfs;
 pub mod returns;
 
 pub use analyze::{FileAnalysis, FoundIn, ProbePoints, RefusalReason, Refused, analyze, analyze_path};
+pub use discovery::{Discovery, ProcessScan, TlsFile};
 pub use elf::Arch;
 pub use functions::{Direction, Role, TlsFunction, TlsLibrary};
 pub use maps::{FileId, MappedFile};

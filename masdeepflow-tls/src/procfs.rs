@@ -33,6 +33,10 @@ pub fn process_files(proc_root: &Path, pid: u32) -> Result<Vec<MappedFile>, Erro
 pub struct OpenedFile {
     pub file: File,
     pub path: PathBuf,
+    /// Size and modification time (ns): with the (device, inode), what
+    /// tells a file from a later one that reused its inode number.
+    pub len: u64,
+    pub mtime_ns: i128,
 }
 
 /// Opens `file` as mapped by `pid` through the first of its
@@ -45,7 +49,8 @@ pub fn open_mapped_file(proc_root: &Path, pid: u32, file: &MappedFile) -> Result
             Ok((opened, meta)) => {
                 let id = FileId::from_stat(meta.dev(), meta.ino());
                 if id == file.id {
-                    return Ok(OpenedFile { file: opened, path });
+                    let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+                    return Ok(OpenedFile { file: opened, path, len: meta.len(), mtime_ns });
                 }
                 failures.push(format!("{}: another file ({}:{} inode {})", path.display(), id.major, id.minor, id.inode));
             }
