@@ -154,7 +154,8 @@ pub fn analyze(data: &[u8]) -> Result<FileAnalysis, Error> {
                 analysis.refused.push(Refused { function, address: go_fn.entry, reason });
                 continue;
             }
-            add_function(&image, &mut analysis, function, go_fn.entry, go_fn.end - go_fn.entry, None, FoundIn::Pclntab);
+            let size = go_fn.end.saturating_sub(go_fn.entry);
+            add_function(&image, &mut analysis, function, go_fn.entry, size, None, FoundIn::Pclntab);
         }
     }
     analysis.probes.sort_by_key(|p| p.function);

@@ -152,7 +152,7 @@ impl<'a> ElfImage<'a> {
         self.file.elf_program_headers().iter().filter(|p| p.p_type(e) == elf::PT_LOAD).find_map(|p| {
             let start = p.p_vaddr(e);
             let delta = vaddr.checked_sub(start)?;
-            (delta < p.p_filesz(e)).then(|| p.p_offset(e) + delta)
+            (delta < p.p_filesz(e)).then(|| p.p_offset(e).checked_add(delta)).flatten()
         })
     }
 
@@ -169,7 +169,7 @@ impl<'a> ElfImage<'a> {
         let e = self.endian();
         self.file.elf_program_headers().iter().filter(|p| p.p_type(e) == elf::PT_LOAD).find_map(|p| {
             let delta = offset.checked_sub(p.p_offset(e))?;
-            (delta < p.p_filesz(e)).then(|| p.p_vaddr(e) + delta)
+            (delta < p.p_filesz(e)).then(|| p.p_vaddr(e).checked_add(delta)).flatten()
         })
     }
 
@@ -178,10 +178,10 @@ impl<'a> ElfImage<'a> {
     pub fn bytes_at(&self, vaddr: u64, len: u64) -> Option<&'a [u8]> {
         let start = self.file_offset(vaddr)?;
         let last = self.file_offset(vaddr.checked_add(len.checked_sub(1)?)?)?;
-        if last != start + len - 1 {
+        if Some(last) != start.checked_add(len - 1) {
             return None;
         }
-        self.data.get(usize::try_from(start).ok()?..usize::try_from(last + 1).ok()?)
+        self.data.get(usize::try_from(start).ok()?..usize::try_from(last.checked_add(1)?).ok()?)
     }
 
     /// A section's address and file content, by name (`None` if absent,

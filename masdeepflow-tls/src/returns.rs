@@ -72,7 +72,7 @@ pub fn function_exits(arch: Arch, address: u64, code: &[u8]) -> Result<FunctionE
     if code.is_empty() {
         return Err(Refusal::UnknownSize);
     }
-    let end = address + code.len() as u64;
+    let Some(end) = address.checked_add(code.len() as u64) else { return Err(Refusal::NotInFile) };
     let mut exits = match arch {
         Arch::X86_64 => x86_64_exits(address, end, code)?,
         Arch::Aarch64 => aarch64_exits(address, end, code)?,

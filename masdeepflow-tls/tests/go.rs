@@ -135,19 +135,24 @@ fn pclntab_lists_the_functions_go_tool_nm_lists() {
         let functions: Vec<_> = table.functions().collect();
         assert_eq!(functions.len(), table.len(), "{name}: every record readable");
         assert!(functions.len() > 3000, "{name}: {} functions", functions.len());
+        let mut mismatched = Vec::new();
         for f in &functions {
-            // The symbol table adds an ABI suffix to assembly functions, and the
-            // function table shortens array types in names to `[...]`.
+            // The symbol table adds an ABI suffix to assembly functions, writes
+            // `.` where the function table has `·`, and the function table
+            // shortens array types in names to `[...]`.
             let symbols = by_address.get(&f.entry).unwrap_or_else(|| panic!("{name}: no symbol at {:#x} ({})", f.entry, f.name));
-            let abbreviated = |s: &&&str| f.name.split_once("[...]").is_some_and(|(head, tail)| s.starts_with(head) && s.ends_with(tail));
-            assert!(
-                symbols.iter().any(|s| *s == f.name || s.strip_suffix(".abi0") == Some(f.name.as_str()) || abbreviated(&s)),
-                "{name}: {} at {:#x}, symbols {symbols:?}",
-                f.name,
-                f.entry
-            );
+            let table_name = f.name.replace('·', ".");
+            let abbreviated = |s: &str| table_name.split_once("[...]").is_some_and(|(head, tail)| s.starts_with(head) && s.ends_with(tail));
+            if !symbols
+                .iter()
+                .map(|s| s.replace('·', "."))
+                .any(|s| s == table_name || s.strip_suffix(".abi0") == Some(table_name.as_str()) || abbreviated(&s))
+            {
+                mismatched.push(format!("{} at {:#x}, symbols {symbols:?}", f.name, f.entry));
+            }
             assert!(f.end > f.entry, "{name}: {}", f.name);
         }
+        assert!(mismatched.is_empty(), "{name}: {} names differ: {mismatched:#?}", mismatched.len());
         for pair in functions.windows(2) {
             assert_eq!(pair[0].end, pair[1].entry, "{name}: functions tile the text");
         }

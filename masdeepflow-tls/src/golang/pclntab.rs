@@ -89,7 +89,7 @@ impl<'a> Pclntab<'a> {
                 if Layout::from_magic(magic).is_none() || candidate[4] != 0 || candidate[5] != 0 {
                     continue;
                 }
-                if let Ok(table) = Self::parse(image, segment.vaddr + start as u64, candidate)
+                if let Ok(table) = Self::parse(image, segment.vaddr.wrapping_add(start as u64), candidate)
                     && table.validate(image)
                 {
                     return Ok(table);
@@ -122,7 +122,7 @@ impl<'a> Pclntab<'a> {
         };
         let nfunc = usize::try_from(word(0)?).map_err(|_| bad("function count"))?;
         let (text_start, names_word, functab_word) = if layout.has_text_start() {
-            let field = address + 8 + 2 * ptr_size as u64;
+            let field = address.wrapping_add(8 + 2 * ptr_size as u64);
             let stored = word(2)?;
             // A PIE's word may be left zero for the loader to fill from a
             // relative relocation: its addend is the link-time value.
