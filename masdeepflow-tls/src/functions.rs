@@ -82,11 +82,13 @@ pub enum TlsFunction {
     SslRead,
     SslWriteEx,
     SslReadEx,
+    SslWriteEx2,
     SslDoHandshake,
     SslConnect,
     SslAccept,
     SslSetFd,
     GnutlsRecordSend,
+    GnutlsRecordSend2,
     GnutlsRecordRecv,
     GnutlsHandshake,
     GoConnWrite,
@@ -94,16 +96,18 @@ pub enum TlsFunction {
 }
 
 impl TlsFunction {
-    pub const ALL: [TlsFunction; 13] = [
+    pub const ALL: [TlsFunction; 15] = [
         TlsFunction::SslWrite,
         TlsFunction::SslRead,
         TlsFunction::SslWriteEx,
         TlsFunction::SslReadEx,
+        TlsFunction::SslWriteEx2,
         TlsFunction::SslDoHandshake,
         TlsFunction::SslConnect,
         TlsFunction::SslAccept,
         TlsFunction::SslSetFd,
         TlsFunction::GnutlsRecordSend,
+        TlsFunction::GnutlsRecordSend2,
         TlsFunction::GnutlsRecordRecv,
         TlsFunction::GnutlsHandshake,
         TlsFunction::GoConnWrite,
@@ -117,11 +121,13 @@ impl TlsFunction {
             TlsFunction::SslRead => "SSL_read",
             TlsFunction::SslWriteEx => "SSL_write_ex",
             TlsFunction::SslReadEx => "SSL_read_ex",
+            TlsFunction::SslWriteEx2 => "SSL_write_ex2",
             TlsFunction::SslDoHandshake => "SSL_do_handshake",
             TlsFunction::SslConnect => "SSL_connect",
             TlsFunction::SslAccept => "SSL_accept",
             TlsFunction::SslSetFd => "SSL_set_fd",
             TlsFunction::GnutlsRecordSend => "gnutls_record_send",
+            TlsFunction::GnutlsRecordSend2 => "gnutls_record_send2",
             TlsFunction::GnutlsRecordRecv => "gnutls_record_recv",
             TlsFunction::GnutlsHandshake => "gnutls_handshake",
             TlsFunction::GoConnWrite => "crypto/tls.(*Conn).Write",
@@ -135,20 +141,27 @@ impl TlsFunction {
             | TlsFunction::SslRead
             | TlsFunction::SslWriteEx
             | TlsFunction::SslReadEx
+            | TlsFunction::SslWriteEx2
             | TlsFunction::SslDoHandshake
             | TlsFunction::SslConnect
             | TlsFunction::SslAccept
             | TlsFunction::SslSetFd => TlsLibrary::OpenSsl,
-            TlsFunction::GnutlsRecordSend | TlsFunction::GnutlsRecordRecv | TlsFunction::GnutlsHandshake => TlsLibrary::GnuTls,
+            TlsFunction::GnutlsRecordSend
+            | TlsFunction::GnutlsRecordSend2
+            | TlsFunction::GnutlsRecordRecv
+            | TlsFunction::GnutlsHandshake => TlsLibrary::GnuTls,
             TlsFunction::GoConnWrite | TlsFunction::GoConnRead => TlsLibrary::Go,
         }
     }
 
     pub fn role(self) -> Role {
         match self {
-            TlsFunction::SslWrite | TlsFunction::SslWriteEx | TlsFunction::GnutlsRecordSend | TlsFunction::GoConnWrite => {
-                Role::Data(Direction::Send)
-            }
+            TlsFunction::SslWrite
+            | TlsFunction::SslWriteEx
+            | TlsFunction::SslWriteEx2
+            | TlsFunction::GnutlsRecordSend
+            | TlsFunction::GnutlsRecordSend2
+            | TlsFunction::GoConnWrite => Role::Data(Direction::Send),
             TlsFunction::SslRead | TlsFunction::SslReadEx | TlsFunction::GnutlsRecordRecv | TlsFunction::GoConnRead => {
                 Role::Data(Direction::Recv)
             }
@@ -178,7 +191,11 @@ impl TlsFunction {
     /// - `int SSL_write(SSL *, const void *buf, int num)`, `SSL_read` alike;
     /// - `int SSL_write_ex(SSL *, const void *buf, size_t num, size_t *written)`,
     ///   `SSL_read_ex(..., size_t *readbytes)`: 1 on success;
+    /// - `int SSL_write_ex2(SSL *, const void *buf, size_t num, uint64_t flags, size_t *written)`
+    ///   (OpenSSL 3.3+, which `SSL_write_ex` tail-calls there);
     /// - `ssize_t gnutls_record_send(gnutls_session_t, const void *, size_t)`, `_recv` alike;
+    /// - `ssize_t gnutls_record_send2(gnutls_session_t, const void *, size_t, size_t pad, unsigned flags)`
+    ///   (3.6.3+, which `gnutls_record_send` tail-calls);
     /// - `func (c *Conn) Write(b []byte) (int, error)`, `Read` alike: words
     ///   c, b.ptr, b.len, b.cap; results n, err.type, err.data;
     /// - `int SSL_set_fd(SSL *, int fd)`; handshakes take the context only.
@@ -186,10 +203,13 @@ impl TlsFunction {
         let data =
             |convention, result, count_out| Signature { convention, context: 0, buffer: Some(1), length: Some(2), count_out, result };
         match self {
-            TlsFunction::SslWrite | TlsFunction::SslRead | TlsFunction::GnutlsRecordSend | TlsFunction::GnutlsRecordRecv => {
-                data(CallingConvention::C, ResultKind::ByteCount, None)
-            }
+            TlsFunction::SslWrite
+            | TlsFunction::SslRead
+            | TlsFunction::GnutlsRecordSend
+            | TlsFunction::GnutlsRecordSend2
+            | TlsFunction::GnutlsRecordRecv => data(CallingConvention::C, ResultKind::ByteCount, None),
             TlsFunction::SslWriteEx | TlsFunction::SslReadEx => data(CallingConvention::C, ResultKind::SuccessFlagWithCountOut, Some(3)),
+            TlsFunction::SslWriteEx2 => data(CallingConvention::C, ResultKind::SuccessFlagWithCountOut, Some(4)),
             TlsFunction::GoConnWrite | TlsFunction::GoConnRead => data(CallingConvention::GoRegister, ResultKind::ByteCount, None),
             TlsFunction::SslSetFd => Signature {
                 convention: CallingConvention::C,
@@ -294,5 +314,7 @@ mod tests {
         let r = TlsFunction::GnutlsRecordRecv.registers(Arch::Aarch64);
         assert_eq!((r.context.name, r.buffer.unwrap().name, r.length.unwrap().name, r.result.unwrap().name), ("x0", "x1", "x2", "x0"));
         assert_eq!(TlsFunction::SslSetFd.registers(Arch::X86_64).length.unwrap().name, "rsi");
+        assert_eq!(TlsFunction::SslWriteEx2.registers(Arch::X86_64).count_out.unwrap().name, "r8");
+        assert_eq!(TlsFunction::SslWriteEx2.registers(Arch::Aarch64).count_out.unwrap().name, "x4");
     }
 }

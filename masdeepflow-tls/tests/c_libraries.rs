@@ -44,10 +44,19 @@ fn check_x86_64(path: &Path, dynamic: bool) -> FileAnalysis {
     }
     for r in &analysis.refused {
         let (address, size) = symbols[r.function.symbol()];
-        let RefusalReason::Returns(Refusal::TailJump { at, target }) = r.reason else { panic!("{r}") };
-        assert!(target < address || target >= address + size, "{r}");
-        let insn = objdump(path, at, at + 16)[0].1.clone();
-        assert!(insn.starts_with("jmp ") && insn.contains(&format!("{target:x}")), "{r}: objdump says {insn}");
+        match r.reason {
+            RefusalReason::Returns(Refusal::TailJump { at, target }) => {
+                assert!(target < address || target >= address + size, "{r}");
+                let insn = objdump(path, at, at + 16)[0].1.clone();
+                assert!(insn.starts_with("jmp ") && insn.contains(&format!("{target:x}")), "{r}: objdump says {insn}");
+            }
+            RefusalReason::Returns(Refusal::IndirectJump { at }) => {
+                assert!(at >= address && at < address + size, "{r}");
+                let insn = objdump(path, at, at + 16)[0].1.clone();
+                assert!(insn.starts_with("jmp *%"), "{r}: objdump says {insn}");
+            }
+            _ => panic!("{r}"),
+        }
     }
     analysis
 }
@@ -93,16 +102,33 @@ fn openssl_3_5_library_from_trixie_skips_endbr64_and_refuses_a_tail_jump() {
     }
     let refused = analysis.refusal(TlsFunction::SslWriteEx).expect("SSL_write_ex ends in a tail jump in 3.5");
     assert!(refused.to_string().starts_with("SSL_write_ex not probed: leaves by a tail jump at 0x"), "{refused}");
+    // ... into SSL_write_ex2 (new in 3.3) through the PLT: probing that one covers both.
+    let RefusalReason::Returns(Refusal::TailJump { at, .. }) = refused.reason else { unreachable!() };
+    let jump = objdump(&path, at, at + 16)[0].1.clone();
+    assert!(jump.ends_with("<SSL_write_ex2@plt>"), "the tail jump goes to SSL_write_ex2's PLT slot: {jump}");
+    let ex2 = analysis.probe(TlsFunction::SslWriteEx2).expect("SSL_write_ex2");
+    assert_eq!(ex2.symbol_version.as_deref(), Some("OPENSSL_3.3.0"));
+    assert_eq!(ex2.return_offsets.len(), 1);
 }
 
 #[test]
-fn gnutls_record_functions_end_in_tail_jumps_and_are_refused() {
+fn gnutls_record_functions_leave_by_tail_or_indirect_jumps_and_are_refused() {
     let path = host_lib("libgnutls.so.30");
     let analysis = check_x86_64(&path, true);
     assert_eq!(analysis.probes.iter().map(|p| p.function).collect::<Vec<_>>(), [TlsFunction::GnutlsHandshake]);
     assert_eq!(analysis.probes[0].symbol_version.as_deref(), Some("GNUTLS_3_4"));
-    let refused: Vec<_> = analysis.refused.iter().map(|r| r.function).collect();
-    assert_eq!(refused, [TlsFunction::GnutlsRecordSend, TlsFunction::GnutlsRecordRecv]);
+    let refused: Vec<_> = analysis.refused.iter().map(|r| (r.function, r.reason.clone())).collect();
+    assert!(
+        matches!(
+            refused.as_slice(),
+            [
+                (TlsFunction::GnutlsRecordSend, RefusalReason::Returns(Refusal::TailJump { .. })),
+                (TlsFunction::GnutlsRecordSend2, RefusalReason::Returns(Refusal::IndirectJump { .. })),
+                (TlsFunction::GnutlsRecordRecv, RefusalReason::Returns(Refusal::TailJump { .. })),
+            ]
+        ),
+        "{refused:?}"
+    );
     assert_eq!(analysis.libraries(), [TlsLibrary::GnuTls]);
 }
 
@@ -157,7 +183,10 @@ fn gnutls_arm64_record_functions_are_refused_too() {
     let analysis = check_aarch64(&fixture("libgnutls30-arm64/usr/lib/aarch64-linux-gnu/libgnutls.so.30"));
     let refused: Vec<_> =
         analysis.refused.iter().map(|r| (r.function, matches!(r.reason, RefusalReason::Returns(Refusal::TailJump { .. })))).collect();
-    assert_eq!(refused, [(TlsFunction::GnutlsRecordSend, true), (TlsFunction::GnutlsRecordRecv, true)]);
+    assert_eq!(
+        refused,
+        [(TlsFunction::GnutlsRecordSend, true), (TlsFunction::GnutlsRecordSend2, true), (TlsFunction::GnutlsRecordRecv, true)]
+    );
 }
 
 #[test]
