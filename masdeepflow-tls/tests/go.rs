@@ -81,6 +81,10 @@ fn binaries() -> &'static Binaries {
             }
             output(&mut cmd);
         }
+        // Only the binaries are needed from here on.
+        for toolchain in ["go1.19", "go1.24"] {
+            let _ = std::fs::remove_dir_all(dir.join(format!("cache-{toolchain}")));
+        }
         Binaries { dir }
     })
 }

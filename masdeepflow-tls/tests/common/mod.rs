@@ -107,9 +107,10 @@ pub fn oracle_offset(loads: &[(u64, u64, u64)], vaddr: u64) -> u64 {
         .unwrap_or_else(|| panic!("{vaddr:#x} is in no LOAD segment"))
 }
 
-/// A fresh directory under the tests' temporary folder.
+/// A fresh directory under the tests' temporary folder, emptied first
+/// (so what one run leaves, the next removes).
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
