@@ -48,5 +48,8 @@ fn show_file(path: &Path, label: &str) -> Result<(), String> {
     for r in &analysis.refused {
         println!("  {r}");
     }
+    if let Some(e) = &analysis.go_error {
+        println!("  Go functions not looked for: {e}");
+    }
     Ok(())
 }

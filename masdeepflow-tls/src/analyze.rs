@@ -86,6 +86,9 @@ pub struct FileAnalysis {
     pub arch: Arch,
     /// Set for Go binaries.
     pub go: Option<GoBuildInfo>,
+    /// Why a Go binary's functions could not be looked for (unreadable
+    /// build info or function table); its C functions are still reported.
+    pub go_error: Option<String>,
     pub probes: Vec<ProbePoints>,
     pub refused: Vec<Refused>,
 }
@@ -133,7 +136,7 @@ pub fn analyze_path(path: &Path) -> Result<FileAnalysis, Error> {
 /// through build info and pclntab.
 pub fn analyze(data: &[u8]) -> Result<FileAnalysis, Error> {
     let image = ElfImage::parse(data)?;
-    let mut analysis = FileAnalysis { arch: image.arch(), go: None, probes: Vec::new(), refused: Vec::new() };
+    let mut analysis = FileAnalysis { arch: image.arch(), go: None, go_error: None, probes: Vec::new(), refused: Vec::new() };
 
     let wanted: Vec<&str> = TlsFunction::c_functions().map(TlsFunction::symbol).collect();
     for symbol in image.find_functions(&wanted) {
@@ -142,25 +145,31 @@ pub fn analyze(data: &[u8]) -> Result<FileAnalysis, Error> {
         add_function(&image, &mut analysis, function, symbol.address, symbol.size, symbol.version, found_in);
     }
 
-    if let Some(info) = golang::read_build_info(&image)? {
-        let register_abi = info.has_register_abi(image.arch());
-        let version = info.version.clone();
-        analysis.go = Some(info);
-        let table = Pclntab::find(&image)?;
-        for function in TlsFunction::go_functions() {
-            let Some(go_fn) = table.find_function(function.symbol()) else { continue };
-            if !register_abi {
-                let reason = RefusalReason::GoStackAbi { version: version.clone() };
-                analysis.refused.push(Refused { function, address: go_fn.entry, reason });
-                continue;
-            }
-            let size = go_fn.end.saturating_sub(go_fn.entry);
-            add_function(&image, &mut analysis, function, go_fn.entry, size, None, FoundIn::Pclntab);
-        }
+    if let Err(e) = add_go_functions(&image, &mut analysis) {
+        analysis.go_error = Some(e.to_string());
     }
     analysis.probes.sort_by_key(|p| p.function);
     analysis.refused.sort_by_key(|r| r.function);
     Ok(analysis)
+}
+
+fn add_go_functions(image: &ElfImage<'_>, analysis: &mut FileAnalysis) -> Result<(), Error> {
+    let Some(info) = golang::read_build_info(image)? else { return Ok(()) };
+    let register_abi = info.has_register_abi(image.arch());
+    let version = info.version.clone();
+    analysis.go = Some(info);
+    let table = Pclntab::find(image)?;
+    for function in TlsFunction::go_functions() {
+        let Some(go_fn) = table.find_function(function.symbol()) else { continue };
+        if !register_abi {
+            let reason = RefusalReason::GoStackAbi { version: version.clone() };
+            analysis.refused.push(Refused { function, address: go_fn.entry, reason });
+            continue;
+        }
+        let size = go_fn.end.saturating_sub(go_fn.entry);
+        add_function(image, analysis, function, go_fn.entry, size, None, FoundIn::Pclntab);
+    }
+    Ok(())
 }
 
 fn add_function(

@@ -120,3 +120,17 @@ fn the_unmutated_go_tool_is_a_go_binary_without_tls() {
     assert!(analysis.go.as_ref().unwrap().version.starts_with("go1.19"));
     assert!(analysis.probes.is_empty() && analysis.refused.is_empty());
 }
+
+#[test]
+fn a_go_binary_with_a_broken_function_table_says_why_and_keeps_its_build_info() {
+    let original = file(GO_FILE);
+    let image = ElfImage::parse(original).unwrap();
+    let (_, table) = image.section(".gopclntab").unwrap();
+    let start = table.as_ptr() as usize - original.as_ptr() as usize;
+    let mut data = original.to_vec();
+    data[start..start + 4].fill(0);
+    let analysis = analyze(&data).unwrap();
+    assert!(analysis.go.unwrap().version.starts_with("go1.19"));
+    assert_eq!(analysis.go_error.as_deref(), Some("Go binary: pclntab: unknown magic 0x0"));
+    assert!(analysis.probes.is_empty());
+}
