@@ -204,29 +204,31 @@ fn emit<const N: usize>(state: *mut SockState, c: &Capture, buf: u64, n: u64) ->
     true
 }
 
-/// The process of a request's bytes: the connection's owner when it is the
-/// same process (threads may differ: tid, comm and cgroup are the current
-/// thread's), else the current task read whole.
+/// The process of a request's bytes: the connection's owner as recorded at
+/// connect or accept when the same thread moves them (the common case:
+/// one helper call), else the owner's process with the current thread's
+/// id, name and cgroup, else the current task read whole.
 ///
 /// # Safety
 /// `state` points at a live `SOCKETS` value.
 #[inline(always)]
 unsafe fn request_process(state: *const SockState) -> ProcessInfo {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: as the caller promised.
-    let (has_owner, owner) = unsafe { ((*state).has_owner, &(*state).owner) };
+    let (has_owner, owner) = unsafe { ((*state).has_owner, (*state).owner) };
     if has_owner == 0 || owner.pid != pid {
         return current_process();
+    }
+    if owner.tid == tid {
+        return owner;
     }
     ProcessInfo {
         // SAFETY: a helper with no preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        pid,
-        tid: pid_tgid as u32,
-        ppid: owner.ppid,
-        uid: owner.uid,
+        tid,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        ..owner
     }
 }
 
