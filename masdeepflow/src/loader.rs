@@ -258,6 +258,57 @@ pub fn fexit_works(config: &KernelConfig) -> Result<()> {
     fexit_hooks::attach(&mut ebpf).map(|_| ())
 }
 
+/// Most instructions the verifier may process for each tracepoint program
+/// (`verified_insns`, 5.16+, with payload capture on as by default): a
+/// measure of a program's size and branching that does not move with the
+/// machine's load (set about a tenth above the counts on Linux 6.18). `check` prints each
+/// program's count against its bound and `tests/program_size.rs` fails
+/// when one grows past it. Raise a bound only with a measured reason
+/// (docs/benchmarks.md keeps the table).
+pub const VERIFIED_BOUNDS: [(&str, u32); 11] = [
+    ("sched_process_exec", 950),
+    ("sched_process_exit", 350),
+    ("inet_sock_set_state", 6800),
+    ("tcp_destroy_sock", 1500),
+    ("sys_exit_accept", 900),
+    ("sock_send_length", 9000),
+    ("sock_recv_length", 9000),
+    ("sys_exit_sent", 8600),
+    ("sys_exit_received", 8600),
+    ("cgroup_mkdir", 400),
+    ("cgroup_rmdir", 400),
+];
+
+/// Loads (without attaching) each tracepoint program of the object with
+/// this kernel's configuration and returns how many instructions the
+/// verifier processed for it, by program name (None where the kernel does
+/// not report it, before 5.16). Programs the kernel refuses are reported
+/// as errors.
+pub fn verified_sizes(config: &KernelConfig) -> Result<Vec<(&'static str, Option<u32>)>> {
+    raise_memlock_limit();
+    // As the agent runs by default: payload capture on.
+    let config = KernelConfig { capture_bytes: crate::cli::DEFAULT_CAPTURE_BYTES, ..*config };
+    let mut ebpf = load_object(&config, 4096)?;
+    let mut sizes = Vec::new();
+    for hook in &HOOKS {
+        if sizes.iter().any(|(n, _)| *n == hook.program) {
+            continue;
+        }
+        let program = ebpf.program_mut(hook.program).with_context(|| format!("program {} missing from the object", hook.program))?;
+        let info = if hook.raw {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading program {}", hook.program))?;
+            p.info()?
+        } else {
+            let p: &mut TracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading program {}", hook.program))?;
+            p.info()?
+        };
+        sizes.push((hook.program, info.verified_instruction_count()));
+    }
+    Ok(sizes)
+}
+
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Newer ones use
 /// memcg, and where the limit cannot be raised (no CAP_SYS_RESOURCE) that
 /// is fine.

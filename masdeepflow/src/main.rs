@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             let items = check::items();
             let (text, all_ok) = check::report(&items);
             print!("{text}");
+            print!("{}", check::program_sizes());
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         None => match agent::run(cli.run) {
