@@ -184,6 +184,10 @@ pub struct GatewayConfig {
     /// 1: the kernel has `bpf_set_retval` (5.18+), so a refused connect
     /// fails with ECONNREFUSED instead of EPERM.
     pub set_retval: u32,
+    /// 1: the kernel lets socket-address programs read the current task's
+    /// pid, uid and comm (6.0+), so connection records carry them.
+    pub process_info: u32,
+    pub _pad: u32,
 }
 
 /// The Maglev client hash: `key` (a cgroup id, tgid or netns cookie) mixed
@@ -222,4 +226,4 @@ const _: () = assert!(core::mem::size_of::<ReversePair>() == 48);
 const _: () = assert!(core::mem::size_of::<Reverse>() == 200);
 const _: () = assert!(core::mem::size_of::<ConnectionRecord>() == 104);
 const _: () = assert!(core::mem::offset_of!(ConnectionRecord, comm) == 84);
-const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<GatewayConfig>() == 16);

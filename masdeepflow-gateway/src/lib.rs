@@ -14,6 +14,7 @@
 pub mod config;
 pub mod health;
 pub mod rotation;
+pub mod scope;
 pub mod spec;
 pub mod table;
 

@@ -13,6 +13,7 @@ mod decode;
 mod event;
 mod fexit_hooks;
 mod flows;
+mod gateway;
 mod http;
 mod kernel;
 mod lifetimes;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             print!("{text}");
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
+        Some(cli::Command::Gateway(args)) => gateway::main(args),
         None => match agent::run(cli.run) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
 
 /// Errors from the kernel can carry a whole verifier log: the user gets its
 /// first line (the full text is logged at debug level, RUST_LOG=debug).
-fn one_line(message: &str) -> String {
+pub(crate) fn one_line(message: &str) -> String {
     let mut lines = message.lines();
     let first = lines.next().unwrap_or_default();
     match lines.count() {
