@@ -33,7 +33,10 @@ fn health_timeline_and_all_down_refuses_at_once() {
     eprintln!("health: b down after {took:?}");
     assert!(took <= Duration::from_millis(400 + 250), "b out of rotation after {took:?}");
     assert_eq!(down["backend"], b.address());
-    assert_eq!((down["service"].as_str(), down["check"].as_str(), down["in_rotation"].as_u64()), (Some("web"), Some("ECONNREFUSED"), Some(1)));
+    assert_eq!(
+        (down["service"].as_str(), down["check"].as_str(), down["in_rotation"].as_u64()),
+        (Some("web"), Some("ECONNREFUSED"), Some(1))
+    );
     let lines = cg.client(&["tcp", "127.0.0.120", "80", "50"]);
     assert_eq!(count_by(&lines, "id"), BTreeMap::from([("a".into(), 50)]));
 

@@ -72,6 +72,9 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
     let mut ring = set.kernel.ring.take();
     let clock = Clock::new();
     let mut last_text = config_text;
+    // The file's text at the previous poll: a change is applied once it has
+    // stayed the same for one poll, so a file caught half written is not.
+    let mut seen_text: Option<String> = last_text.clone();
     let now = tokio::time::Instant::now();
     let mut stats_timer = interval_at(now + args.stats_interval, args.stats_interval);
     stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -85,12 +88,12 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
                 _ = signals.term.recv() => break,
                 _ = signals.hup.recv() => {
                     if let Some(path) = &args.config {
-                        reload(&mut set, path, &mut last_text, &mut out, true);
+                        reload(&mut set, path, &mut last_text, &mut out, None);
                     }
                 }
                 _ = file_timer.tick(), if args.config.is_some() => {
                     if let Some(path) = &args.config {
-                        reload(&mut set, path, &mut last_text, &mut out, false);
+                        reload(&mut set, path, &mut last_text, &mut out, Some(&mut seen_text));
                     }
                 }
                 Some(r) = results.recv() => set.on_check(r, &mut out),
@@ -133,20 +136,25 @@ struct Signals {
     hup: tokio::signal::unix::Signal,
 }
 
-/// Reloads the file when forced (SIGHUP) or when its text changed. A wrong
-/// configuration keeps the running one, and says why.
-fn reload(set: &mut ServiceSet, path: &PathBuf, last: &mut Option<String>, out: &mut Out, forced: bool) {
+/// Reloads the file: on SIGHUP (`poll` None) at once, else when its text
+/// differs from the running one and is what the previous poll saw too. A
+/// wrong configuration keeps the running one, and says why.
+fn reload(set: &mut ServiceSet, path: &PathBuf, last: &mut Option<String>, out: &mut Out, poll: Option<&mut Option<String>>) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            if forced {
+            if poll.is_none() {
                 fail(out, path, &format!("{}: {e}", path.display()));
             }
             return;
         }
     };
-    if !forced && last.as_deref() == Some(text.as_str()) {
-        return;
+    if let Some(seen) = poll {
+        let stable = seen.as_deref() == Some(text.as_str());
+        *seen = Some(text.clone());
+        if !stable || last.as_deref() == Some(text.as_str()) {
+            return;
+        }
     }
     *last = Some(text.clone());
     let config = match masdeepflow_gateway::parse_config(&text) {

@@ -277,8 +277,16 @@ impl Gateway {
     /// Rewrites the config file (picked up by the file watcher), then
     /// sends SIGHUP so that the reload does not wait for the poll.
     pub fn reload(&mut self, config: &str) {
-        std::fs::write(&self.config, config).unwrap();
+        self.write_config(config);
         self.signal(libc::SIGHUP);
+    }
+
+    /// Replaces the config file at once (a new file renamed over it, as
+    /// editors and Kubernetes ConfigMaps do).
+    pub fn write_config(&self, config: &str) {
+        let tmp = self.config.with_extension("new");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
     }
 
     pub fn signal(&self, sig: i32) {

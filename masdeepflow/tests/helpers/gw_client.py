@@ -8,6 +8,8 @@ gw_client.py loop HOST PORT SECONDS   connects until told to stop (stdin closed 
                                       prints {"ok":N,"failed":M,"errors":[...]} at the end
 gw_client.py hold HOST PORT        connects, prints {"id","peer"}, then waits for a line on
                                    stdin and prints what a send+recv does: {"after": ...}
+gw_client.py many HOST PORT N      opens N connections at once, prints {"open"}, closes them
+                                   all on a line of stdin, prints {"closed"}
 gw_client.py cgroups BASE N HOST PORT   for i < N: moves itself into BASE/c<i> (made by the
                                    test) and connects: {"client": i, "id"}
 """
@@ -95,6 +97,20 @@ elif mode == "hold":
         out({"after": data.decode() if data else "eof"})
     except OSError as e:
         out({"after": "error", "errno": e.errno})
+elif mode == "many":
+    import resource
+    n = int(sys.argv[4])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, n + 100))
+    held = []
+    for _ in range(n):
+        s = socket.socket(family(host), socket.SOCK_STREAM)
+        s.connect((host, port))
+        held.append(s)
+    out({"open": len(held)})
+    sys.stdin.readline()
+    for s in held:
+        s.close()
+    out({"closed": len(held)})
 elif mode == "cgroups":
     base, n = sys.argv[2], int(sys.argv[3])
     host, port = sys.argv[4], int(sys.argv[5])
