@@ -45,6 +45,10 @@ pub struct GatewayArgs {
     /// KUBECONFIG).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Apply the Kubernetes services to this cgroup2 subtree only (default:
+    /// every process on the host).
+    #[arg(long, value_name = "PATH")]
+    pub kubernetes_scope: Option<PathBuf>,
     /// Ring buffer for connection events, in bytes (a power of two, at
     /// least 4096).
     #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_size)]

@@ -68,7 +68,8 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
     });
     out.flush();
 
-    let mut kube = node.map(super::kube::spawn);
+    let kube_scope = args.kubernetes_scope.clone();
+    let mut kube = node.map(|_| super::kube::spawn(kube_scope));
     let mut ring = set.kernel.ring.take();
     let clock = Clock::new();
     let mut last_text = config_text;

@@ -201,13 +201,22 @@ impl Gateway {
     }
 
     pub fn start_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        require_root();
         let path = config_path("config");
         std::fs::write(&path, config).unwrap();
+        let mut all = vec!["--config", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Gateway::spawn(&all, env, path.clone())
+    }
+
+    /// Started with exactly `args` (e.g. Kubernetes only, no file).
+    pub fn start_args(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        Gateway::spawn(args, env, config_path("unused"))
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], path: PathBuf) -> Gateway {
+        require_root();
         let mut child = Command::new(BIN)
             .arg("gateway")
-            .arg("--config")
-            .arg(&path)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
