@@ -32,7 +32,7 @@ pub struct Options {
     /// Seconds per wrk run in the HTTP cases.
     #[arg(long, default_value_t = 5)]
     http_secs: u64,
-    /// Only these cases (exec, tcp, idle, http); all when empty.
+    /// Only these cases (exec, tcp, idle, http, gateway); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -254,6 +254,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if wants("http") {
         crate::bench_http::run(opts.pairs, opts.http_secs)?;
+    }
+    if wants("gateway") {
+        crate::bench_gateway::run(opts.pairs, opts.http_secs)?;
     }
     Ok(())
 }
