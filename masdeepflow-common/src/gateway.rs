@@ -187,7 +187,9 @@ pub struct GatewayConfig {
     /// 1: the kernel lets socket-address programs read the current task's
     /// pid, uid and comm (6.0+), so connection records carry them.
     pub process_info: u32,
-    pub _pad: u32,
+    /// 1: the kernel has atomic fetch-add (5.12+), so round robin is exact
+    /// under concurrent connects; else the counter is read, then added to.
+    pub fetch_add: u32,
 }
 
 /// The Maglev client hash: `key` (a cgroup id, tgid or netns cookie) mixed

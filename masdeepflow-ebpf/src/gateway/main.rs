@@ -6,6 +6,7 @@
 #![no_main]
 #![allow(internal_features)]
 #![feature(asm_experimental_arch)]
+#![feature(core_intrinsics)]
 
 mod maps;
 mod release;

@@ -14,7 +14,7 @@ const NO_PREALLOC: u32 = 1;
 
 /// Written by the gateway before load.
 #[unsafe(no_mangle)]
-pub static GW_CONFIG: GatewayConfig = GatewayConfig { events: 0, set_retval: 0, process_info: 0, _pad: 0 };
+pub static GW_CONFIG: GatewayConfig = GatewayConfig { events: 0, set_retval: 0, process_info: 0, fetch_add: 0 };
 
 /// One setting of `GW_CONFIG`, read so the compiler cannot fold it.
 #[inline(always)]

@@ -272,8 +272,19 @@ fn pick(ctx: &SockAddrContext, svc: &ServiceValue) -> u32 {
         }
         _ => match GW_ROTATION.get_ptr_mut(svc.service_id) {
             Some(counter) => {
-                // SAFETY: a pointer into the map.
-                let n = unsafe { fetch_add(counter, 1) };
+                let n = if config().fetch_add != 0 {
+                    // SAFETY: a pointer into the map.
+                    unsafe { fetch_add(counter, 1) }
+                } else {
+                    // Before 5.12: read, then add (two concurrent connects
+                    // may read the same value).
+                    // SAFETY: a pointer into the map; BPF_XADD without fetch.
+                    unsafe {
+                        let n = core::ptr::read_volatile(counter);
+                        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, 1);
+                        n
+                    }
+                };
                 (n % svc.slot_count as u64) as u32
             }
             None => 0,

@@ -32,8 +32,10 @@ pub struct Features {
     /// Refused connects fail with ECONNREFUSED (`bpf_set_retval`, 5.18+),
     /// else with EPERM.
     pub econnrefused: bool,
-    /// Connection events carry pid, uid and comm (6.0+).
+    /// Connection events carry pid, uid and comm.
     pub process_info: bool,
+    /// Round robin is exact under concurrent connects (atomic fetch-add, 5.12+).
+    pub exact_round_robin: bool,
 }
 
 enum Link {
@@ -63,12 +65,26 @@ impl Kernel {
     pub fn load(events: bool, ring_buffer_size: u32) -> Result<Kernel> {
         raise_memlock_limit();
         let mut last = None;
-        for (set_retval, process_info) in [(true, true), (true, false), (false, true), (false, false)] {
-            let config = GatewayConfig { events: events as u32, set_retval: set_retval as u32, process_info: process_info as u32, _pad: 0 };
+        // Newest first: each optional helper or instruction is given up in
+        // turn until the verifier accepts the programs.
+        for mask in (0..8u32).rev() {
+            let (set_retval, process_info, fetch_add) = (mask & 4 != 0, mask & 2 != 0, mask & 1 != 0);
+            let config = GatewayConfig {
+                events: events as u32,
+                set_retval: set_retval as u32,
+                process_info: process_info as u32,
+                fetch_add: fetch_add as u32,
+            };
             match load_with(&config, if events { ring_buffer_size } else { 4096 }) {
-                Ok(ebpf) => return Kernel::new(ebpf, Features { econnrefused: set_retval, process_info }, events),
+                Ok(ebpf) => {
+                    let features = Features { econnrefused: set_retval, process_info, exact_round_robin: fetch_add };
+                    if mask != 7 {
+                        log::warn!("gateway: this kernel lacks some optional BPF features: {features:?}");
+                    }
+                    return Kernel::new(ebpf, features, events);
+                }
                 Err(e) => {
-                    log::debug!("gateway programs with set_retval={set_retval} process_info={process_info}: {e:?}");
+                    log::debug!("gateway programs with {config:?}: {e:?}");
                     last = Some(e);
                 }
             }
