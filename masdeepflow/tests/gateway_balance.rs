@@ -144,3 +144,32 @@ impl WaitConnections for Gateway {
         }
     }
 }
+
+#[test]
+fn maglev_by_process_and_by_netns() {
+    let cg = TestCgroup::new("maglev-keys");
+    let b = backends(4);
+    let addrs: Vec<String> = b.iter().map(Echo::address).collect();
+    let config = format!(
+        "{}{}",
+        service("p", "127.0.0.104:80", "tcp", "algorithm = \"maglev\"\nhash = \"process\"", &addrs, &cg.path),
+        service("n", "127.0.0.105:80", "tcp", "algorithm = \"maglev\"\nhash = \"netns\"", &addrs, &cg.path)
+    );
+    let gw = Gateway::start(&config, &[]);
+    // One process: every connect on one backend.
+    let lines = cg.client(&["tcp", "127.0.0.104", "80", "50"]);
+    assert_eq!(count_by(&lines, "id").len(), 1, "{:?}", count_by(&lines, "id"));
+    // Many processes: spread over the backends.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(cg.client(&["tcp", "127.0.0.104", "80", "1"])[0]["id"].as_str().unwrap().to_string());
+    }
+    assert!(seen.len() >= 3, "40 processes on {seen:?}");
+    // One network namespace (this host's): every process on one backend.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        seen.insert(cg.client(&["tcp", "127.0.0.105", "80", "2"])[0]["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    gw.stop();
+}
