@@ -102,3 +102,25 @@ pub fn main(args: GatewayArgs) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn gateway_arguments() {
+        let cli =
+            Cli::try_parse_from(["masdeepflow", "gateway", "--config", "gw.toml", "--events", "connections", "--stats-interval", "2s"])
+                .unwrap();
+        let Some(Command::Gateway(args)) = cli.command else { panic!("not the gateway") };
+        assert_eq!(args.config.as_deref(), Some(std::path::Path::new("gw.toml")));
+        assert_eq!(args.events, vec![super::EventFamily::Connections]);
+        assert_eq!(args.stats_interval, std::time::Duration::from_secs(2));
+        assert_eq!(args.ring_buffer_size, 1 << 20);
+        assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--config", "a", "--check", "b"]).is_err());
+        assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--events", "packets"]).is_err());
+        assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--ring-buffer-size", "5000"]).is_err());
+    }
+}
