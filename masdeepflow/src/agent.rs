@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
     stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
@@ -19,12 +19,13 @@ use crate::{
     cli::RunArgs,
     clock::Clock,
     decode::decode,
-    event::{Event, Lost, Output, Time},
+    event::{AgentStats, Event, Lost, Output, Time},
     kernel::{config, privileges, tracefs},
     loader,
     pipeline::Pipeline,
     queue::{self, Queue},
-    writer::{self, WriterEnd},
+    sink::stdout::{self as writer, WriterEnd},
+    wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
 
 /// How the agent ended, for the exit code.
@@ -40,6 +41,8 @@ struct Maps {
     sockets: BpfHashMap<MapData, u64, SockState>,
     counters: PerCpuArray<MapData, u64>,
     connecting: BpfHashMap<MapData, u64, PendingConnect>,
+    /// `AGENT_POLLING`: whether the kernel should wake us (see `wakeups`).
+    polling: Array<MapData, u32>,
 }
 
 /// Counters of the user-space side.
@@ -61,7 +64,6 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
     if args.events.contains(&crate::cli::Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
-        kernel_config.wakeup_bytes = config::wakeup_bytes(args.ring_buffer_size);
     }
     config::set_comm_filter(&mut kernel_config, &args.comm);
     let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;
@@ -70,6 +72,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     let sockets = BpfHashMap::try_from(take(&mut loaded.ebpf, "SOCKETS")?)?;
     let counters = PerCpuArray::try_from(take(&mut loaded.ebpf, "COUNTERS")?)?;
     let connecting = BpfHashMap::try_from(take(&mut loaded.ebpf, "CONNECTING")?)?;
+    let polling = Array::try_from(take(&mut loaded.ebpf, "AGENT_POLLING")?)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Handle SIGINT/SIGTERM from before `agent_start` is written, so that a
@@ -115,7 +118,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
         // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
-        let mut maps = Maps { ring, sockets, counters, connecting };
+        let mut maps = Maps { ring, sockets, counters, connecting, polling };
         main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals).await
     })?;
 
@@ -143,11 +146,12 @@ async fn main_loop(
     flow_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stats_timer = interval_at(now + args.stats_interval, args.stats_interval);
     stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Payload records do not wake us one by one (see the kernel's
-    // `batched_wakeup`): with HTTP on, drain on this timer too.
-    let drain_period = if args.events.contains(&crate::cli::Family::Http) { 25 } else { 3_600_000 };
-    let mut drain_timer = tokio::time::interval(std::time::Duration::from_millis(drain_period));
-    drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Woken by the kernel while asleep, polling while records flow.
+    let mut wakeups = Wakeups::new(args.ring_buffer_size);
+    let mut poll_timer = tokio::time::interval(POLL_INTERVAL);
+    poll_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut backstop_timer = interval_at(now + BACKSTOP_INTERVAL, BACKSTOP_INTERVAL);
+    backstop_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut loss = QueueLoss::default();
     let mut batch = Batch::default();
 
@@ -157,8 +161,19 @@ async fn main_loop(
                 let mut guard = guard?;
                 drain_ring(guard.get_inner_mut(), pipeline, clock, tx, &mut loss, &mut batch);
                 guard.clear_ready();
+                if let Some(polling) = wakeups.on_woken() {
+                    set_polling(&mut maps.polling, polling);
+                    poll_timer.reset();
+                }
             }
-            _ = drain_timer.tick() => {
+            _ = poll_timer.tick(), if wakeups.polling() => {
+                let records = drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+                if let Some(polling) = wakeups.on_poll(records) {
+                    set_polling(&mut maps.polling, polling);
+                    drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+                }
+            }
+            _ = backstop_timer.tick() => {
                 drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
             }
             _ = flow_timer.tick() => {
@@ -214,8 +229,25 @@ impl Batch {
     }
 }
 
-fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, clock: &Clock, tx: &Queue, loss: &mut QueueLoss, batch: &mut Batch) {
+/// Tells the kernel whether to wake us for each record (see `wakeups`).
+fn set_polling(map: &mut Array<MapData, u32>, polling: bool) {
+    if let Err(e) = map.set(0, u32::from(polling), 0) {
+        log::warn!("cannot tell the kernel how to wake the agent: {e}");
+    }
+}
+
+/// Reads every waiting record; returns how many.
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    clock: &Clock,
+    tx: &Queue,
+    loss: &mut QueueLoss,
+    batch: &mut Batch,
+) -> usize {
+    let mut records = 0;
     while let Some(item) = ring.next() {
+        records += 1;
         match decode(&item, clock) {
             Ok(record) => pipeline.on_record(record, &mut batch.events),
             Err(e) => log::warn!("dropping a malformed ring buffer record: {e}"),
@@ -226,6 +258,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, clock: &Cloc
         }
     }
     batch.flush(pipeline, tx, loss);
+    records
 }
 
 fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline: &mut Pipeline, last: bool) {
@@ -251,13 +284,13 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
     for (k, v) in &loss.by_type {
         lost.user_queue.insert(k, *v);
     }
-    let stats = Event::AgentStats {
+    let stats = Event::AgentStats(Box::new(AgentStats {
         time: Time(clock.wall_ns(Clock::ktime_now())),
         emitted: BTreeMap::new(),
         lost,
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
         tables,
-    };
+    }));
     // Counts are cumulative, so a periodic line that finds the queue full
     // is skipped without losing anything; the final one is always written.
     if last {

@@ -14,15 +14,17 @@ mod event;
 mod fexit_hooks;
 mod flows;
 mod gateway;
+#[cfg(test)]
+mod hot_paths;
 mod http;
 mod kernel;
 mod lifetimes;
 mod loader;
 mod names;
-mod output;
 mod pipeline;
 mod queue;
-mod writer;
+mod sink;
+mod wakeups;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();

@@ -6,7 +6,12 @@ use std::{
     io::{self, BufWriter, Write},
 };
 
-use crate::{cli::Format, event::Event, output::write_event, queue::QueueReader};
+use crate::{
+    cli::Format,
+    event::Event,
+    queue::QueueReader,
+    sink::{json::JsonWriter, text},
+};
 
 /// How the writer stopped.
 #[derive(Debug)]
@@ -22,6 +27,8 @@ pub enum WriterEnd {
 /// count of events written before them.
 pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, u64>, out: impl Write) -> WriterEnd {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut json = JsonWriter::default();
+    let mut line_buf = Vec::with_capacity(64 * 1024);
     let result = (|| -> io::Result<()> {
         loop {
             let batch = match rx.next(false) {
@@ -37,14 +44,23 @@ pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, 
             };
             let n = batch.len();
             for mut line in batch {
-                if let Event::AgentStats { emitted: counts, .. } = &mut line.event {
-                    counts.clone_from(&emitted);
+                if let Event::AgentStats(stats) = &mut line.event {
+                    stats.emitted.clone_from(&emitted);
                 }
-                write_event(&mut out, &line, format)?;
-                if !matches!(line.event, Event::AgentStart { .. } | Event::AgentStats { .. }) {
+                match format {
+                    Format::Json => json.write(&mut line_buf, &line),
+                    Format::Text => text::write(&mut line_buf, &line)?,
+                }
+                if !matches!(line.event, Event::AgentStart { .. } | Event::AgentStats(_)) {
                     *emitted.entry(line.event.type_name()).or_insert(0) += 1;
                 }
+                if line_buf.len() >= 32 * 1024 {
+                    out.write_all(&line_buf)?;
+                    line_buf.clear();
+                }
             }
+            out.write_all(&line_buf)?;
+            line_buf.clear();
             rx.done(n);
         }
     })()
