@@ -16,6 +16,9 @@ pub struct Cli {
 pub enum Command {
     /// Report what this kernel supports and which features will work.
     Check,
+    /// Run the gateway: connect-time load balancing of VIPs to backends
+    /// (see docs/gateway.md).
+    Gateway(crate::gateway::GatewayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
