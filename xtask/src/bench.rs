@@ -391,10 +391,15 @@ fn idle(opts: &Options) -> Result<Value> {
     std::thread::sleep(Duration::from_secs(opts.idle_secs));
     let cpu = agent.cpu_seconds()? - a0;
     let rss = agent.peak_rss_mb()?;
-    agent.stop()?;
+    // What the host did meanwhile (other users' processes are traced too):
+    // the figure is idle only when this is near zero.
+    let events = agent.stop()?.iter().filter(|l| !l.contains("\"agent_start\"") && !l.contains("\"agent_stats\"")).count();
     let percent = cpu / opts.idle_secs as f64 * 100.0;
-    println!("## idle ({} s, every family on)\nagent CPU {percent:.4}% of one core; peak RSS {rss:.1} MB", opts.idle_secs);
-    Ok(json!({ "seconds": opts.idle_secs, "cpu_percent": percent, "peak_rss_mb": rss }))
+    println!(
+        "## idle ({} s, every family on)\nagent CPU {percent:.4}% of one core; peak RSS {rss:.1} MB; {events} events from the host meanwhile",
+        opts.idle_secs
+    );
+    Ok(json!({ "seconds": opts.idle_secs, "cpu_percent": percent, "peak_rss_mb": rss, "events": events }))
 }
 
 /// This commit, for the results file.
