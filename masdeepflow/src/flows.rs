@@ -66,7 +66,7 @@ impl FlowTable {
         (sent > 0 || received > 0).then(|| Event::Flow {
             time: *time,
             process: process.clone(),
-            role: *role,
+            role,
             conn: conn.clone(),
             bytes_sent: sent,
             bytes_received: received,

@@ -148,6 +148,9 @@ fn lost_total(events: &[serde_json::Value]) -> u64 {
     sum(&stats["lost"]["kernel_ring_buffer"]) + sum(&stats["lost"]["user_queue"])
 }
 
+/// Which of the agent's events count as seeing one unit of the workload.
+type SeenPredicate = Box<dyn Fn(&serde_json::Value) -> bool>;
+
 fn run_case(name: &str, opts: &Options) -> Result<()> {
     let mut base = Vec::new();
     let mut with = Vec::new();
@@ -161,7 +164,7 @@ fn run_case(name: &str, opts: &Options) -> Result<()> {
         // With the agent.
         let agent = Agent::start(if name == "exec" { "exec,exit" } else { "tcp" })?;
         let a0 = agent.cpu_seconds()?;
-        let (wall, cpu, seen_expected): (f64, f64, Box<dyn Fn(&serde_json::Value) -> bool>) = match name {
+        let (wall, cpu, seen_expected): (f64, f64, SeenPredicate) = match name {
             "exec" => {
                 let (w, c) = exec_storm(opts.execs)?;
                 let me = std::process::id();

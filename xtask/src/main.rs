@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup|build|run|test|bench`.
+//! Project tasks: `cargo xtask setup|lint|build|run|test|bench|soak|vm-test`.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod lint;
 mod procfs;
 mod setup;
 mod soak;
@@ -21,6 +22,9 @@ struct Cli {
 enum Task {
     /// Install what building the eBPF side needs (idempotent).
     Setup,
+    /// Fail on formatting differences and on clippy warnings (host crates,
+    /// and the eBPF crate for its own target).
+    Lint,
     /// Set up, then build the agent at target/release/masdeepflow.
     Build,
     /// Set up, build and run the agent; arguments after `--` go to it.
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Task::Setup => setup::setup(),
+        Task::Lint => lint::fmt_check().and_then(|()| lint::clippy()),
         Task::Build => setup::setup().and_then(|()| setup::build_release()),
         Task::Run { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::run_agent(&args)),
         Task::Test { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::test(&args)),
