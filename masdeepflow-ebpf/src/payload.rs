@@ -23,8 +23,8 @@ use crate::{
     kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, read_at, syscall_regs},
     maps::{EVENTS, atomic_add, batched_wakeup, count},
     syscall_abi::{
-        MSGHDR_IOV, REGS_ORIG_AX, REGS_SI, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG,
-        SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
+        MSGHDR_IOV, REGS_ARG2, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG, SYS_SENDTO,
+        SYS_WRITE, SYS_WRITEV, syscall_nr,
     },
 };
 
@@ -39,14 +39,14 @@ const HTTP_STARTS: [[u8; 4]; 10] = [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"D
 #[inline(always)]
 fn user_buffer() -> Option<(u64, u64)> {
     let regs = syscall_regs();
-    let nr: u64 = read_at(regs, REGS_ORIG_AX).ok()?;
-    let arg1: u64 = read_at(regs, REGS_SI).ok()?;
+    let nr = syscall_nr(regs).ok()?;
+    let arg2: u64 = read_at(regs, REGS_ARG2).ok()?;
     let iov = match nr {
-        SYS_READ | SYS_WRITE | SYS_PREAD64 | SYS_PWRITE64 | SYS_SENDTO | SYS_RECVFROM => return Some((arg1, u64::MAX)),
-        SYS_READV | SYS_WRITEV => arg1,
+        SYS_READ | SYS_WRITE | SYS_PREAD64 | SYS_PWRITE64 | SYS_SENDTO | SYS_RECVFROM => return Some((arg2, u64::MAX)),
+        SYS_READV | SYS_WRITEV => arg2,
         SYS_SENDMSG | SYS_RECVMSG => {
             // SAFETY: user memory read with the fault-tolerant helper.
-            unsafe { bpf_probe_read_user((arg1 + MSGHDR_IOV) as *const u64) }.ok()?
+            unsafe { bpf_probe_read_user((arg2 + MSGHDR_IOV) as *const u64) }.ok()?
         }
         _ => return None,
     };

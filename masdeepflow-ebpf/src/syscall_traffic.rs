@@ -12,7 +12,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
     kernel::{read_at, sock_of_fd, syscall_regs},
-    syscall_abi::{MSG_PEEK, REGS_DI, REGS_DX, REGS_ORIG_AX, REGS_R10, SYS_RECVFROM, SYS_RECVMSG},
+    syscall_abi::{MSG_PEEK, REGS_ARG1, REGS_ARG3, REGS_ARG4, SYS_RECVFROM, SYS_RECVMSG, syscall_nr},
     traffic::count_and_capture,
 };
 
@@ -38,17 +38,16 @@ fn try_syscall(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
     let regs = syscall_regs();
     if !sent {
         // Peeked bytes are read again later: not counted.
-        let nr: u64 = read_at(regs, REGS_ORIG_AX)?;
-        let flags: u64 = match nr {
-            SYS_RECVFROM => read_at(regs, REGS_R10)?,
-            SYS_RECVMSG => read_at(regs, REGS_DX)?,
+        let flags: u64 = match syscall_nr(regs)? {
+            SYS_RECVFROM => read_at(regs, REGS_ARG4)?,
+            SYS_RECVMSG => read_at(regs, REGS_ARG3)?,
             _ => 0,
         };
         if flags & MSG_PEEK != 0 {
             return Ok(());
         }
     }
-    let fd: u64 = read_at(regs, REGS_DI)?;
+    let fd: u64 = read_at(regs, REGS_ARG1)?;
     let sk = sock_of_fd(fd)?;
     count_and_capture(sk, sent, ret as u32);
     Ok(())
