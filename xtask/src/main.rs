@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup|lint|build|run|test|bench|soak|vm-test`.
+//! Project tasks: `cargo xtask setup|lint|build|dist|run|test|bench|soak|vm-test`.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod dist;
 mod lint;
 mod procfs;
 mod setup;
@@ -27,12 +28,16 @@ enum Task {
     Lint,
     /// Set up, then build the agent at target/release/masdeepflow.
     Build,
+    /// Set up, build static x86_64 and aarch64 binaries (musl, stripped)
+    /// and their checksums into target/dist/.
+    Dist,
     /// Set up, build and run the agent; arguments after `--` go to it.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run every test, privileged ones included.
+    /// Set up, build (the agent, the static binaries) and run
+    /// every test, privileged ones included.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -53,8 +58,11 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(),
         Task::Lint => lint::fmt_check().and_then(|()| lint::clippy()),
         Task::Build => setup::setup().and_then(|()| setup::build_release()),
+        Task::Dist => setup::setup().and_then(|()| dist::dist()),
         Task::Run { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::run_agent(&args)),
-        Task::Test { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::test(&args)),
+        Task::Test { args } => {
+            setup::setup().and_then(|()| setup::build_release()).and_then(|()| dist::dist()).and_then(|()| setup::test(&args))
+        }
         Task::Bench(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| bench::run(&opts)),
         Task::VmTest => setup::setup().and_then(|()| setup::build_release()).and_then(|()| vm::run_vm_test()),
         Task::Soak(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| soak::run(&opts)),
