@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|lint|build|dist|run|test|bench|soak|vm-test`.
+//! Project tasks: `cargo xtask setup|lint|build|dist|image|run|test|bench|soak|vm-test`.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_http;
 mod dist;
+mod image;
 mod lint;
 mod procfs;
 mod setup;
@@ -31,12 +32,15 @@ enum Task {
     /// Set up, build static x86_64 and aarch64 binaries (musl, stripped)
     /// and their checksums into target/dist/.
     Dist,
+    /// Set up, build the static binaries, and the container image (buildah,
+    /// amd64 and arm64) holding only the binary.
+    Image,
     /// Set up, build and run the agent; arguments after `--` go to it.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build (the agent, the static binaries) and run
+    /// Set up, build (the agent, the static binaries, the image) and run
     /// every test, privileged ones included.
     Test {
         /// Extra arguments for `cargo test`.
@@ -59,9 +63,10 @@ fn main() -> ExitCode {
         Task::Lint => lint::fmt_check().and_then(|()| lint::clippy()),
         Task::Build => setup::setup().and_then(|()| setup::build_release()),
         Task::Dist => setup::setup().and_then(|()| dist::dist()),
+        Task::Image => setup::setup().and_then(|()| image::image()),
         Task::Run { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::run_agent(&args)),
         Task::Test { args } => {
-            setup::setup().and_then(|()| setup::build_release()).and_then(|()| dist::dist()).and_then(|()| setup::test(&args))
+            setup::setup().and_then(|()| setup::build_release()).and_then(|()| image::image()).and_then(|()| setup::test(&args))
         }
         Task::Bench(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| bench::run(&opts)),
         Task::VmTest => setup::setup().and_then(|()| setup::build_release()).and_then(|()| vm::run_vm_test()),
