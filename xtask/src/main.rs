@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod debian;
 mod dist;
 mod image;
 mod lint;
@@ -52,8 +53,9 @@ enum Task {
     /// Set up, build and run the agent under mixed load for a while,
     /// failing when its memory or any table keeps growing.
     Soak(soak::Options),
-    /// Set up, build, and run the agent on Debian's Linux 6.1 under QEMU.
-    VmTest,
+    /// Set up, build the static binaries, and run the agent on Debian
+    /// kernels under QEMU (default: x86_64 Linux 6.1; `--all`: the matrix).
+    VmTest(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
             setup::setup().and_then(|()| setup::build_release()).and_then(|()| image::image()).and_then(|()| setup::test(&args))
         }
         Task::Bench(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| bench::run(&opts)),
-        Task::VmTest => setup::setup().and_then(|()| setup::build_release()).and_then(|()| vm::run_vm_test()),
+        Task::VmTest(opts) => setup::setup().and_then(|()| vm::run(&opts)),
         Task::Soak(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| soak::run(&opts)),
     };
     match result {
