@@ -67,14 +67,19 @@ pub struct PayloadHeader {
     pub loss: PayloadLoss,
 }
 
-/// Ring buffer record as the kernel builds it (only `size_of::<PayloadHeader>()
-/// + captured_len` bytes of it are sent).
+/// Ring buffer record as the kernel reserves it: the header and room for
+/// `N` bytes, of which `captured_len` are written. The kernel picks the
+/// smallest of [`CAPTURE_CLASSES`] that holds what it copies, so that the
+/// bytes go from the traced program straight into the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct PayloadRecord {
+pub struct PayloadRecord<const N: usize> {
     pub header: PayloadHeader,
-    pub data: [u8; CAPTURE_MAX],
+    pub data: [u8; N],
 }
+
+/// Sizes of the data room of payload records.
+pub const CAPTURE_CLASSES: [usize; 3] = [256, 1024, CAPTURE_MAX];
 
 const _: () = assert!(core::mem::size_of::<PayloadLoss>() == 32);
 const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32 + 32);

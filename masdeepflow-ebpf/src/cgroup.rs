@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use masdeepflow_common::{EventHeader, EventKind, ProcessInfo, cgroup::CgroupRecord, stats::lost_index};
 
-use crate::maps::{EVENTS, count};
+use crate::maps::{EVENTS, count, wakeup_flags};
 
 #[tracepoint]
 pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
@@ -49,5 +49,5 @@ fn report(ctx: &TracePointContext, kind: EventKind) {
             (*rec).path_len = s.len() as u32;
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
 }

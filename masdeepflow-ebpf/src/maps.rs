@@ -1,12 +1,10 @@
 //! Maps shared by the programs. Every map is bounded; per-connection entries
 //! are removed when the connection reaches TCP_CLOSE.
-use crate::kernel::offset;
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use masdeepflow_common::{
-    config::wakes_agent,
     stats::COUNTERS_LEN,
     tcp::{PendingConnect, SockState},
 };
@@ -58,15 +56,22 @@ pub unsafe fn atomic_add(counter: *mut u64, n: u64) {
     }
 }
 
+/// 1 while the agent drains the ring buffer on its own timer (it is busy):
+/// high-rate records then wake nobody. 0 (the initial value) while it
+/// sleeps until woken, so that the first record after a quiet spell wakes
+/// it. Written by the agent.
+#[map]
+pub static AGENT_POLLING: Array<u32> = Array::with_max_entries(1, 0);
+
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
-const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Flags for `EVENTS.output` of a high-rate record of `size` bytes: a
-/// wake-up only when [`wakes_agent`] says so, so payload records cost one
-/// wake-up per batch instead of one each.
+/// Flags for submitting a high-rate record (payloads): a wake-up only
+/// when the agent is not polling.
 #[inline(always)]
-pub fn batched_wakeup(size: u64) -> u64 {
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
-    if wakes_agent(waiting, size, offset!(wakeup_bytes) as u64) { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+pub fn wakeup_flags() -> u64 {
+    match AGENT_POLLING.get(0) {
+        Some(&1) => BPF_RB_NO_WAKEUP,
+        _ => BPF_RB_FORCE_WAKEUP,
+    }
 }

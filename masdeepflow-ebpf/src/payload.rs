@@ -1,46 +1,61 @@
 //! Payload capture for parsed protocols, called from the traffic hooks
-//! (`sock_send_length`/`sock_recv_length`) in the process that moved the
-//! bytes. The user buffer is found from the syscall's saved registers
-//! (`bpf_task_pt_regs`), so no syscall entry hooks are needed.
+//! (`sock_send_length`/`sock_recv_length`, or their fallbacks) in the
+//! process that moved the bytes. The user buffer is found from the
+//! syscall's saved registers (`bpf_task_pt_regs`), so no syscall entry
+//! hooks are needed.
 //!
 //! A connection's first payload decides: if it starts like HTTP/1.x every
 //! later send/receive is captured (up to `capture_bytes` of each); else
 //! nothing more is looked at. Syscalls without a user buffer (sendfile,
 //! splice, io_uring) are reported with their length and no bytes.
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf, generated},
-    macros::map,
-    maps::PerCpuArray,
+//!
+//! Cost per captured syscall is what the traced program pays, so the path
+//! is short: registers are read with plain loads through the task's BTF
+//! pointer (no helper calls), the bytes are copied from the program's
+//! buffer straight into a ring buffer reservation (no per-CPU staging
+//! copy), the process of a request is taken from the connection's owner
+//! when the same process moves it, and the agent is woken only when it
+//! sleeps ([`wakeup_flags`]).
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    bpf_probe_read_user_buf, generated,
 };
 use masdeepflow_common::{
-    EventHeader, EventKind,
-    payload::{CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadLoss, PayloadRecord},
+    EventHeader, EventKind, ProcessInfo,
+    payload::{
+        CAPTURE_CLASSES, CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadLoss,
+        PayloadRecord,
+    },
     stats::lost_index,
     tcp::{ROLE_CLIENT, SockState},
 };
 
 use crate::{
-    kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, read_at, syscall_regs},
-    maps::{EVENTS, atomic_add, batched_wakeup, count},
+    kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, syscall_regs},
+    maps::{EVENTS, atomic_add, count, wakeup_flags},
     syscall_abi::{
         MSGHDR_IOV, REGS_ARG2, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG, SYS_SENDTO,
-        SYS_WRITE, SYS_WRITEV, syscall_nr,
+        SYS_WRITE, SYS_WRITEV, load_syscall_nr,
     },
 };
 
-/// Where a payload record is built before it is copied to the ring buffer.
-#[map]
-static SCRATCH: PerCpuArray<PayloadRecord> = PerCpuArray::with_max_entries(1, 0);
-
 /// How HTTP/1.x messages start: request methods, or a status line.
 const HTTP_STARTS: [[u8; 4]; 10] = [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
+
+/// A `u64` in the task's saved registers: a plain load, which the verifier
+/// allows through the BTF pointer `bpf_task_pt_regs` returns.
+#[inline(always)]
+fn reg(regs: u64, off: u32) -> u64 {
+    // SAFETY: `regs` is the current task's `struct pt_regs *` (BTF typed);
+    // `off` is a field of it (see `syscall_abi`).
+    unsafe { core::ptr::read_volatile((regs + off as u64) as *const u64) }
+}
 
 /// The first user buffer of the running syscall and its length.
 #[inline(always)]
 fn user_buffer() -> Option<(u64, u64)> {
     let regs = syscall_regs();
-    let nr = syscall_nr(regs).ok()?;
-    let arg2: u64 = read_at(regs, REGS_ARG2).ok()?;
+    let (nr, arg2) = (load_syscall_nr(regs), reg(regs, REGS_ARG2));
     let iov = match nr {
         SYS_READ | SYS_WRITE | SYS_PREAD64 | SYS_PWRITE64 | SYS_SENDTO | SYS_RECVFROM => return Some((arg2, u64::MAX)),
         SYS_READV | SYS_WRITEV => arg2,
@@ -50,29 +65,26 @@ fn user_buffer() -> Option<(u64, u64)> {
         }
         _ => return None,
     };
-    // SAFETY: as above.
-    let (base, len) = unsafe { (bpf_probe_read_user(iov as *const u64).ok()?, bpf_probe_read_user((iov + 8) as *const u64).ok()?) };
-    Some((base, len))
+    // SAFETY: as above; one read for the iovec's base and length.
+    let first: [u64; 2] = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.ok()?;
+    Some((first[0], first[1]))
 }
 
-/// Whether the first bytes of a connection look like HTTP/1.x. A first
-/// write shorter than four bytes counts when it is the start of one (a
-/// request line split across writes).
+/// The first (up to four) bytes of a user buffer, and how many there are.
 #[inline(always)]
-fn starts_like_http(buf: u64, len: u64) -> bool {
-    if len == 0 {
-        return false;
-    }
+fn first_bytes(buf: u64, len: u64) -> ([u8; 4], usize) {
     let mut first = [0u8; 4];
     let n = if len < 4 { len as usize } else { 4 };
     // SAFETY: user memory read with the fault-tolerant helper.
-    if unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first[..n]) }.is_err() {
-        return false;
+    if n == 0 || unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first[..n]) }.is_err() {
+        return (first, 0);
     }
-    is_http_start(&first, n)
+    (first, n)
 }
 
-/// Whether the first `n` (1..=4) of `first` start an HTTP/1.x message.
+/// Whether the first `n` (1..=4) of `first` start an HTTP/1.x message. A
+/// first write shorter than four bytes counts when it is the start of one
+/// (a request line split across writes).
 #[inline(always)]
 fn is_http_start(first: &[u8; 4], n: usize) -> bool {
     if n == 0 {
@@ -112,12 +124,13 @@ unsafe fn take_loss(loss: *mut PayloadLoss) -> PayloadLoss {
     }
 }
 
-/// Puts back losses taken for a record that was then lost, plus that record.
+/// Counts a record the ring buffer could not take into the connection's
+/// losses, for its next record or its close to report.
 ///
 /// # Safety
 /// As [`take_loss`].
 #[inline(always)]
-unsafe fn give_back(loss: *mut PayloadLoss, taken: &PayloadLoss, sent: bool, start: bool, len: u64) {
+unsafe fn count_lost(loss: *mut PayloadLoss, sent: bool, start: bool, len: u64) {
     // SAFETY: as the caller promised.
     unsafe {
         let (starts, bytes) = if sent {
@@ -127,47 +140,96 @@ unsafe fn give_back(loss: *mut PayloadLoss, taken: &PayloadLoss, sent: bool, sta
         };
         atomic_add(starts, start as u64);
         atomic_add(bytes, len);
-        if !taken.is_empty() {
-            atomic_add(&raw mut (*loss).sent_starts, taken.sent_starts);
-            atomic_add(&raw mut (*loss).received_starts, taken.received_starts);
-            atomic_add(&raw mut (*loss).sent_bytes, taken.sent_bytes);
-            atomic_add(&raw mut (*loss).received_bytes, taken.received_bytes);
-        }
     }
 }
 
-/// Copies `n` (1 to `CAPTURE_MAX`) bytes of user memory at `src` to `dst`,
-/// which has room for `CAPTURE_MAX`. A function of its own so that the
-/// bound is checked right before the helper call: inlined, the compiler
-/// reloads `n` from the stack after the check, and older verifiers (6.1)
-/// then lose the bound and refuse the program.
+/// Copies `n` (1 to `N`) bytes of user memory at `src` into `dst`. A
+/// function of its own so that the bound is checked right before the
+/// helper call: inlined, the compiler reloads `n` from the stack after the
+/// check, and older verifiers (6.1) then lose the bound and refuse the
+/// program.
 #[inline(never)]
-fn read_user(dst: *mut u8, src: u64, n: u64) -> bool {
+fn read_user<const N: usize>(dst: *mut [u8; N], src: u64, n: u64) -> bool {
     // Opaque to the optimiser, which would otherwise drop the check below
     // as implied by the caller's.
     // SAFETY: reading a local.
     let n = unsafe { core::ptr::read_volatile(&n) };
-    if n == 0 || n > CAPTURE_MAX as u64 {
+    if n == 0 || n > N as u64 {
         return false;
     }
-    // SAFETY: `dst` has room for `CAPTURE_MAX` bytes; user memory is read
-    // with the fault-tolerant helper.
+    // SAFETY: `dst` has room for `N` bytes; user memory is read with the
+    // fault-tolerant helper.
     unsafe { generated::bpf_probe_read_user(dst.cast(), n as u32, src as *const core::ffi::c_void) == 0 }
 }
 
-/// Sends the header and the first `captured` data bytes of `rec` to the
-/// ring buffer. A function of its own for the reason [`read_user`] is.
-#[inline(never)]
-fn send_record(rec: *const PayloadRecord, captured: u64, flags: u64) -> bool {
-    // SAFETY: reading a local (opaque to the optimiser, see `read_user`).
-    let captured = unsafe { core::ptr::read_volatile(&captured) };
-    if captured > CAPTURE_MAX as u64 {
+/// What a capture writes besides the bytes.
+struct Capture {
+    process: ProcessInfo,
+    has_process: u32,
+    sent: bool,
+    len: u32,
+}
+
+/// Reserves a record with room for `N` bytes, copies `n` of them from
+/// `buf` into it and sends it. False when the ring buffer is full.
+#[inline(always)]
+fn emit<const N: usize>(state: *mut SockState, c: &Capture, buf: u64, n: u64) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<PayloadRecord<N>>(0) else {
         return false;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: a reserved slot of the right size, every header field written
+    // before submit; `state` is the live map value (only its counters change
+    // under us, atomically).
+    unsafe {
+        let captured = if n != 0 && read_user::<N>(&raw mut (*rec).data, buf, n) { n } else { 0 };
+        (*rec).header = PayloadHeader {
+            header: EventHeader {
+                kind: EventKind::Payload as u32,
+                has_process: c.has_process,
+                ts_ns: bpf_ktime_get_ns(),
+                process: c.process,
+            },
+            endpoints: (*state).endpoints,
+            conn_id: (*state).id,
+            total_len: c.len as u64,
+            captured_len: captured as u32,
+            direction: if c.sent { DIR_SENT } else { DIR_RECEIVED },
+            role: (*state).role,
+            _pad: 0,
+            loss: take_loss(&raw mut (*state).payload_loss),
+        };
     }
-    let size = core::mem::size_of::<PayloadHeader>() + captured as usize;
-    // SAFETY: `rec` is the per-CPU scratch record, `size` within it.
-    let bytes = unsafe { core::slice::from_raw_parts(rec as *const u8, size) };
-    EVENTS.output::<[u8]>(bytes, flags).is_ok()
+    entry.submit(wakeup_flags());
+    true
+}
+
+/// The process of a request's bytes: the connection's owner as recorded at
+/// connect or accept when the same thread moves them (the common case:
+/// one helper call), else the owner's process with the current thread's
+/// id, name and cgroup, else the current task read whole.
+///
+/// # Safety
+/// `state` points at a live `SOCKETS` value.
+#[inline(always)]
+unsafe fn request_process(state: *const SockState) -> ProcessInfo {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // SAFETY: as the caller promised.
+    let (has_owner, owner) = unsafe { ((*state).has_owner, (*state).owner) };
+    if has_owner == 0 || owner.pid != pid {
+        return current_process();
+    }
+    if owner.tid == tid {
+        return owner;
+    }
+    ProcessInfo {
+        // SAFETY: a helper with no preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tid,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        ..owner
+    }
 }
 
 #[inline(always)]
@@ -183,64 +245,46 @@ pub fn capture(state: *mut SockState, sent: bool, len: u32) {
     }
     // SAFETY: as above.
     let client = unsafe { (*state).role } == ROLE_CLIENT;
-    // Exchanges take their process from request bytes; the task is read
-    // whole only for those (or for the `--comm` filter).
-    let whole = sent == client || comm_filtered();
-    let process = if whole { current_process() } else { current_ids() };
+    // Exchanges take their process from request bytes; the task is looked
+    // at only for those (or for the `--comm` filter).
+    let request = sent == client;
+    let whole = request || comm_filtered();
+    // SAFETY: as above.
+    let process = if whole { unsafe { request_process(state) } } else { current_ids() };
     if whole && !comm_wanted(&process.comm) {
         return;
     }
     let buffer = user_buffer();
     if protocol == PROTO_UNKNOWN {
         let Some((buf, buf_len)) = buffer else { return };
-        let http = starts_like_http(buf, buf_len.min(len as u64));
+        let (first, n) = first_bytes(buf, buf_len.min(len as u64));
+        let http = is_http_start(&first, n);
         // SAFETY: a plain store of a u32 in the live map value.
         unsafe { (*state).protocol = if http { PROTO_HTTP } else { PROTO_OTHER } };
         if !http {
             return;
         }
     }
-    let Some(rec) = SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: the per-CPU scratch slot is ours for this program run;
-    // `state` is the live map value (only its loss counters change under us,
-    // atomically).
-    unsafe {
-        (*rec).header = PayloadHeader {
-            header: EventHeader { kind: EventKind::Payload as u32, has_process: whole as u32, ts_ns: bpf_ktime_get_ns(), process },
-            endpoints: (*state).endpoints,
-            conn_id: (*state).id,
-            total_len: len as u64,
-            captured_len: 0,
-            direction: if sent { DIR_SENT } else { DIR_RECEIVED },
-            role: (*state).role,
-            _pad: 0,
-            loss: PayloadLoss::NONE,
-        };
-        let mut n: u64 = 0;
-        if let Some((buf, buf_len)) = buffer {
-            n = len as u64;
-            if buf_len < n {
-                n = buf_len;
-            }
-            if limit < n {
-                n = limit;
-            }
-            if n > CAPTURE_MAX as u64 {
-                n = CAPTURE_MAX as u64;
-            }
-            if !read_user((&raw mut (*rec).data).cast(), buf, n) {
-                n = 0;
-            }
-        }
-        (*rec).header.captured_len = n as u32;
-        let loss = &raw mut (*state).payload_loss;
-        (*rec).header.loss = take_loss(loss);
-        if send_record(rec, n, batched_wakeup(core::mem::size_of::<PayloadHeader>() as u64 + n)) {
-            return;
-        }
-        count(lost_index(EventKind::Payload as u32));
-        let first = [(*rec).data[0], (*rec).data[1], (*rec).data[2], (*rec).data[3]];
-        let start = is_http_start(&first, if n < 4 { n as usize } else { 4 });
-        give_back(loss, &(*rec).header.loss, sent, start, len as u64);
+    let c = Capture { process, has_process: whole as u32, sent, len };
+    let (buf, mut n) = match buffer {
+        Some((buf, buf_len)) => (buf, (len as u64).min(buf_len).min(limit).min(CAPTURE_MAX as u64)),
+        None => (0, 0),
+    };
+    if buf == 0 {
+        n = 0;
     }
+    let sent_ok = if n <= CAPTURE_CLASSES[0] as u64 {
+        emit::<{ CAPTURE_CLASSES[0] }>(state, &c, buf, n)
+    } else if n <= CAPTURE_CLASSES[1] as u64 {
+        emit::<{ CAPTURE_CLASSES[1] }>(state, &c, buf, n)
+    } else {
+        emit::<{ CAPTURE_CLASSES[2] }>(state, &c, buf, n)
+    };
+    if sent_ok {
+        return;
+    }
+    count(lost_index(EventKind::Payload as u32));
+    let (first, got) = if n == 0 { ([0; 4], 0) } else { first_bytes(buf, n) };
+    // SAFETY: `state` points at the live map value of this socket.
+    unsafe { count_lost(&raw mut (*state).payload_loss, sent, is_http_start(&first, got), len as u64) };
 }

@@ -14,7 +14,7 @@ use aya_ebpf::helpers::bpf_get_current_comm;
 
 use crate::{
     kernel::{comm_wanted, current_process, current_task, offset, read_at},
-    maps::{EVENTS, count},
+    maps::{EVENTS, count, wakeup_flags},
 };
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`,
@@ -69,7 +69,7 @@ fn try_exec(ctx: &TracePointContext) {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
 }
 
 /// `sched_process_exit(struct task_struct *p, bool group_dead)`, fired in the
@@ -106,7 +106,7 @@ fn try_exit(ctx: &TracePointContext) {
         exit_code,
         _pad: 0,
     };
-    if EVENTS.output::<ExitRecord>(&record, 0).is_err() {
+    if EVENTS.output::<ExitRecord>(&record, wakeup_flags()).is_err() {
         count(lost_index(EventKind::ProcessExit as u32));
     }
 }

@@ -25,6 +25,14 @@ mod arch {
         read_at(regs, REGS_NR)
     }
 
+    /// The same with a plain load of the field, for the BTF pointer that
+    /// `bpf_task_pt_regs` returns.
+    #[inline(always)]
+    pub fn load_syscall_nr(regs: u64) -> u64 {
+        // SAFETY: `regs` is the current task's `struct pt_regs *` (BTF typed).
+        unsafe { core::ptr::read_volatile((regs + REGS_NR as u64) as *const u64) }
+    }
+
     /// arch/x86/entry/syscalls/syscall_64.tbl.
     pub const SYS_READ: u64 = 0;
     pub const SYS_WRITE: u64 = 1;
@@ -59,6 +67,15 @@ mod arch {
     #[inline(always)]
     pub fn syscall_nr(regs: u64) -> Result<u64, i64> {
         read_at::<u32>(regs, REGS_NR).map(u64::from)
+    }
+
+    /// The same with a plain load of the field (4 bytes: the verifier checks
+    /// loads through the BTF pointer `bpf_task_pt_regs` returns against the
+    /// field's size).
+    #[inline(always)]
+    pub fn load_syscall_nr(regs: u64) -> u64 {
+        // SAFETY: `regs` is the current task's `struct pt_regs *` (BTF typed).
+        u64::from(unsafe { core::ptr::read_volatile((regs + REGS_NR as u64) as *const u32) })
     }
 
     /// include/uapi/asm-generic/unistd.h.

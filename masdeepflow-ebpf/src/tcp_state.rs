@@ -16,7 +16,7 @@ use masdeepflow_common::{
 
 use crate::{
     kernel::{comm_wanted, current_process, offset, read_at},
-    maps::{CONNECTING, EVENTS, SOCK_SCRATCH, SOCKETS, count, count_n},
+    maps::{CONNECTING, EVENTS, SOCK_SCRATCH, SOCKETS, count, count_n, wakeup_flags},
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -119,7 +119,7 @@ fn report_close(sk: u64, now: u64) {
                     (*r).bytes_received = (*state).bytes_received;
                     (*r).conn_id = (*state).id;
                     (*r).payload_loss = (*state).payload_loss;
-                    entry.submit(0);
+                    entry.submit(wakeup_flags());
                 }
                 None => {
                     count(lost_index(EventKind::TcpClose as u32));
@@ -223,5 +223,5 @@ pub fn emit(
         (*r).conn_id = conn_id;
         (*r).payload_loss = PayloadLoss::NONE;
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags());
 }

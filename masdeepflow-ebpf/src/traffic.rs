@@ -3,10 +3,7 @@
 //! the calling process. Counted into the socket's `SOCKETS` entry, which the
 //! agent reads for `flow` records and which `tcp_close` reports in full.
 //!
-//! Record: `sk` at 8, `family` 16, `protocol` 18, `ret` 20, `flags` 24.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-
-use masdeepflow_common::tcp::IPPROTO_TCP;
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     maps::{SOCKETS, atomic_add},
@@ -14,29 +11,33 @@ use crate::{
     syscall_abi::MSG_PEEK,
 };
 
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = try_count(&ctx, true);
+/// `sock_send_length(struct sock *sk, int ret, int flags)`, attached raw:
+/// the arguments themselves, no trace record built and no helper calls to
+/// read them.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> u32 {
+    on_socket_io(&ctx, true);
     0
 }
 
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = try_count(&ctx, false);
+/// `sock_recv_length(struct sock *sk, int ret, int flags)`, as above.
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> u32 {
+    on_socket_io(&ctx, false);
     0
 }
 
 #[inline(always)]
-fn try_count(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
-    // SAFETY: documented record layout.
-    let (protocol, ret, flags) = unsafe { (ctx.read_at::<u16>(18)?, ctx.read_at::<i32>(20)?, ctx.read_at::<i32>(24)?) };
-    if protocol != IPPROTO_TCP || ret <= 0 || (!sent && flags as u64 & MSG_PEEK != 0) {
-        return Ok(());
+fn on_socket_io(ctx: &RawTracePointContext, sent: bool) {
+    let sk: u64 = ctx.arg(0);
+    // `int`s, passed zero-extended.
+    let ret = ctx.arg::<u64>(1) as u32 as i32;
+    let flags = ctx.arg::<u64>(2) as u32 as u64;
+    // Peeked bytes are read again later: not counted. Other protocols are
+    // not in `SOCKETS`.
+    if ret > 0 && (sent || flags & MSG_PEEK == 0) {
+        count_and_capture(sk, sent, ret as u32);
     }
-    // SAFETY: documented record layout.
-    let sk: u64 = unsafe { ctx.read_at(8)? };
-    count_and_capture(sk, sent, ret as u32);
-    Ok(())
 }
 
 /// Adds `len` bytes to a tracked socket's counters and captures the

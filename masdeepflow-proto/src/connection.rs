@@ -12,6 +12,7 @@ use crate::exchange::{Direction, Exchange, ExchangeError};
 use crate::http1::{
     self, Detect, Method, ParseError, RequestHead, ResponseHead, check_partial, find_head_end, has_valid_start_line, leading_newlines,
 };
+use crate::stream::{Output, PendingQueue, Syscall, Uncounted};
 mod loss;
 mod sides;
 
@@ -111,16 +112,9 @@ struct PendingRequest {
     approximate: bool,
 }
 
-#[derive(Debug)]
-enum Pending {
-    Req(PendingRequest),
-    /// Requests that exist but are not stored (overflow or not captured);
-    /// they still consume one response each, keeping the pairing right.
-    Placeholder(u64),
-    /// Requests whose start the capture pipeline lost: each consumes one
-    /// response and counts as a lost exchange.
-    Lost(u64),
-}
+/// Requests waiting for responses: stored ones, and runs of unseen
+/// (placeholder) or lost ones, in the queue shared with the MySQL parser.
+type Pending = crate::stream::Pending<PendingRequest>;
 
 #[derive(Debug)]
 struct RespProgress {
@@ -195,13 +189,12 @@ pub struct Http1Connection {
     phase: ConnectionState,
     req: Side,
     resp: Side,
-    pending: VecDeque<Pending>,
-    pending_real: usize,
+    pending: PendingQueue<PendingRequest>,
     cur_req: Option<u64>,
     next_seq: u64,
     cur_resp: Option<RespProgress>,
     unpaired: VecDeque<RespProgress>,
-    out: VecDeque<Exchange>,
+    out: Output<Exchange>,
     stats: ConnectionStats,
     /// Timestamp of the syscall being processed.
     now: u64,
@@ -234,13 +227,12 @@ impl Http1Connection {
             phase: ConnectionState::Active,
             req: side(),
             resp: side(),
-            pending: VecDeque::new(),
-            pending_real: 0,
+            pending: PendingQueue::new(MAX_PENDING_REQUESTS, MAX_PENDING_ENTRIES),
             cur_req: None,
             next_seq: 0,
             cur_resp: None,
             unpaired: VecDeque::new(),
-            out: VecDeque::new(),
+            out: Output::new(MAX_OUTPUT),
             stats: ConnectionStats::default(),
             now: 0,
         }
@@ -260,15 +252,13 @@ impl Http1Connection {
         &self.stats
     }
 
+    fn sync_stats(&mut self) {
+        self.stats.dropped_exchanges = self.out.dropped;
+    }
+
     /// Requests waiting for a response (stored ones and placeholders).
     pub fn pending_requests(&self) -> usize {
-        self.pending
-            .iter()
-            .map(|p| match p {
-                Pending::Req(_) => 1,
-                Pending::Placeholder(n) | Pending::Lost(n) => usize::try_from(*n).unwrap_or(usize::MAX),
-            })
-            .fold(0usize, usize::saturating_add)
+        usize::try_from(self.pending.requests()).unwrap_or(usize::MAX)
     }
 
     /// Entries in the pending queue (at most [`MAX_PENDING_ENTRIES`]).
@@ -289,7 +279,7 @@ impl Http1Connection {
 
     /// Completed exchanges, oldest first.
     pub fn drain(&mut self) -> impl Iterator<Item = Exchange> + '_ {
-        self.out.drain(..)
+        self.out.drain()
     }
 
     /// Process one syscall's payload.
@@ -303,11 +293,11 @@ impl Http1Connection {
             return;
         }
         self.now = ts_ns;
-        let cap_len = captured.len() as u64;
-        let uncaptured = total_len.saturating_sub(cap_len);
-        if uncaptured == 0 && captured.is_empty() {
+        let call = Syscall::new(captured, total_len);
+        if call.is_empty() {
             return;
         }
+        let uncaptured = call.uncaptured;
         if let SideState::Resync { open, chunked_tail } = self.side(dir).state
             && !self.resync_start(dir, captured, uncaptured, open, chunked_tail)
         {
@@ -392,6 +382,15 @@ impl Http1Connection {
         }
     }
 
+    /// A complete, valid head at the start of `buf` in one pass, or `None`
+    /// (incomplete or invalid: the general path decides).
+    fn parse_fast(dir: Direction, buf: &[u8]) -> Option<(AnyHead, usize)> {
+        match dir {
+            Direction::ClientToServer => http1::parse_request_fast(buf).map(|(h, n)| (AnyHead::Req(h), n)),
+            Direction::ServerToClient => http1::parse_response_fast(buf).map(|(h, n)| (AnyHead::Resp(h), n)),
+        }
+    }
+
     fn parse(dir: Direction, head: &[u8]) -> Result<AnyHead, ParseError> {
         match dir {
             Direction::ClientToServer => http1::parse_request_complete(head).map(AnyHead::Req),
@@ -405,7 +404,6 @@ impl Http1Connection {
         self.req.state = SideState::Idle;
         self.resp.state = SideState::Idle;
         self.pending.clear();
-        self.pending_real = 0;
         self.cur_req = None;
         self.cur_resp = None;
         self.stats.orphan_responses += self.unpaired.len() as u64;
@@ -422,11 +420,8 @@ impl Http1Connection {
     }
 
     fn emit(&mut self, ex: Exchange) {
-        if self.out.len() >= MAX_OUTPUT {
-            self.stats.dropped_exchanges += 1;
-        } else {
-            self.out.push_back(ex);
-        }
+        self.out.push(ex);
+        self.sync_stats();
     }
 
     fn exchange(r: PendingRequest, resp: Option<RespProgress>, error: Option<ExchangeError>) -> Exchange {
@@ -465,7 +460,6 @@ impl Http1Connection {
                 Pending::Placeholder(_) => {}
             }
         }
-        self.pending_real = 0;
         self.cur_req = None;
     }
 
@@ -511,36 +505,30 @@ impl Http1Connection {
     }
 
     fn push_placeholder(&mut self) {
-        if let Some(Pending::Placeholder(n)) = self.pending.back_mut() {
-            *n = n.saturating_add(1);
-        } else {
-            self.push_entry(Pending::Placeholder(1));
-        }
+        self.push_run(false, 1);
     }
 
-    /// Appends to the pending queue, or gives the connection up when the
-    /// queue already holds [`MAX_PENDING_ENTRIES`] entries.
-    fn push_entry(&mut self, p: Pending) {
-        if self.pending.len() >= MAX_PENDING_ENTRIES {
-            if let Pending::Lost(n) = p {
+    /// Appends a run of unseen (`lost == false`) or lost requests to the
+    /// pending queue, or gives the connection up when the queue already
+    /// holds [`MAX_PENDING_ENTRIES`] entries.
+    pub(super) fn push_run(&mut self, lost: bool, n: u64) {
+        if !self.pending.push_run(lost, n) {
+            if lost {
                 self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(n);
             }
             self.give_up(Direction::ClientToServer, GiveUpReason::TooManyPending);
-            return;
         }
-        self.pending.push_back(p);
     }
 
     /// Queue a request; becomes the current request if stored.
     fn push_request(&mut self, r: PendingRequest) {
-        if self.pending_real >= MAX_PENDING_REQUESTS {
+        if !self.pending.has_room() {
             self.stats.pending_overflow += 1;
             self.cur_req = None;
             self.push_placeholder();
         } else {
             self.cur_req = Some(r.seq);
-            self.pending_real += 1;
-            self.pending.push_back(Pending::Req(r));
+            self.pending.push_req(r);
         }
     }
 
@@ -571,10 +559,9 @@ impl Http1Connection {
                 break;
             }
             if r.ts <= u.start_ts {
-                let (Some(u), Some(Pending::Req(r))) = (self.unpaired.pop_front(), self.pending.pop_front()) else {
+                let (Some(u), Some(r)) = (self.unpaired.pop_front(), self.pending.pop_req()) else {
                     break;
                 };
-                self.pending_real = self.pending_real.saturating_sub(1);
                 let ex = Self::exchange(r, Some(u), None);
                 self.emit(ex);
                 break;
@@ -590,11 +577,10 @@ impl Http1Connection {
         if err.is_some() {
             resp.error = err;
         }
-        match self.pending.front_mut() {
+        match self.pending.front() {
             Some(Pending::Placeholder(_) | Pending::Lost(_)) => self.answer_uncounted_front(),
             Some(Pending::Req(r)) if r.ts <= resp.start_ts => {
-                if let Some(Pending::Req(r)) = self.pending.pop_front() {
-                    self.pending_real = self.pending_real.saturating_sub(1);
+                if let Some(r) = self.pending.pop_req() {
                     if self.cur_req == Some(r.seq) {
                         // Early response while the request body is still
                         // arriving: the rest of that body is not counted.
@@ -618,24 +604,10 @@ impl Http1Connection {
     /// A response (seen or lost) answers the placeholder at the front of
     /// the queue: counted as an orphan (unseen request) or a lost exchange.
     fn answer_uncounted_front(&mut self) {
-        let (emptied, lost) = match self.pending.front_mut() {
-            Some(Pending::Placeholder(n)) => {
-                *n = n.saturating_sub(1);
-                (*n == 0, false)
-            }
-            Some(Pending::Lost(n)) => {
-                *n = n.saturating_sub(1);
-                (*n == 0, true)
-            }
-            _ => return,
-        };
-        if emptied {
-            self.pending.pop_front();
-        }
-        if lost {
-            self.stats.lost_exchanges += 1;
-        } else {
-            self.stats.orphan_responses += 1;
+        match self.pending.answer_run() {
+            Some(Uncounted::Lost) => self.stats.lost_exchanges += 1,
+            Some(Uncounted::Unseen) => self.stats.orphan_responses += 1,
+            None => {}
         }
     }
 

@@ -1,11 +1,17 @@
-//! Bounded, panic-free HTTP/1.x parsing over captured socket payloads.
+//! Bounded, panic-free HTTP/1.x and MySQL protocol parsing over captured
+//! socket payloads.
 //!
 //! This crate is the protocol layer of the masdeepflow eBPF agent. The agent
 //! captures, for every `read`/`write`-family syscall on a TCP connection, the
 //! first *N* bytes of the payload plus the syscall's real length. This crate
-//! turns that per-connection, per-direction stream into HTTP exchanges. It
-//! does no I/O, no async, keeps no global state, never panics on any input
-//! and never grows memory without bound.
+//! turns that per-connection, per-direction stream into HTTP exchanges
+//! ([`Http1Connection`]) or MySQL commands with their responses
+//! ([`mysql::MysqlConnection`], see the [`mysql`] module), both driven the
+//! same way ([`ConnectionParser`]) and sharing the per-connection stream
+//! mechanics (captured prefixes, the pending-request queue with its counted
+//! runs of lost requests, the bounded output). It does no I/O, no async,
+//! keeps no global state, never panics on any input and never grows memory
+//! without bound.
 //!
 //! # Layers
 //!
@@ -114,6 +120,83 @@ mod connection;
 mod exchange;
 pub mod http1;
 pub mod limits;
+pub mod mysql;
+mod stream;
 
 pub use connection::{Config, ConnectionState, ConnectionStats, GiveUpReason, Http1Connection};
 pub use exchange::{Direction, Exchange, ExchangeError};
+
+/// What the agent drives per connection, whatever the protocol: one
+/// call per captured syscall, per run of lost syscalls, at the end, and a
+/// drain of finished exchanges after each. [`Http1Connection`] and
+/// [`mysql::MysqlConnection`] implement it the same way (see their
+/// methods of the same names).
+pub trait ConnectionParser {
+    /// The unit of output.
+    type Exchange;
+    /// One syscall: the captured prefix of its bytes and its real length.
+    fn on_data(&mut self, dir: Direction, captured: &[u8], total_len: u64, ts_ns: u64);
+    /// Syscalls the capture pipeline lost before the next `on_data`:
+    /// `starts` of them began a message, `bytes` their total length.
+    fn on_lost(&mut self, dir: Direction, starts: u64, bytes: u64, ts_ns: u64);
+    /// The connection closed.
+    fn on_close(&mut self, ts_ns: u64);
+    /// The connection's end was lost: what waits is counted lost.
+    fn abandon(&mut self);
+    /// Finished exchanges, oldest first.
+    fn drain(&mut self) -> impl Iterator<Item = Self::Exchange> + '_;
+    /// Exchanges counted lost so far.
+    fn lost_exchanges(&self) -> u64;
+    /// Nothing more will come out but what is still to be drained.
+    fn is_finished(&self) -> bool;
+}
+
+impl ConnectionParser for Http1Connection {
+    type Exchange = Exchange;
+    fn on_data(&mut self, dir: Direction, captured: &[u8], total_len: u64, ts_ns: u64) {
+        Http1Connection::on_data(self, dir, captured, total_len, ts_ns)
+    }
+    fn on_lost(&mut self, dir: Direction, starts: u64, bytes: u64, ts_ns: u64) {
+        Http1Connection::on_lost(self, dir, starts, bytes, ts_ns)
+    }
+    fn on_close(&mut self, ts_ns: u64) {
+        Http1Connection::on_close(self, ts_ns)
+    }
+    fn abandon(&mut self) {
+        Http1Connection::abandon(self)
+    }
+    fn drain(&mut self) -> impl Iterator<Item = Exchange> + '_ {
+        Http1Connection::drain(self)
+    }
+    fn lost_exchanges(&self) -> u64 {
+        self.stats().lost_exchanges
+    }
+    fn is_finished(&self) -> bool {
+        Http1Connection::is_finished(self)
+    }
+}
+
+impl ConnectionParser for mysql::MysqlConnection {
+    type Exchange = mysql::MysqlExchange;
+    fn on_data(&mut self, dir: Direction, captured: &[u8], total_len: u64, ts_ns: u64) {
+        mysql::MysqlConnection::on_data(self, dir, captured, total_len, ts_ns)
+    }
+    fn on_lost(&mut self, dir: Direction, starts: u64, bytes: u64, ts_ns: u64) {
+        mysql::MysqlConnection::on_lost(self, dir, starts, bytes, ts_ns)
+    }
+    fn on_close(&mut self, ts_ns: u64) {
+        mysql::MysqlConnection::on_close(self, ts_ns)
+    }
+    fn abandon(&mut self) {
+        mysql::MysqlConnection::abandon(self)
+    }
+    fn drain(&mut self) -> impl Iterator<Item = mysql::MysqlExchange> + '_ {
+        mysql::MysqlConnection::drain(self)
+    }
+    fn lost_exchanges(&self) -> u64 {
+        self.stats().lost_exchanges
+    }
+    fn is_finished(&self) -> bool {
+        mysql::MysqlConnection::is_finished(self)
+    }
+}

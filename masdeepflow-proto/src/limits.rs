@@ -51,3 +51,30 @@ pub const MAX_OUTPUT: usize = 64;
 /// Default number of syscalls per direction skipped while looking for a
 /// first message boundary in mid-stream mode before giving up.
 pub const DEFAULT_MAX_SYNC_SKIPS: u32 = 256;
+
+// ---- MySQL -----------------------------------------------------------------
+
+/// Default bytes of SQL kept per statement (`MysqlConfig::sql_bytes`).
+pub const MYSQL_DEFAULT_SQL_BYTES: usize = 4096;
+
+/// Largest `MysqlConfig::sql_bytes` accepted (larger values are clamped).
+pub const MYSQL_MAX_SQL_BYTES: usize = 64 * 1024;
+
+/// Bytes of a COM_QUERY kept beyond `sql_bytes` to read past MySQL 8 query
+/// attributes; a statement whose attributes are longer is reported without
+/// its text (`statement_truncated`).
+pub const MYSQL_QUERY_ATTRIBUTES_BYTES: usize = 4096;
+
+/// Bytes of an ERR packet's message kept.
+pub const MYSQL_MAX_ERROR_MESSAGE: usize = 512;
+
+/// Default prepared statements remembered per connection; the oldest is
+/// evicted first (`MysqlStats::statements_evicted`).
+pub const MYSQL_MAX_PREPARED: usize = 128;
+
+/// Default bytes of prepared SQL and fingerprints held per connection
+/// (each statement also costs 64 bytes of bookkeeping in this count).
+pub const MYSQL_MAX_PREPARED_BYTES: usize = 256 * 1024;
+
+/// Bytes kept of the client's handshake response.
+pub const MYSQL_HELLO_BYTES: usize = 1024;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
     stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
@@ -16,15 +16,18 @@ use tokio::{
 };
 
 use crate::{
+    cli::Format,
     cli::RunArgs,
     clock::Clock,
     decode::decode,
-    event::{Event, Lost, Output, Time},
+    event::{AgentStats, Event, Lost, Output, Time},
     kernel::{config, privileges, tracefs},
     loader,
     pipeline::Pipeline,
-    queue::{self, Queue},
-    writer::{self, WriterEnd},
+    queue::{self, Lines, Queue},
+    sink::stdout::{self as writer, WriterEnd},
+    sink::{json::JsonWriter, text},
+    wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
 
 /// How the agent ended, for the exit code.
@@ -40,6 +43,8 @@ struct Maps {
     sockets: BpfHashMap<MapData, u64, SockState>,
     counters: PerCpuArray<MapData, u64>,
     connecting: BpfHashMap<MapData, u64, PendingConnect>,
+    /// `AGENT_POLLING`: whether the kernel should wake us (see `wakeups`).
+    polling: Array<MapData, u32>,
 }
 
 /// Counters of the user-space side.
@@ -61,7 +66,6 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
     if args.events.contains(&crate::cli::Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
-        kernel_config.wakeup_bytes = config::wakeup_bytes(args.ring_buffer_size);
     }
     config::set_comm_filter(&mut kernel_config, &args.comm);
     let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;
@@ -70,6 +74,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     let sockets = BpfHashMap::try_from(take(&mut loaded.ebpf, "SOCKETS")?)?;
     let counters = PerCpuArray::try_from(take(&mut loaded.ebpf, "COUNTERS")?)?;
     let connecting = BpfHashMap::try_from(take(&mut loaded.ebpf, "CONNECTING")?)?;
+    let polling = Array::try_from(take(&mut loaded.ebpf, "AGENT_POLLING")?)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Handle SIGINT/SIGTERM from before `agent_start` is written, so that a
@@ -101,7 +106,10 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
         probes: loaded.attached.clone(),
         events: args.events.iter().map(|f| f.name()).collect(),
     };
-    tx.push_always(Output::plain(start));
+    let mut batch = Batch::new(format);
+    let mut start_line = crate::queue::Lines::default();
+    batch.write(&mut start_line, &Output::plain(start));
+    tx.push(start_line);
 
     let outcome = runtime.block_on(async {
         let watcher = match (&pods_index, &args.node_name) {
@@ -115,8 +123,8 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
         // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd lives.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
-        let mut maps = Maps { ring, sockets, counters, connecting };
-        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals).await
+        let mut maps = Maps { ring, sockets, counters, connecting, polling };
+        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals, batch).await
     })?;
 
     drop(tx);
@@ -129,6 +137,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     }
 }
 
+#[expect(clippy::too_many_arguments, reason = "the main loop's state, owned by run(); grouping it is the output work's call")]
 async fn main_loop(
     args: &RunArgs,
     maps: &mut Maps,
@@ -137,19 +146,20 @@ async fn main_loop(
     tx: &Queue,
     mut writer_end: tokio::sync::oneshot::Receiver<()>,
     mut signals: Signals,
+    mut batch: Batch,
 ) -> Result<Outcome> {
     let now = tokio::time::Instant::now();
     let mut flow_timer = interval_at(now + args.flow_interval, args.flow_interval);
     flow_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stats_timer = interval_at(now + args.stats_interval, args.stats_interval);
     stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Payload records do not wake us one by one (see the kernel's
-    // `batched_wakeup`): with HTTP on, drain on this timer too.
-    let drain_period = if args.events.contains(&crate::cli::Family::Http) { 25 } else { 3_600_000 };
-    let mut drain_timer = tokio::time::interval(std::time::Duration::from_millis(drain_period));
-    drain_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Woken by the kernel while asleep, polling while records flow.
+    let mut wakeups = Wakeups::new(args.ring_buffer_size);
+    let poll_sleep = tokio::time::sleep(POLL_INTERVAL);
+    tokio::pin!(poll_sleep);
+    let mut backstop_timer = interval_at(now + BACKSTOP_INTERVAL, BACKSTOP_INTERVAL);
+    backstop_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut loss = QueueLoss::default();
-    let mut batch = Batch::default();
 
     let outcome = loop {
         tokio::select! {
@@ -157,8 +167,22 @@ async fn main_loop(
                 let mut guard = guard?;
                 drain_ring(guard.get_inner_mut(), pipeline, clock, tx, &mut loss, &mut batch);
                 guard.clear_ready();
+                if let Some(polling) = wakeups.on_woken() {
+                    set_polling(&mut maps.polling, polling);
+                    poll_sleep.as_mut().reset(tokio::time::Instant::now() + wakeups.interval());
+                }
             }
-            _ = drain_timer.tick() => {
+            _ = &mut poll_sleep, if wakeups.polling() => {
+                let records = drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+                if let Some(polling) = wakeups.on_poll(records) {
+                    set_polling(&mut maps.polling, polling);
+                    drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+                    // Asleep from now: nothing waits for a later drain.
+                    batch.send(tx);
+                }
+                poll_sleep.as_mut().reset(tokio::time::Instant::now() + wakeups.interval());
+            }
+            _ = backstop_timer.tick() => {
                 drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
             }
             _ = flow_timer.tick() => {
@@ -167,6 +191,7 @@ async fn main_loop(
                 batch.flush(pipeline, tx, &mut loss);
             }
             _ = stats_timer.tick() => {
+                batch.send(tx);
                 send_stats(maps, clock, tx, &loss, pipeline, false);
             }
             _ = signals.int.recv() => break Outcome::Stopped,
@@ -177,6 +202,7 @@ async fn main_loop(
     if let Outcome::Stopped = outcome {
         // What the kernel wrote before we stopped is still reported.
         drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+        batch.send(tx);
         send_stats(maps, clock, tx, &loss, pipeline, true);
     }
     Ok(outcome)
@@ -198,24 +224,101 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Events on their way from the pipeline to the queue.
-#[derive(Default)]
+/// Events on their way from the pipeline to the queue, and the line
+/// formatter (lines are made here, in the thread that made the events).
 struct Batch {
     events: Vec<Event>,
     lines: Vec<Output>,
+    format: Format,
+    json: JsonWriter,
+    /// Lines formatted and not yet handed to the output thread, and since
+    /// when: they go in chunks, so the output thread wakes per chunk, not
+    /// per drain.
+    pending: Lines,
+    pending_since: Option<std::time::Instant>,
 }
 
+/// Formatted lines wait at most this long, or until this many bytes, for
+/// the output thread.
+const OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+const OUTPUT_CHUNK: usize = 64 * 1024;
+
 impl Batch {
-    /// Enriches the events and hands them to the writer without waiting;
-    /// what does not fit is lost and counted.
+    fn new(format: Format) -> Batch {
+        Batch {
+            events: Vec::with_capacity(512),
+            lines: Vec::with_capacity(512),
+            format,
+            json: JsonWriter::default(),
+            pending: Lines::default(),
+            pending_since: None,
+        }
+    }
+
+    fn write(&mut self, out: &mut Lines, line: &Output) {
+        match self.format {
+            Format::Json => self.json.write(&mut out.text, line),
+            // Writing to a Vec cannot fail.
+            Format::Text => text::write(&mut out.text, line).expect("writing to memory"),
+        }
+    }
+
+    /// Enriches the events, formats as many as the queue has room for and
+    /// hands them to the writer without waiting; the rest are lost and
+    /// counted.
     fn flush(&mut self, pipeline: &mut Pipeline, tx: &Queue, loss: &mut QueueLoss) {
         pipeline.enrich_into(&mut self.events, &mut self.lines);
-        tx.push(&mut self.lines, |l| *loss.by_type.entry(l.event.type_name()).or_insert(0) += 1);
+        if !self.lines.is_empty() {
+            let room = tx.room().saturating_sub(self.pending.events);
+            let mut out = std::mem::take(&mut self.pending);
+            let mut lines = std::mem::take(&mut self.lines);
+            for (i, line) in lines.drain(..).enumerate() {
+                if i < room {
+                    self.write(&mut out, &line);
+                    out.count(line.event.type_name());
+                } else {
+                    *loss.by_type.entry(line.event.type_name()).or_insert(0) += 1;
+                }
+            }
+            self.lines = lines;
+            self.pending = out;
+            self.pending_since.get_or_insert_with(std::time::Instant::now);
+        }
+        if self.pending.text.len() >= OUTPUT_CHUNK || self.pending_since.is_some_and(|t| t.elapsed() >= OUTPUT_DELAY) {
+            self.send(tx);
+        }
+    }
+
+    /// Hands the pending lines to the output thread now.
+    fn send(&mut self, tx: &Queue) {
+        self.pending_since = None;
+        let out = std::mem::take(&mut self.pending);
+        if !out.text.is_empty() {
+            self.pending.text = Vec::with_capacity(out.text.capacity());
+            tx.push(out);
+        }
     }
 }
 
-fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, clock: &Clock, tx: &Queue, loss: &mut QueueLoss, batch: &mut Batch) {
+/// Tells the kernel whether to wake us for each record (see `wakeups`).
+fn set_polling(map: &mut Array<MapData, u32>, polling: bool) {
+    if let Err(e) = map.set(0, u32::from(polling), 0) {
+        log::warn!("cannot tell the kernel how to wake the agent: {e}");
+    }
+}
+
+/// Reads every waiting record; returns how many.
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    clock: &Clock,
+    tx: &Queue,
+    loss: &mut QueueLoss,
+    batch: &mut Batch,
+) -> usize {
+    let mut records = 0;
     while let Some(item) = ring.next() {
+        records += 1;
         match decode(&item, clock) {
             Ok(record) => pipeline.on_record(record, &mut batch.events),
             Err(e) => log::warn!("dropping a malformed ring buffer record: {e}"),
@@ -226,6 +329,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, clock: &Cloc
         }
     }
     batch.flush(pipeline, tx, loss);
+    records
 }
 
 fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline: &mut Pipeline, last: bool) {
@@ -251,20 +355,17 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
     for (k, v) in &loss.by_type {
         lost.user_queue.insert(k, *v);
     }
-    let stats = Event::AgentStats {
+    let stats = Box::new(AgentStats {
         time: Time(clock.wall_ns(Clock::ktime_now())),
         emitted: BTreeMap::new(),
         lost,
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
         tables,
-    };
+    });
     // Counts are cumulative, so a periodic line that finds the queue full
     // is skipped without losing anything; the final one is always written.
-    if last {
-        tx.push_always(Output::plain(stats));
-    } else if tx.has_room(1) {
-        let mut one = vec![Output::plain(stats)];
-        tx.push(&mut one, |_| {});
+    if last || tx.room() >= 1 {
+        tx.push_stats(stats);
     }
 }
 

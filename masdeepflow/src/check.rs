@@ -135,6 +135,30 @@ pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
         .collect()
 }
 
+/// Each program's verified instruction count against its bound, as lines
+/// `program NAME: N instructions verified (bound B)`.
+pub fn program_sizes() -> String {
+    let mut out = String::new();
+    let sizes = tracefs::root()
+        .ok_or_else(|| anyhow::anyhow!("tracefs is not mounted"))
+        .and_then(|root| config::for_running_kernel(&root))
+        .and_then(|c| crate::loader::verified_sizes(&c));
+    match sizes {
+        Ok(sizes) => {
+            for (name, n) in sizes {
+                let bound = crate::loader::VERIFIED_BOUNDS.iter().find(|(b, _)| *b == name).map(|(_, b)| *b);
+                let count = n.map_or_else(|| "unknown (kernel before 5.16)".to_string(), |n| n.to_string());
+                let bound = bound.map_or_else(|| "none".to_string(), |b| b.to_string());
+                let _ = writeln!(out, "program {name}: {count} instructions verified (bound {bound})");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "programs: cannot load ({})", crate::fexit_hooks::one_line(&e));
+        }
+    }
+    out
+}
+
 /// The report text and whether everything is available.
 pub fn report(items: &[Item]) -> (String, bool) {
     let mut out = String::new();

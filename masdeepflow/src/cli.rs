@@ -76,7 +76,7 @@ pub struct RunArgs {
     pub node_name: Option<String>,
     /// Payload bytes copied per send/receive on HTTP connections (bytes past
     /// them are counted, not read).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=4096))]
+    #[arg(long, default_value_t = DEFAULT_CAPTURE_BYTES, value_parser = clap::value_parser!(u32).range(64..=4096))]
     pub capture_bytes: u32,
     /// Where socket byte counts and HTTP payloads come from.
     #[arg(long, value_enum, default_value_t = crate::loader::TrafficSource::Auto)]
@@ -97,6 +97,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_size: u32,
 }
+
+/// `--capture-bytes` when not given.
+pub const DEFAULT_CAPTURE_BYTES: u32 = 1024;
 
 /// `10s`, `500ms`, `2m`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

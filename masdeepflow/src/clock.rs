@@ -64,6 +64,27 @@ impl std::ops::Deref for Rfc3339 {
 }
 
 /// Writes `value` as `width` decimal digits (the lowest ones) ending at `end`.
+/// Formats times as [`rfc3339`] does, reusing the date and time of day
+/// while events stay within the same second (most lines of a busy host).
+#[derive(Default)]
+pub struct TimeFormatter {
+    second: Option<u64>,
+    text: [u8; 30],
+}
+
+impl TimeFormatter {
+    pub fn format(&mut self, unix_ns: u64) -> &[u8; 30] {
+        let secs = unix_ns / 1_000_000_000;
+        if self.second != Some(secs) {
+            self.text = rfc3339(unix_ns).0;
+            self.second = Some(secs);
+        } else {
+            digits(&mut self.text, 29, 9, unix_ns % 1_000_000_000);
+        }
+        &self.text
+    }
+}
+
 fn digits(buf: &mut [u8; 30], end: usize, width: usize, mut value: u64) {
     for i in (end - width..end).rev() {
         buf[i] = b'0' + (value % 10) as u8;
@@ -116,6 +137,14 @@ mod tests {
         assert_eq!(rfc3339(1_795_711_206_123_456_789).as_str(), "2026-11-26T16:40:06.123456789Z");
         assert_eq!(rfc3339(u64::MAX).as_str(), "2554-07-21T23:34:33.709551615Z");
         assert_eq!(rfc3339(4_102_444_799_999_999_999).as_str(), "2099-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn formatter_matches_rfc3339() {
+        let mut f = TimeFormatter::default();
+        for t in [0, 5, 999_999_999, 1_000_000_000, 1_795_711_206_123_456_789, 1_795_711_206_999_999_999, 1_795_711_207_000_000_001, 3] {
+            assert_eq!(f.format(t), rfc3339(t).as_str().as_bytes(), "{t}");
+        }
     }
 
     #[test]

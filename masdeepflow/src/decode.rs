@@ -13,8 +13,7 @@ use thiserror::Error;
 
 use crate::{
     clock::Clock,
-    event::{Connection, Endpoint, Event, Process, Time},
-    names::{errno_name, signal_name},
+    event::{Comm, Connection, Endpoint, Event, Process, Role, Time},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -125,33 +124,30 @@ impl Payload<'_> {
         connection(&self.endpoints, self.raw_role)
     }
 
-    /// `client` or `server`: the side of the connection that moved the bytes.
-    pub fn role(&self) -> &'static str {
-        role_name(self.raw_role)
+    /// The side of the connection that moved the bytes.
+    pub fn role(&self) -> Role {
+        role(self.raw_role)
     }
 }
 
-fn c_string(bytes: &[u8]) -> String {
+/// The bytes before the first NUL.
+fn c_bytes(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    &bytes[..end]
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(c_bytes(bytes)).into_owned()
 }
 
 pub fn process(p: &ProcessInfo) -> Process {
-    Process { cgroup_id: p.cgroup_id, pid: p.pid, tid: p.tid, ppid: p.ppid, uid: p.uid, comm: c_string(&p.comm[..COMM_LEN]) }
+    let mut comm = [0u8; COMM_LEN];
+    comm.copy_from_slice(&p.comm[..COMM_LEN]);
+    Process { cgroup_id: p.cgroup_id, pid: p.pid, tid: p.tid, ppid: p.ppid, uid: p.uid, comm: Comm(comm) }
 }
 
 fn time(header: &EventHeader, clock: &Clock) -> Time {
     Time(clock.wall_ns(header.ts_ns))
-}
-
-/// Splits the NUL-separated argv block. A final argument cut by the bound
-/// is kept as far as it goes.
-pub fn split_args(block: &[u8]) -> Vec<String> {
-    let block = block.strip_suffix(&[0]).unwrap_or(block);
-    if block.is_empty() {
-        return Vec::new();
-    }
-    block.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 fn exec(r: &ExecRecord, clock: &Clock) -> Event {
@@ -160,8 +156,8 @@ fn exec(r: &ExecRecord, clock: &Clock) -> Event {
     Event::ProcessExec {
         time: time(&r.header, clock),
         process: process(&r.header.process),
-        filename: c_string(&r.filename[..filename_len]),
-        args: split_args(&r.args[..args_len]),
+        filename: c_bytes(&r.filename[..filename_len]).to_vec(),
+        args: r.args[..args_len].to_vec(),
         args_truncated: r.args_truncated != 0,
         cwd: None,
     }
@@ -173,16 +169,14 @@ fn exit(r: &ExitRecord, clock: &Clock) -> Event {
         time: time(&r.header, clock),
         process: process(&r.header.process),
         exit_code: (signal == 0).then_some((r.exit_code >> 8) & 0xff),
-        signal: (signal != 0).then(|| signal_name(signal)),
+        signal: (signal != 0).then_some(signal),
         core_dumped: r.exit_code & 0x80 != 0,
         duration_ns: None,
     }
 }
 
-fn ip(family: u16, raw: &[u8; 16]) -> String {
-    let addr =
-        if family == AF_INET6 { IpAddr::V6(Ipv6Addr::from(*raw)) } else { IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])) };
-    addr.to_string()
+fn ip(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 { IpAddr::V6(Ipv6Addr::from(*raw)) } else { IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])) }
 }
 
 /// Client and server endpoints of a socket seen from side `role`. An IPv6
@@ -199,11 +193,11 @@ pub fn connection(e: &Endpoints, role: u32) -> Connection {
     let local = Endpoint { ip: ip(e.family, &e.saddr), port: e.sport };
     let peer = Endpoint { ip: ip(e.family, &e.daddr), port: e.dport };
     let (src, dst) = if role == ROLE_CLIENT { (local, peer) } else { (peer, local) };
-    Connection { src, dst, family: if e.family == AF_INET { "ipv4" } else { "ipv6" } }
+    Connection { src, dst }
 }
 
-pub fn role_name(role: u32) -> &'static str {
-    if role == ROLE_CLIENT { "client" } else { "server" }
+pub fn role(role: u32) -> Role {
+    if role == ROLE_CLIENT { Role::Client } else { Role::Server }
 }
 
 fn tcp(kind: EventKind, r: &TcpRecord, clock: &Clock) -> Event {
@@ -218,13 +212,13 @@ fn tcp(kind: EventKind, r: &TcpRecord, clock: &Clock) -> Event {
             latency_ns: r.duration_ns,
             // A connect that ended without a socket error was abandoned by
             // its caller before completing.
-            error: (r.conn_id == 0).then(|| errno_name(if r.error == 0 { 103 } else { r.error })),
+            error: (r.conn_id == 0).then_some(if r.error == 0 { 103 } else { r.error }),
         },
         EventKind::TcpAccept => Event::TcpAccept { time, process, conn },
         _ => Event::TcpClose {
             time,
             process,
-            role: role_name(r.role),
+            role: role(r.role),
             conn,
             bytes_sent: r.bytes_sent,
             bytes_received: r.bytes_received,
@@ -240,6 +234,7 @@ mod tests {
     use masdeepflow_common::{process::ARGS_MAX, tcp::ROLE_SERVER};
 
     use super::*;
+    use crate::{event::split_args, sink::json::tests::event_value};
 
     fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         match super::decode(bytes, clock)? {
@@ -280,12 +275,11 @@ mod tests {
         };
         assert_eq!(time, Time(1_000_002_000));
         assert_eq!(process, Process { cgroup_id: 0, pid: 10, tid: 11, ppid: 1, uid: 1000, comm: "curl".into() });
-        assert_eq!(filename, "/bin/echo");
-        assert_eq!(args, vec!["echo".to_string(), "a \"q\"\nb".into(), "\u{fffd}\u{fffd}".into()]);
+        assert_eq!(filename, b"/bin/echo");
+        assert_eq!(split_args(&args).collect::<Vec<_>>(), vec![&b"echo"[..], b"a \"q\"\nb", b"\xff\xfe"]);
         assert!(!args_truncated);
-        let line = serde_json::to_string(&decode(&bytes_of(&r), &CLOCK).unwrap()).unwrap();
-        assert!(line.contains(r#""args":["echo","a \"q\"\nb","��"]"#), "{line}");
-        assert!(!line.contains('\n'));
+        let json = event_value(&decode(&bytes_of(&r), &CLOCK).unwrap());
+        assert_eq!(json["args"], serde_json::json!(["echo", "a \"q\"\nb", "\u{fffd}\u{fffd}"]));
     }
 
     #[test]
@@ -295,10 +289,12 @@ mod tests {
         assert!(matches!(ev, Event::ProcessExit { exit_code: Some(3), signal: None, core_dumped: false, .. }));
         r.exit_code = 9;
         let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
-        assert!(matches!(ev, Event::ProcessExit { exit_code: None, signal: Some(ref s), .. } if s == "SIGKILL"));
+        assert!(matches!(ev, Event::ProcessExit { exit_code: None, signal: Some(9), .. }));
+        assert_eq!(event_value(&ev)["signal"], "SIGKILL");
         r.exit_code = 0x80 | 11;
         let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
-        assert!(matches!(ev, Event::ProcessExit { core_dumped: true, signal: Some(ref s), .. } if s == "SIGSEGV"));
+        assert!(matches!(ev, Event::ProcessExit { core_dumped: true, signal: Some(11), .. }));
+        assert_eq!(event_value(&ev)["signal"], "SIGSEGV");
     }
 
     fn tcp_record(kind: EventKind, role: u32) -> TcpRecord {
@@ -321,14 +317,14 @@ mod tests {
     #[test]
     fn orients_connections_client_to_server() {
         let client = decode(&bytes_of(&tcp_record(EventKind::TcpClose, ROLE_CLIENT)), &CLOCK).unwrap();
-        let json = serde_json::to_value(&client).unwrap();
+        let json = event_value(&client);
         assert_eq!(json["src"], serde_json::json!({"ip": "127.0.0.1", "port": 40000}));
         assert_eq!(json["dst"], serde_json::json!({"ip": "127.0.0.2", "port": 8080}));
         assert_eq!(json["role"], "client");
         assert_eq!(json["bytes_sent"], 7);
         assert!(json.get("conn_id").is_none());
         let server = decode(&bytes_of(&tcp_record(EventKind::TcpAccept, ROLE_SERVER)), &CLOCK).unwrap();
-        let json = serde_json::to_value(&server).unwrap();
+        let json = event_value(&server);
         assert_eq!(json["src"], serde_json::json!({"ip": "127.0.0.2", "port": 8080}));
         assert_eq!(json["type"], "tcp_accept");
     }
@@ -339,7 +335,8 @@ mod tests {
         r.conn_id = 0;
         r.error = 111;
         let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
-        assert!(matches!(ev, Event::TcpConnect { error: Some(ref e), latency_ns: 500, .. } if e == "ECONNREFUSED"));
+        assert!(matches!(ev, Event::TcpConnect { error: Some(111), latency_ns: 500, .. }));
+        assert_eq!(event_value(&ev)["error"], "ECONNREFUSED");
         r.conn_id = 5;
         let ev = decode(&bytes_of(&r), &CLOCK).unwrap();
         assert!(matches!(ev, Event::TcpConnect { error: None, .. }));
@@ -350,13 +347,13 @@ mod tests {
         let mut r = tcp_record(EventKind::TcpClose, ROLE_CLIENT);
         r.endpoints.family = AF_INET6;
         r.endpoints.saddr = Ipv6Addr::LOCALHOST.octets();
-        let json = serde_json::to_value(decode(&bytes_of(&r), &CLOCK).unwrap()).unwrap();
+        let json = event_value(&decode(&bytes_of(&r), &CLOCK).unwrap());
         assert_eq!(json["src"]["ip"], "::1");
         assert_eq!(json["family"], "ipv6");
         // A dual-stack listener's view of an IPv4 client.
         r.endpoints.saddr = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
         r.endpoints.daddr = Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped().octets();
-        let json = serde_json::to_value(decode(&bytes_of(&r), &CLOCK).unwrap()).unwrap();
+        let json = event_value(&decode(&bytes_of(&r), &CLOCK).unwrap());
         assert_eq!((json["src"]["ip"].as_str(), json["dst"]["ip"].as_str()), (Some("127.0.0.1"), Some("127.0.0.2")));
         assert_eq!(json["family"], "ipv4");
     }
@@ -389,7 +386,7 @@ mod tests {
         let mut bytes = bytes_of(&h);
         bytes.extend_from_slice(b"GET ");
         let Ok(Record::Payload(p)) = super::decode(&bytes, &CLOCK) else { panic!("not a payload") };
-        assert_eq!((p.conn_id, p.sent, p.total_len, p.role()), (9, false, 100, "server"));
+        assert_eq!((p.conn_id, p.sent, p.total_len, p.role()), (9, false, 100, Role::Server));
         assert_eq!((p.loss.received_starts, p.loss.received_bytes), (5, 60));
         assert_eq!(p.data, b"GET ");
         assert_eq!(p.conn().src.port, 8080);
@@ -437,18 +434,17 @@ mod tests {
             r.args[..n].copy_from_slice(&argv[..n]);
             r.args_len = argv.len() as u32;
             let event = decode(&bytes_of(&r), &CLOCK).unwrap();
-            let line = serde_json::to_string(&event).unwrap();
-            proptest::prop_assert!(!line.contains('\n'));
-            let back: serde_json::Value = serde_json::from_str(&line).unwrap();
-            proptest::prop_assert_eq!(back["args"].as_array().unwrap().len(), split_args(&argv[..n]).len());
+            let back = event_value(&event);
+            proptest::prop_assert_eq!(back["args"].as_array().unwrap().len(), split_args(&argv[..n]).count());
         }
     }
 
     #[test]
     fn splits_args() {
-        assert_eq!(split_args(b""), Vec::<String>::new());
-        assert_eq!(split_args(b"a\0b\0"), vec!["a", "b"]);
-        assert_eq!(split_args(b"a\0\0b"), vec!["a", "", "b"]);
-        assert_eq!(split_args(b"cut"), vec!["cut"]);
+        let split = |b: &'static [u8]| split_args(b).collect::<Vec<&[u8]>>();
+        assert_eq!(split(b""), Vec::<&[u8]>::new());
+        assert_eq!(split(b"a\0b\0"), vec![&b"a"[..], b"b"]);
+        assert_eq!(split(b"a\0\0b"), vec![&b"a"[..], b"", b"b"]);
+        assert_eq!(split(b"cut"), vec![&b"cut"[..]]);
     }
 }

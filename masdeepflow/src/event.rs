@@ -1,129 +1,183 @@
 //! The events the agent writes, one JSON object per line. The contract is
 //! documented in docs/events.md; keep both in step.
-use std::{collections::BTreeMap, sync::Arc};
+//!
+//! Events are plain values, cheap to build on the hot path: processes,
+//! addresses and names are copied as the kernel gave them (no strings made
+//! per event); text is produced once, by the sink that writes the line
+//! (`sink/json.rs`, `sink/text.rs`).
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
+use masdeepflow_common::{COMM_LEN, payload::PayloadLoss};
 use masdeepflow_container::ContainerRef;
 use masdeepflow_k8s::PodMeta;
-use serde::{Serialize, Serializer, ser::SerializeMap as _};
-
-use crate::clock::rfc3339;
-use masdeepflow_common::payload::PayloadLoss;
 
 /// Unix nanoseconds, written as RFC 3339.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Time(pub u64);
 
-impl Serialize for Time {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(rfc3339(self.0).as_str())
+/// A task's `comm` as the kernel keeps it: up to 16 bytes, NUL padded, any
+/// bytes (written as lossy UTF-8).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm(pub [u8; COMM_LEN]);
+
+impl Comm {
+    /// The bytes before the first NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        &self.0[..end]
+    }
+
+    /// As text (invalid UTF-8 replaced).
+    pub fn lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+
+    /// Whether this is the command name `name`.
+    pub fn is(&self, name: &str) -> bool {
+        self.as_bytes() == name.as_bytes()
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.lossy())
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Comm {
+        let mut c = [0u8; COMM_LEN];
+        let n = s.len().min(COMM_LEN);
+        c[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Comm(c)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Process {
     /// cgroup2 id, for container enrichment (not written).
-    #[serde(skip)]
     pub cgroup_id: u64,
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub comm: String,
+    pub comm: Comm,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoint {
-    pub ip: String,
+    pub ip: IpAddr,
     pub port: u16,
 }
 
-/// The identity shared by the TCP events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The identity shared by the TCP events: the client side (`src`) and the
+/// server side (`dst`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Connection {
-    /// The client side.
     pub src: Endpoint,
-    /// The server side.
     pub dst: Endpoint,
-    /// `ipv4` or `ipv6`.
-    pub family: &'static str,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+impl Connection {
+    /// `ipv4` or `ipv6`.
+    pub fn family(&self) -> &'static str {
+        if self.src.ip.is_ipv4() { "ipv4" } else { "ipv6" }
+    }
+}
+
+/// Which side of a connection the observed process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+}
+
+/// One HTTP/1.x exchange seen from one side.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpExchange {
+    pub time: Time,
+    pub process: Option<Process>,
+    pub role: Role,
+    pub conn: Connection,
+    pub method: masdeepflow_proto::http1::Method,
+    /// Request target as sent (any bytes; written as lossy UTF-8).
+    pub path: Vec<u8>,
+    pub path_truncated: bool,
+    pub host: Option<Vec<u8>>,
+    pub status: Option<u16>,
+    pub latency_ns: Option<u64>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// Request minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version_minor: u8,
+    pub error: Option<&'static str>,
+    pub approximate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     ProcessExec {
         time: Time,
         process: Process,
-        filename: String,
-        args: Vec<String>,
+        filename: Vec<u8>,
+        /// The NUL-separated argv block as read (see [`Event::args`]).
+        args: Vec<u8>,
         args_truncated: bool,
-        cwd: Option<String>,
+        cwd: Option<Vec<u8>>,
     },
     ProcessExit {
         time: Time,
         process: Process,
         exit_code: Option<u32>,
-        signal: Option<String>,
+        signal: Option<u32>,
         core_dumped: bool,
         duration_ns: Option<u64>,
     },
     TcpConnect {
         time: Time,
         process: Option<Process>,
-        #[serde(flatten)]
         conn: Connection,
         latency_ns: u64,
-        error: Option<String>,
+        /// Positive errno of a failed connect.
+        error: Option<u32>,
     },
     TcpAccept {
         time: Time,
         process: Option<Process>,
-        #[serde(flatten)]
         conn: Connection,
     },
     TcpClose {
         time: Time,
         process: Option<Process>,
-        role: &'static str,
-        #[serde(flatten)]
+        role: Role,
         conn: Connection,
         bytes_sent: u64,
         bytes_received: u64,
         duration_ns: u64,
-        #[serde(skip)]
+        /// Not written: the kernel's connection id.
         conn_id: u64,
-        /// Payload records lost since the connection's last one delivered.
-        #[serde(skip)]
+        /// Not written: payload records lost since the connection's last one delivered.
         payload_loss: PayloadLoss,
     },
     Flow {
         time: Time,
         process: Option<Process>,
-        role: &'static str,
-        #[serde(flatten)]
+        role: Role,
         conn: Connection,
         bytes_sent: u64,
         bytes_received: u64,
         interval_ns: u64,
     },
-    Http {
-        time: Time,
-        process: Option<Process>,
-        role: &'static str,
-        #[serde(flatten)]
-        conn: Connection,
-        method: String,
-        path: String,
-        path_truncated: bool,
-        host: Option<String>,
-        status: Option<u16>,
-        latency_ns: Option<u64>,
-        request_bytes: u64,
-        response_bytes: u64,
-        version: &'static str,
-        error: Option<&'static str>,
-        approximate: bool,
-    },
+    Http(HttpExchange),
     AgentStart {
         time: Time,
         version: &'static str,
@@ -131,23 +185,34 @@ pub enum Event {
         probes: Vec<String>,
         events: Vec<&'static str>,
     },
-    AgentStats {
-        time: Time,
-        emitted: BTreeMap<&'static str, u64>,
-        lost: Lost,
-        /// Connections the kernel could not track (its maps were full).
-        untracked_connections: u64,
-        /// Entries in every bounded table, kernel and user space.
-        tables: BTreeMap<&'static str, u64>,
-    },
+    AgentStats(Box<AgentStats>),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    pub time: Time,
+    pub emitted: BTreeMap<&'static str, u64>,
+    pub lost: Lost,
+    /// Connections the kernel could not track (its maps were full).
+    pub untracked_connections: u64,
+    /// Entries in every bounded table, kernel and user space.
+    pub tables: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lost {
     /// Kernel ring buffer full, by event type.
     pub kernel_ring_buffer: BTreeMap<&'static str, u64>,
     /// Output queue full (stdout too slow), by event type.
     pub user_queue: BTreeMap<&'static str, u64>,
+}
+
+/// Splits a NUL-separated argv block. A final argument cut by the bound is
+/// kept as far as it goes.
+pub fn split_args(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    let empty = block.is_empty();
+    block.split(|&b| b == 0).filter(move |_| !empty)
 }
 
 impl Event {
@@ -160,9 +225,9 @@ impl Event {
             Event::TcpAccept { .. } => "tcp_accept",
             Event::TcpClose { .. } => "tcp_close",
             Event::Flow { .. } => "flow",
-            Event::Http { .. } => "http",
+            Event::Http(_) => "http",
             Event::AgentStart { .. } => "agent_start",
-            Event::AgentStats { .. } => "agent_stats",
+            Event::AgentStats(_) => "agent_stats",
         }
     }
 
@@ -172,20 +237,19 @@ impl Event {
             Event::TcpConnect { process, .. }
             | Event::TcpAccept { process, .. }
             | Event::TcpClose { process, .. }
-            | Event::Flow { process, .. }
-            | Event::Http { process, .. } => process.as_ref(),
-            Event::AgentStart { .. } | Event::AgentStats { .. } => None,
+            | Event::Flow { process, .. } => process.as_ref(),
+            Event::Http(h) => h.process.as_ref(),
+            Event::AgentStart { .. } | Event::AgentStats(_) => None,
         }
     }
 
     /// The connection, for TCP, flow and HTTP events.
     pub fn connection(&self) -> Option<&Connection> {
         match self {
-            Event::TcpConnect { conn, .. }
-            | Event::TcpAccept { conn, .. }
-            | Event::TcpClose { conn, .. }
-            | Event::Flow { conn, .. }
-            | Event::Http { conn, .. } => Some(conn),
+            Event::TcpConnect { conn, .. } | Event::TcpAccept { conn, .. } | Event::TcpClose { conn, .. } | Event::Flow { conn, .. } => {
+                Some(conn)
+            }
+            Event::Http(h) => Some(&h.conn),
             _ => None,
         }
     }
@@ -198,22 +262,19 @@ impl Event {
             | Event::TcpAccept { time, .. }
             | Event::TcpClose { time, .. }
             | Event::Flow { time, .. }
-            | Event::Http { time, .. }
-            | Event::AgentStart { time, .. }
-            | Event::AgentStats { time, .. } => *time,
+            | Event::AgentStart { time, .. } => *time,
+            Event::Http(h) => h.time,
+            Event::AgentStats(s) => s.time,
         }
     }
 }
 
 /// A line of output: an event plus, for processes in containers, their
 /// container and Kubernetes context.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Output {
-    #[serde(flatten)]
     pub event: Event,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "container_json")]
     pub container: Option<Arc<ContainerRef>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub k8s: Option<Arc<PodMeta>>,
 }
 
@@ -221,13 +282,4 @@ impl Output {
     pub fn plain(event: Event) -> Output {
         Output { event, container: None, k8s: None }
     }
-}
-
-/// `{"id": "<64 hex>", "runtime": "containerd"}`.
-fn container_json<S: Serializer>(c: &Option<Arc<ContainerRef>>, s: S) -> Result<S::Ok, S::Error> {
-    let Some(c) = c else { return s.serialize_none() };
-    let mut m = s.serialize_map(Some(2))?;
-    m.serialize_entry("id", &c.id)?;
-    m.serialize_entry("runtime", c.runtime.as_str())?;
-    m.end()
 }

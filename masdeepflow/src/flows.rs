@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use masdeepflow_common::tcp::SockState;
 
 use crate::{
-    decode::{connection, process, role_name},
+    decode::{connection, process, role},
     event::{Event, Time},
 };
 
@@ -65,9 +65,9 @@ impl FlowTable {
         let received = bytes_received.saturating_sub(last.received);
         (sent > 0 || received > 0).then(|| Event::Flow {
             time: *time,
-            process: process.clone(),
-            role,
-            conn: conn.clone(),
+            process: *process,
+            role: *role,
+            conn: *conn,
             bytes_sent: sent,
             bytes_received: received,
             interval_ns: now_ns.saturating_sub(last.at_ns),
@@ -88,7 +88,7 @@ fn flow(s: &SockState, last: &mut Reported, now_ns: u64, wall: Time) -> Option<E
     Some(Event::Flow {
         time: wall,
         process: (s.has_owner != 0).then(|| process(&s.owner)),
-        role: role_name(s.role),
+        role: role(s.role),
         conn: connection(&s.endpoints, s.role),
         bytes_sent: sent,
         bytes_received: received,
@@ -108,7 +108,7 @@ mod tests {
         Event::TcpClose {
             time: Time(0),
             process: None,
-            role: "client",
+            role: crate::event::Role::Client,
             conn: connection(&Default::default(), 1),
             bytes_sent: sent,
             bytes_received: received,

@@ -7,14 +7,16 @@
 //! connection's next record (or its close); the parser then reports every
 //! exchange with its own response or counts it in
 //! [`HttpTracker::lost_exchanges`], never both.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 
 use masdeepflow_common::{ProcessInfo, payload::PayloadLoss};
 use masdeepflow_proto::{Direction, Exchange, ExchangeError, Http1Connection};
 
 use crate::{
     decode::{self, Payload},
-    event::{Connection, Event, Time},
+    event::{Connection, Event, HttpExchange, Role, Time},
 };
 
 /// Most connections with parser state at once (the kernel tracks as many).
@@ -23,7 +25,7 @@ pub const HTTP_CONNECTIONS_MAX: usize = 65536;
 struct Tracked {
     parser: Http1Connection,
     conn: Connection,
-    role: &'static str,
+    role: Role,
     /// The process that sent (client) or received (server) the last request
     /// bytes, as the kernel reported it (strings are made per exchange).
     process: Option<ProcessInfo>,
@@ -35,7 +37,7 @@ struct Tracked {
 
 #[derive(Default)]
 pub struct HttpTracker {
-    conns: HashMap<u64, Tracked>,
+    conns: FxHashMap<u64, Tracked>,
     /// Payloads dropped because the table was full.
     pub untracked: u64,
     /// Exchanges not reported because a payload record of their request or
@@ -44,8 +46,8 @@ pub struct HttpTracker {
 }
 
 /// The request and response directions of a loss: (starts, bytes) each.
-fn oriented(loss: &PayloadLoss, role: &str) -> [(Direction, u64, u64); 2] {
-    let sent_requests = role == "client";
+fn oriented(loss: &PayloadLoss, role: Role) -> [(Direction, u64, u64); 2] {
+    let sent_requests = role == Role::Client;
     let (req, resp) = if sent_requests {
         ((loss.sent_starts, loss.sent_bytes), (loss.received_starts, loss.received_bytes))
     } else {
@@ -78,7 +80,7 @@ impl HttpTracker {
             }
         }
         // The client sends requests; the server receives them.
-        let to_server = p.sent == (p.role() == "client");
+        let to_server = p.sent == (p.role() == Role::Client);
         let dir = if to_server { Direction::ClientToServer } else { Direction::ServerToClient };
         if to_server {
             t.process = Some(p.process);
@@ -90,7 +92,7 @@ impl HttpTracker {
 
     /// The connection closed: requests still waiting are reported, after
     /// the losses its close carries.
-    pub fn on_close(&mut self, conn_id: u64, time: Time, role: &str, loss: &PayloadLoss, out: &mut Vec<Event>) {
+    pub fn on_close(&mut self, conn_id: u64, time: Time, role: Role, loss: &PayloadLoss, out: &mut Vec<Event>) {
         match self.conns.remove(&conn_id) {
             Some(mut t) => {
                 for (dir, starts, bytes) in oriented(loss, role) {
@@ -136,7 +138,7 @@ fn settle_lost(t: &mut Tracked) -> u64 {
 fn drain(t: &mut Tracked, out: &mut Vec<Event>) {
     let Tracked { parser, conn, role, process, .. } = t;
     for x in parser.drain() {
-        out.push(to_event(&x, conn, role, process));
+        out.push(to_event(x, conn, *role, process));
     }
 }
 
@@ -150,32 +152,34 @@ fn error_name(e: ExchangeError) -> &'static str {
     }
 }
 
-fn to_event(x: &Exchange, conn: &Connection, role: &'static str, process: &Option<ProcessInfo>) -> Event {
-    Event::Http {
+fn to_event(x: Exchange, conn: &Connection, role: Role, process: &Option<ProcessInfo>) -> Event {
+    let latency_ns = x.latency_ns();
+    Event::Http(HttpExchange {
         time: Time(x.request_ts_ns),
         process: process.as_ref().map(decode::process),
         role,
-        conn: conn.clone(),
-        method: x.method.as_str().to_string(),
-        path: x.target_lossy().into_owned(),
+        conn: *conn,
+        method: x.method,
+        path: x.target,
         path_truncated: x.target_truncated,
-        host: x.host_lossy().map(|h| h.into_owned()),
+        host: x.host,
         status: x.status,
-        latency_ns: x.latency_ns(),
+        latency_ns,
         request_bytes: x.request_bytes,
         response_bytes: x.response_bytes,
-        version: if x.version == 0 { "1.0" } else { "1.1" },
+        version_minor: x.version,
         error: x.error.map(error_name),
         approximate: x.approximate,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::json::tests::event_value;
     use masdeepflow_common::tcp::{AF_INET, Endpoints, ROLE_CLIENT, ROLE_SERVER};
 
-    fn payload<'a>(conn_id: u64, role: &'static str, sent: bool, data: &'a [u8], total: u64, t: u64) -> Payload<'a> {
+    fn payload<'a>(conn_id: u64, role: Role, sent: bool, data: &'a [u8], total: u64, t: u64) -> Payload<'a> {
         Payload {
             time: Time(t),
             process: ProcessInfo { cgroup_id: 0, pid: 7, tid: 7, ppid: 1, uid: 0, comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" },
@@ -187,7 +191,7 @@ mod tests {
                 saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             },
-            raw_role: if role == "client" { ROLE_CLIENT } else { ROLE_SERVER },
+            raw_role: if role == Role::Client { ROLE_CLIENT } else { ROLE_SERVER },
             conn_id,
             sent,
             total_len: total,
@@ -201,12 +205,12 @@ mod tests {
         let mut h = HttpTracker::default();
         let mut out = Vec::new();
         let req = b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n";
-        h.on_payload(payload(1, "server", false, req, req.len() as u64, 100), &mut out);
+        h.on_payload(payload(1, Role::Server, false, req, req.len() as u64, 100), &mut out);
         let resp = b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\n";
-        h.on_payload(payload(1, "server", true, resp, resp.len() as u64 + 10, 350), &mut out);
-        h.on_payload(payload(1, "server", false, req, req.len() as u64, 400), &mut out);
+        h.on_payload(payload(1, Role::Server, true, resp, resp.len() as u64 + 10, 350), &mut out);
+        h.on_payload(payload(1, Role::Server, false, req, req.len() as u64, 400), &mut out);
         assert_eq!(out.len(), 1);
-        let json = serde_json::to_value(&out[0]).unwrap();
+        let json = event_value(&out[0]);
         assert_eq!(json["method"], "GET");
         assert_eq!(json["path"], "/a?b=1");
         assert_eq!(json["host"], "h");
@@ -216,9 +220,9 @@ mod tests {
         assert_eq!(json["response_bytes"], resp.len() + 10);
         assert_eq!(json["role"], "server");
         assert_eq!(json["error"], serde_json::Value::Null);
-        h.on_close(1, Time(500), "server", &PayloadLoss::default(), &mut out);
+        h.on_close(1, Time(500), Role::Server, &PayloadLoss::default(), &mut out);
         assert_eq!(out.len(), 2);
-        let json = serde_json::to_value(&out[1]).unwrap();
+        let json = event_value(&out[1]);
         assert_eq!(json["status"], serde_json::Value::Null);
         assert_eq!(json["error"], "no_response");
         assert_eq!(h.len(), 0);
@@ -229,14 +233,14 @@ mod tests {
         let mut h = HttpTracker::default();
         let mut out = Vec::new();
         let req = b"HEAD / HTTP/1.0\r\n\r\n";
-        h.on_payload(payload(2, "client", true, req, req.len() as u64, 10), &mut out);
+        h.on_payload(payload(2, Role::Client, true, req, req.len() as u64, 10), &mut out);
         let resp = b"HTTP/1.0 200 OK\r\nContent-Length: 99\r\n\r\n";
-        h.on_payload(payload(2, "client", false, resp, resp.len() as u64, 20), &mut out);
+        h.on_payload(payload(2, Role::Client, false, resp, resp.len() as u64, 20), &mut out);
         assert_eq!(out.len(), 1);
-        let json = serde_json::to_value(&out[0]).unwrap();
+        let json = event_value(&out[0]);
         assert_eq!((json["method"].as_str(), json["status"].as_u64(), json["version"].as_str()), (Some("HEAD"), Some(200), Some("1.0")));
         assert_eq!(json["process"]["pid"], 7);
-        h.on_payload(payload(3, "client", true, req, req.len() as u64, 30), &mut out);
+        h.on_payload(payload(3, Role::Client, true, req, req.len() as u64, 30), &mut out);
         assert_eq!(h.len(), 2);
         h.retain_live(&HashSet::from([3]));
         assert_eq!(h.len(), 2, "kept for one more check");
@@ -254,21 +258,21 @@ mod tests {
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
         let n = |b: &[u8]| b.len() as u64;
         // Server side: request 1 lost, its response is delivered with the count.
-        let mut p = payload(1, "server", true, resp, n(resp), 20);
+        let mut p = payload(1, Role::Server, true, resp, n(resp), 20);
         p.loss = PayloadLoss { received_starts: 1, received_bytes: n(req), ..Default::default() };
         h.on_payload(p, &mut out);
         assert_eq!((out.len(), h.lost_exchanges), (0, 1));
         // Request 2 delivered, its response lost; the close says so.
-        h.on_payload(payload(1, "server", false, req, n(req), 30), &mut out);
+        h.on_payload(payload(1, Role::Server, false, req, n(req), 30), &mut out);
         let loss = PayloadLoss { sent_starts: 1, sent_bytes: n(resp), ..Default::default() };
-        h.on_close(1, Time(50), "server", &loss, &mut out);
+        h.on_close(1, Time(50), Role::Server, &loss, &mut out);
         assert_eq!((out.len(), h.lost_exchanges), (0, 2), "not reported as no_response");
         // A client connection whose every record was lost: its close counts them.
         let loss = PayloadLoss { sent_starts: 3, received_starts: 2, sent_bytes: 3 * n(req), received_bytes: 2 * n(resp) };
-        h.on_close(2, Time(60), "client", &loss, &mut out);
+        h.on_close(2, Time(60), Role::Client, &loss, &mut out);
         assert_eq!(h.lost_exchanges, 5);
         // A connection whose close was lost: its waiting request counts.
-        h.on_payload(payload(3, "client", true, req, n(req), 70), &mut out);
+        h.on_payload(payload(3, Role::Client, true, req, n(req), 70), &mut out);
         h.retain_live(&HashSet::new());
         h.retain_live(&HashSet::new());
         assert_eq!((out.len(), h.lost_exchanges, h.len()), (0, 6, 0));

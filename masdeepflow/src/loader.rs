@@ -3,7 +3,10 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use aya::{Ebpf, EbpfLoader, programs::TracePoint};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{RawTracePoint, TracePoint},
+};
 use masdeepflow_common::config::KernelConfig;
 
 use crate::{cli::Family, fexit_hooks, kernel::tracefs};
@@ -24,6 +27,9 @@ pub struct Hook {
     pub fallback: Option<&'static str>,
     /// Which way of counting socket bytes it belongs to, if either.
     pub traffic: Option<TrafficSource>,
+    /// Attached as a raw tracepoint (the program gets the tracepoint's
+    /// arguments; no trace record is built for it).
+    pub raw: bool,
 }
 
 /// Where byte counts and payloads come from.
@@ -62,6 +68,7 @@ pub const HOOKS: [Hook; 19] = [
         families: &[Family::Exec, Family::Exit],
         fallback: None,
         traffic: None,
+        raw: false,
     },
     Hook {
         program: "sched_process_exit",
@@ -70,6 +77,7 @@ pub const HOOKS: [Hook; 19] = [
         families: &[Family::Exit],
         fallback: None,
         traffic: None,
+        raw: false,
     },
     Hook {
         program: "inet_sock_set_state",
@@ -78,6 +86,7 @@ pub const HOOKS: [Hook; 19] = [
         families: TCP,
         fallback: None,
         traffic: None,
+        raw: false,
     },
     Hook {
         program: "tcp_destroy_sock",
@@ -86,6 +95,7 @@ pub const HOOKS: [Hook; 19] = [
         families: TCP,
         fallback: Some("tcp_close is reported when the socket enters TCP_CLOSE; bytes read after that are not counted"),
         traffic: None,
+        raw: false,
     },
     Hook {
         program: "sys_exit_accept",
@@ -94,6 +104,7 @@ pub const HOOKS: [Hook; 19] = [
         families: TCP,
         fallback: Some("accept() callers are not seen: tcp_accept missing, server-side process unknown"),
         traffic: None,
+        raw: false,
     },
     Hook {
         program: "sys_exit_accept",
@@ -102,6 +113,7 @@ pub const HOOKS: [Hook; 19] = [
         families: TCP,
         fallback: Some("accept4() callers are not seen: tcp_accept missing, server-side process unknown"),
         traffic: None,
+        raw: false,
     },
     Hook {
         program: "sock_send_length",
@@ -110,6 +122,7 @@ pub const HOOKS: [Hook; 19] = [
         families: TCP,
         fallback: Some("bytes and payloads come from fexit or syscall hooks instead (kernels before 6.3; costlier)"),
         traffic: Some(TrafficSource::Sock),
+        raw: true,
     },
     Hook {
         program: "sock_recv_length",
@@ -118,6 +131,7 @@ pub const HOOKS: [Hook; 19] = [
         families: TCP,
         fallback: Some("bytes and payloads come from fexit or syscall hooks instead (kernels before 6.3; costlier)"),
         traffic: Some(TrafficSource::Sock),
+        raw: true,
     },
     sys_exit("sys_exit_sent", "sys_exit_write"),
     sys_exit("sys_exit_sent", "sys_exit_writev"),
@@ -135,6 +149,7 @@ pub const HOOKS: [Hook; 19] = [
         families: ALL,
         fallback: Some("cgroups created after start are read from /proc/<pid>/cgroup: short-lived containers may lack their container id"),
         traffic: None,
+        raw: false,
     },
     Hook {
         program: "cgroup_rmdir",
@@ -143,6 +158,7 @@ pub const HOOKS: [Hook; 19] = [
         families: ALL,
         fallback: Some("removed cgroups are kept until the agent restarts"),
         traffic: None,
+        raw: false,
     },
 ];
 
@@ -155,6 +171,7 @@ const fn sys_exit(program: &'static str, tracepoint: &'static str) -> Hook {
         families: TCP,
         fallback: Some("without sock:sock_*_length, bytes moved by this syscall are not counted"),
         traffic: Some(TrafficSource::Syscalls),
+        raw: false,
     }
 }
 
@@ -205,15 +222,21 @@ pub fn load(
                 None => bail!("tracepoint {}:{} is missing on this kernel", hook.category, hook.tracepoint),
             }
         }
-        let program: &mut TracePoint =
-            ebpf.program_mut(hook.program).with_context(|| format!("program {} missing from the object", hook.program))?.try_into()?;
-        if !loaded.contains(&hook.program) {
+        let program = ebpf.program_mut(hook.program).with_context(|| format!("program {} missing from the object", hook.program))?;
+        if hook.raw {
+            let program: &mut RawTracePoint = program.try_into()?;
             program.load().with_context(|| format!("loading program {}", hook.program))?;
-            loaded.push(hook.program);
+            program.attach(hook.tracepoint).with_context(|| format!("attaching to raw tracepoint {}", hook.tracepoint))?;
+        } else {
+            let program: &mut TracePoint = program.try_into()?;
+            if !loaded.contains(&hook.program) {
+                program.load().with_context(|| format!("loading program {}", hook.program))?;
+                loaded.push(hook.program);
+            }
+            program
+                .attach(hook.category, hook.tracepoint)
+                .with_context(|| format!("attaching to tracepoint {}:{}", hook.category, hook.tracepoint))?;
         }
-        program
-            .attach(hook.category, hook.tracepoint)
-            .with_context(|| format!("attaching to tracepoint {}:{}", hook.category, hook.tracepoint))?;
         attached.push(format!("{}:{}", hook.category, hook.tracepoint));
     }
     Ok(Loaded { ebpf, attached })
@@ -233,6 +256,57 @@ pub fn fexit_works(config: &KernelConfig) -> Result<()> {
     raise_memlock_limit();
     let mut ebpf = load_object(config, 4096)?;
     fexit_hooks::attach(&mut ebpf).map(|_| ())
+}
+
+/// Most instructions the verifier may process for each tracepoint program
+/// (`verified_insns`, 5.16+, with payload capture on as by default): a
+/// measure of a program's size and branching that does not move with the
+/// machine's load (set about a tenth above the counts on Linux 6.18). `check` prints each
+/// program's count against its bound and `tests/program_size.rs` fails
+/// when one grows past it. Raise a bound only with a measured reason
+/// (docs/benchmarks.md keeps the table).
+pub const VERIFIED_BOUNDS: [(&str, u32); 11] = [
+    ("sched_process_exec", 950),
+    ("sched_process_exit", 350),
+    ("inet_sock_set_state", 6800),
+    ("tcp_destroy_sock", 1500),
+    ("sys_exit_accept", 900),
+    ("sock_send_length", 9000),
+    ("sock_recv_length", 9000),
+    ("sys_exit_sent", 8600),
+    ("sys_exit_received", 8600),
+    ("cgroup_mkdir", 400),
+    ("cgroup_rmdir", 400),
+];
+
+/// Loads (without attaching) each tracepoint program of the object with
+/// this kernel's configuration and returns how many instructions the
+/// verifier processed for it, by program name (None where the kernel does
+/// not report it, before 5.16). Programs the kernel refuses are reported
+/// as errors.
+pub fn verified_sizes(config: &KernelConfig) -> Result<Vec<(&'static str, Option<u32>)>> {
+    raise_memlock_limit();
+    // As the agent runs by default: payload capture on.
+    let config = KernelConfig { capture_bytes: crate::cli::DEFAULT_CAPTURE_BYTES, ..*config };
+    let mut ebpf = load_object(&config, 4096)?;
+    let mut sizes = Vec::new();
+    for hook in &HOOKS {
+        if sizes.iter().any(|(n, _)| *n == hook.program) {
+            continue;
+        }
+        let program = ebpf.program_mut(hook.program).with_context(|| format!("program {} missing from the object", hook.program))?;
+        let info = if hook.raw {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading program {}", hook.program))?;
+            p.info()?
+        } else {
+            let p: &mut TracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading program {}", hook.program))?;
+            p.info()?
+        };
+        sizes.push((hook.program, info.verified_instruction_count()));
+    }
+    Ok(sizes)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Newer ones use

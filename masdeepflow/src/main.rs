@@ -13,15 +13,17 @@ mod decode;
 mod event;
 mod fexit_hooks;
 mod flows;
+#[cfg(test)]
+mod hot_paths;
 mod http;
 mod kernel;
 mod lifetimes;
 mod loader;
 mod names;
-mod output;
 mod pipeline;
 mod queue;
-mod writer;
+mod sink;
+mod wakeups;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
             let items = check::items();
             let (text, all_ok) = check::report(&items);
             print!("{text}");
+            print!("{}", check::program_sizes());
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         None => match agent::run(cli.run) {

@@ -1,7 +1,8 @@
 //! Names of errno values and signals, as users know them.
+use std::borrow::Cow;
 
 /// `ECONNREFUSED` for 111; `E<n>` for numbers not listed.
-pub fn errno_name(errno: u32) -> String {
+pub fn errno_name(errno: u32) -> Cow<'static, str> {
     let name = match errno {
         1 => "EPERM",
         4 => "EINTR",
@@ -24,13 +25,13 @@ pub fn errno_name(errno: u32) -> String {
         111 => "ECONNREFUSED",
         112 => "EHOSTDOWN",
         113 => "EHOSTUNREACH",
-        _ => return format!("E{errno}"),
+        _ => return Cow::Owned(format!("E{errno}")),
     };
-    name.to_string()
+    Cow::Borrowed(name)
 }
 
 /// `SIGKILL` for 9; `SIGRTMIN+n` for real-time signals.
-pub fn signal_name(sig: u32) -> String {
+pub fn signal_name(sig: u32) -> Cow<'static, str> {
     const NAMES: [&str; 32] = [
         "",
         "SIGHUP",
@@ -66,9 +67,9 @@ pub fn signal_name(sig: u32) -> String {
         "SIGSYS",
     ];
     match sig {
-        1..=31 => NAMES[sig as usize].to_string(),
-        32..=64 => format!("SIGRTMIN+{}", sig - 32),
-        _ => format!("SIG{sig}"),
+        1..=31 => Cow::Borrowed(NAMES[sig as usize]),
+        32..=64 => Cow::Owned(format!("SIGRTMIN+{}", sig - 32)),
+        _ => Cow::Owned(format!("SIG{sig}")),
     }
 }
 

@@ -66,7 +66,7 @@ impl Pipeline {
             return true;
         }
         let Some(p) = e.process() else { return false };
-        (self.pids.is_empty() || self.pids.contains(&p.pid)) && (self.comms.is_empty() || self.comms.contains(&p.comm))
+        (self.pids.is_empty() || self.pids.contains(&p.pid)) && (self.comms.is_empty() || self.comms.iter().any(|c| p.comm.is(c)))
     }
 
     /// Events to write for one kernel record, in order.
@@ -94,7 +94,7 @@ impl Pipeline {
                 if !self.wants(Family::Exec) {
                     return;
                 }
-                let cwd = std::fs::read_link(format!("/proc/{}/cwd", process.pid)).ok().map(|p| p.to_string_lossy().into_owned());
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", process.pid)).ok().map(|p| p.into_os_string().into_encoded_bytes());
                 Event::ProcessExec { time, process, filename, args, args_truncated, cwd }
             }
             Event::ProcessExit { time, process, exit_code, signal, core_dumped, duration_ns: _ } => {
@@ -113,7 +113,7 @@ impl Pipeline {
             close @ Event::TcpClose { .. } => {
                 if let Event::TcpClose { conn_id, time, role, payload_loss, .. } = &close {
                     let start = out.len();
-                    self.http.on_close(*conn_id, *time, role, payload_loss, out);
+                    self.http.on_close(*conn_id, *time, *role, payload_loss, out);
                     self.keep_wanted_http(out, start);
                 }
                 if self.wants(Family::Flow) {
@@ -241,37 +241,36 @@ mod tests {
     use super::*;
     use crate::{
         cli::Cli,
-        event::{Connection, Endpoint, Process},
+        event::{Connection, Endpoint, HttpExchange, Process, Role},
     };
 
     fn http(pid: u32, port: u16) -> Event {
-        Event::Http {
+        Event::Http(HttpExchange {
             time: Time(1),
             process: Some(Process { cgroup_id: 0, pid, tid: pid, ppid: 1, uid: 0, comm: "c".into() }),
-            role: "server",
+            role: Role::Server,
             conn: Connection {
-                src: Endpoint { ip: "127.0.0.1".into(), port: 40000 },
-                dst: Endpoint { ip: "127.0.0.1".into(), port },
-                family: "ipv4",
+                src: Endpoint { ip: "127.0.0.1".parse().unwrap(), port: 40000 },
+                dst: Endpoint { ip: "127.0.0.1".parse().unwrap(), port },
             },
-            method: "GET".into(),
-            path: format!("/{pid}/{port}"),
+            method: masdeepflow_proto::http1::Method::Get,
+            path: format!("/{pid}/{port}").into_bytes(),
             path_truncated: false,
             host: None,
             status: Some(200),
             latency_ns: Some(1),
             request_bytes: 1,
             response_bytes: 1,
-            version: "1.1",
+            version_minor: 1,
             error: None,
             approximate: false,
-        }
+        })
     }
 
-    fn path(e: &Event) -> &str {
+    fn path(e: &Event) -> &[u8] {
         match e {
-            Event::Http { path, .. } => path,
-            _ => "",
+            Event::Http(h) => &h.path,
+            _ => b"",
         }
     }
 
@@ -284,6 +283,6 @@ mod tests {
         let mut out = vec![http(9, 9)];
         out.extend([http(7, 80), http(8, 80), http(7, 81), http(7, 80), http(8, 81)]);
         pipeline.keep_wanted_http(&mut out, 1);
-        assert_eq!(out.iter().map(path).collect::<Vec<_>>(), ["/9/9", "/7/80", "/7/80"]);
+        assert_eq!(out.iter().map(path).collect::<Vec<_>>(), [&b"/9/9"[..], b"/7/80", b"/7/80"]);
     }
 }

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup|lint|build|dist|image|run|test|bench|soak|vm-test`.
+//! Project tasks: `cargo xtask setup|lint|build|dist|image|run|tls-fixtures|test|bench|soak|vm-test`.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -12,6 +12,7 @@ mod lint;
 mod procfs;
 mod setup;
 mod soak;
+mod tls_fixtures;
 mod vm;
 
 #[derive(Parser)]
@@ -41,6 +42,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fetch the TLS test fixtures (OpenSSL 1.1/3.5, arm64 libraries, Go 1.24) once.
+    TlsFixtures,
     /// Set up, build (the agent, the static binaries, the image) and run
     /// every test, privileged ones included.
     Test {
@@ -67,9 +70,12 @@ fn main() -> ExitCode {
         Task::Dist => setup::setup().and_then(|()| dist::dist()),
         Task::Image => setup::setup().and_then(|()| image::image()),
         Task::Run { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::run_agent(&args)),
-        Task::Test { args } => {
-            setup::setup().and_then(|()| setup::build_release()).and_then(|()| image::image()).and_then(|()| setup::test(&args))
-        }
+        Task::TlsFixtures => tls_fixtures::ensure(),
+        Task::Test { args } => setup::setup()
+            .and_then(|()| tls_fixtures::ensure())
+            .and_then(|()| setup::build_release())
+            .and_then(|()| image::image())
+            .and_then(|()| setup::test(&args)),
         Task::Bench(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| bench::run(&opts)),
         Task::VmTest(opts) => setup::setup().and_then(|()| vm::run(&opts)),
         Task::Soak(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| soak::run(&opts)),

@@ -39,11 +39,7 @@ impl Http1Connection {
         self.end_open_message(dir);
         match dir {
             Direction::ClientToServer => self.push_lost(starts),
-            Direction::ServerToClient => {
-                for _ in 0..starts.min(self.pending_requests() as u64 + 1) {
-                    self.lose_response();
-                }
-            }
+            Direction::ServerToClient => self.lose_responses(starts.min(self.pending.requests().saturating_add(1))),
         }
         if !self.active() {
             self.release();
@@ -66,25 +62,12 @@ impl Http1Connection {
         self.release();
     }
 
-    /// Requests waiting for a response that would be reported or counted
-    /// as lost (stored ones and lost ones, not unseen placeholders).
-    fn unresolved_requests(&self) -> u64 {
-        self.pending
-            .iter()
-            .map(|p| match p {
-                Pending::Req(_) => 1,
-                Pending::Lost(n) => *n,
-                Pending::Placeholder(_) => 0,
-            })
-            .fold(0u64, u64::saturating_add)
-    }
-
-    /// Counts and forgets every request waiting for a response.
+    /// Counts and forgets every request waiting for a response (stored and
+    /// lost ones; unseen placeholders would not have been reported).
     pub(super) fn count_lost_pending(&mut self) {
-        let n = self.unresolved_requests();
+        let n = self.pending.unresolved();
         self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(n);
         self.pending.clear();
-        self.pending_real = 0;
         self.cur_req = None;
     }
 
@@ -157,22 +140,33 @@ impl Http1Connection {
     }
 
     fn push_lost(&mut self, n: u64) {
-        if let Some(Pending::Lost(m)) = self.pending.back_mut() {
-            *m = m.saturating_add(n);
-        } else {
-            self.push_entry(Pending::Lost(n));
+        self.push_run(true, n);
+    }
+
+    /// `n` response starts were lost: the requests they answered are lost
+    /// too (runs of lost or unseen requests are consumed in one step).
+    fn lose_responses(&mut self, mut n: u64) {
+        while n > 0 {
+            if matches!(self.pending.front(), Some(Pending::Lost(_) | Pending::Placeholder(_))) {
+                let (lost, unseen) = self.pending.answer_runs(n);
+                self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(lost);
+                self.stats.orphan_responses = self.stats.orphan_responses.saturating_add(unseen);
+                n -= lost + unseen;
+            } else {
+                self.lose_response();
+                n -= 1;
+            }
         }
     }
 
     /// A response start was lost: the request it answered is lost too.
     fn lose_response(&mut self) {
-        match self.pending.front_mut() {
+        match self.pending.front() {
             Some(Pending::Req(_)) => {
-                if let Some(Pending::Req(r)) = self.pending.pop_front() {
-                    self.pending_real = self.pending_real.saturating_sub(1);
-                    if self.cur_req == Some(r.seq) {
-                        self.cur_req = None;
-                    }
+                if let Some(r) = self.pending.pop_req()
+                    && self.cur_req == Some(r.seq)
+                {
+                    self.cur_req = None;
                 }
                 self.stats.lost_exchanges += 1;
             }

@@ -68,6 +68,9 @@ impl Http1Connection {
             return (SideState::Idle, data.len());
         }
         let ts = self.now;
+        if let Some((head, end)) = Self::parse_fast(dir, rest) {
+            return (self.on_head(head, end as u64, ts), skip + end);
+        }
         match find_head_end(rest, 0) {
             Some(end) if end <= MAX_HEAD_SIZE => match Self::parse(dir, &rest[..end]) {
                 Ok(head) => (self.on_head(head, end as u64, ts), skip + end),

@@ -275,6 +275,12 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 impl Fields {
     fn header(&mut self, name: &[u8], value: &[u8]) -> Result<(), ParseError> {
+        // Only these names matter; most lines are other headers, rejected
+        // here by their length and first letter alone.
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        if !matches!((name.len(), first), (4, b'h') | (6, b'e') | (7, b'u') | (10, b'c') | (14, b'c') | (17, b't')) {
+            return Ok(());
+        }
         if name.eq_ignore_ascii_case(b"host") {
             if self.host.is_none() {
                 self.host = Some(bounded(value, MAX_HOST_LEN).0);
@@ -427,6 +433,75 @@ pub(crate) fn check_partial(buf: &[u8]) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// One pass over a head that arrived whole (the common case): each byte
+/// is looked at once or twice (line ends, names), and each header line
+/// applied as it ends, instead of finding the end of the head first and splitting it
+/// again. Gives the end of the start line and of the head, or `None`
+/// unless the head is complete, within [`MAX_HEAD_SIZE`] and valid in
+/// every header line; the caller then takes the general path
+/// ([`find_head_end`] and the `*_complete` parsers), which decides
+/// incomplete and invalid heads exactly as before. `buf` must not start
+/// with an empty line.
+fn fast_lines(buf: &[u8], fields: &mut Fields) -> Option<(usize, usize)> {
+    let buf = &buf[..buf.len().min(MAX_HEAD_SIZE)];
+    let mut lfs = memchr::memchr_iter(b'\n', buf);
+    // The start line: its own parser checks its bytes.
+    let first_lf = lfs.next()?;
+    let start_end = if first_lf > 0 && buf[first_lf - 1] == b'\r' { first_lf - 1 } else { first_lf };
+    let mut i = first_lf + 1;
+    let mut crlf_lines = 0;
+    for lf in lfs {
+        // A header line `buf[i..lf]`, or the blank line ending the head.
+        let mut line = &buf[i..lf];
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+            crlf_lines += 1;
+        }
+        if line.is_empty() {
+            let end = lf + 1;
+            // No CR but those ending lines, no NUL in the header lines.
+            let headers = &buf[first_lf + 1..end];
+            if memchr::memchr_iter(b'\r', headers).count() != crlf_lines || memchr::memchr(0, headers).is_some() {
+                return None;
+            }
+            return Some((start_end, end));
+        }
+        let name_len = line.iter().position(|&b| !is_tchar(b)).filter(|&n| n > 0 && line[n] == b':')?;
+        fields.count += 1;
+        if fields.count > MAX_HEADERS {
+            return None;
+        }
+        fields.header(&line[..name_len], trim_ows(&line[name_len + 1..])).ok()?;
+        i = lf + 1;
+    }
+    None
+}
+
+/// A complete request head at the start of `buf` (no leading empty lines),
+/// in one pass; `None` where [`parse_request_head`] must decide.
+pub(crate) fn parse_request_fast(buf: &[u8]) -> Option<(RequestHead, usize)> {
+    let mut f = Fields::default();
+    let (start_end, end) = fast_lines(buf, &mut f)?;
+    let start = &buf[..start_end];
+    if memchr::memchr(b'\r', start).is_some() {
+        return None;
+    }
+    let (method, target, version) = parse_request_line(start).ok()?;
+    Some((request_from(method, target, version, f), end))
+}
+
+/// A complete response head, as [`parse_request_fast`].
+pub(crate) fn parse_response_fast(buf: &[u8]) -> Option<(ResponseHead, usize)> {
+    let mut f = Fields::default();
+    let (start_end, end) = fast_lines(buf, &mut f)?;
+    let start = &buf[..start_end];
+    if memchr::memchr(b'\r', start).is_some() {
+        return None;
+    }
+    let (version, status) = parse_status_line(start).ok()?;
+    Some((response_from(version, status, f), end))
+}
+
 fn parse_head<T>(buf: &[u8], complete: fn(&[u8]) -> Result<T, ParseError>) -> Result<Option<(T, usize)>, ParseError> {
     let skip = leading_newlines(buf);
     let rest = &buf[skip..];
@@ -525,4 +600,62 @@ pub(crate) fn has_valid_start_line(buf: &[u8], request: bool) -> bool {
     let Some(lf) = buf.iter().position(|&b| b == b'\n') else { return false };
     let Ok(line) = clean_line(&buf[..lf]) else { return false };
     if request { parse_request_line(line).is_ok() } else { parse_status_line(line).is_ok() }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const HEADS: [&[u8]; 4] = [
+        b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:18900\r\nUser-Agent: x\r\n\r\n",
+        b"POST /a?b=1 HTTP/1.0\nContent-Length: 5\nConnection: keep-alive\n\nhello",
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.0 404 Not Found\r\nUpgrade: h2c\r\nExpect: 100-continue\r\nX:\r\n \tfolded\r\n\r\n",
+    ];
+
+    /// The one-pass path agrees with the general parser wherever it gives
+    /// an answer, on real heads and on any bytes spliced into them.
+    fn agrees(buf: &[u8]) -> Result<(), TestCaseError> {
+        if let Some((h, n)) = parse_request_fast(buf) {
+            prop_assert_eq!(parse_request_head(buf), Ok(Some((h, n))));
+        }
+        if let Some((h, n)) = parse_response_fast(buf) {
+            prop_assert_eq!(parse_response_head(buf), Ok(Some((h, n))));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fast_path_takes_the_common_heads() {
+        for h in HEADS {
+            let is_request = !h.starts_with(b"HTTP/");
+            let fast = if is_request { parse_request_fast(h).map(|x| x.1) } else { parse_response_fast(h).map(|x| x.1) };
+            // Folded lines are left to the general parser.
+            assert_eq!(fast.is_some(), !h.windows(3).any(|w| w == b"\n \t"), "{}", String::from_utf8_lossy(h));
+            agrees(h).unwrap();
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(which in 0usize..4, at in 0usize..200, insert in proptest::collection::vec(any::<u8>(), 0..8), cut in 0usize..200) {
+            let mut buf = HEADS[which].to_vec();
+            let at = at.min(buf.len());
+            buf.splice(at..at, insert);
+            buf.truncate(buf.len().saturating_sub(cut % 4));
+            agrees(&buf)?;
+        }
+
+        #[test]
+        fn fast_path_agrees_on_any_bytes(buf in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b':'), Just(b' '), any::<u8>()], 0..120)) {
+            let mut with_start = b"GET / HTTP/1.1\r\n".to_vec();
+            with_start.extend_from_slice(&buf);
+            agrees(&with_start)?;
+            let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
+            resp.extend_from_slice(&buf);
+            agrees(&resp)?;
+        }
+    }
 }

@@ -12,6 +12,6 @@ pub use method::Method;
 
 pub(crate) use detect::{Detect, classify_request, classify_response};
 pub(crate) use head::{
-    check_partial, find_head_end, has_valid_start_line, leading_newlines, parse_request_complete, parse_request_prefix,
-    parse_response_complete, parse_response_prefix,
+    check_partial, find_head_end, has_valid_start_line, leading_newlines, parse_request_complete, parse_request_fast, parse_request_prefix,
+    parse_response_complete, parse_response_fast, parse_response_prefix,
 };

@@ -65,7 +65,7 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         close_on_state,
         capture_bytes: 0,
         comm_filter_len: 0,
-        wakeup_bytes: 0,
+        _pad: 0,
         comm_filter: Default::default(),
     })
 }
@@ -91,15 +91,6 @@ pub fn set_comm_filter(config: &mut KernelConfig, comms: &[String]) {
     config.comm_filter_len = comms.len() as u32;
 }
 
-/// Ring buffer bytes per wake-up by payload records (one each time the
-/// waiting data crosses a multiple of it, see
-/// [`wakes_agent`](masdeepflow_common::config::wakes_agent)): 64 KiB batches, or a quarter of a smaller ring
-/// (which would otherwise fill before any wake-up and leave the agent to
-/// its drain timer).
-pub fn wakeup_bytes(ring_buffer_size: u32) -> u32 {
-    (ring_buffer_size / 4).min(64 * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,11 +111,5 @@ mod tests {
             set_comm_filter(&mut c, &too_much);
             assert_eq!(c.comm_filter_len, 0, "{too_much:?}");
         }
-    }
-
-    #[test]
-    fn wakeup_threshold_follows_small_rings() {
-        assert_eq!(wakeup_bytes(4 << 20), 64 * 1024);
-        assert_eq!(wakeup_bytes(16384), 4096);
     }
 }

@@ -6,7 +6,12 @@ use std::{
     io::{self, BufWriter, Write},
 };
 
-use crate::{cli::Format, event::Event, output::write_event, queue::QueueReader};
+use crate::{
+    cli::Format,
+    event::{Event, Output},
+    queue::{Item, QueueReader},
+    sink::{json::JsonWriter, text},
+};
 
 /// How the writer stopped.
 #[derive(Debug)]
@@ -18,13 +23,15 @@ pub enum WriterEnd {
     Failed(io::Error),
 }
 
-/// Writes events until the queue closes. `agent_stats` records get the
+/// Writes lines until the queue closes. `agent_stats` records get the
 /// count of events written before them.
 pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, u64>, out: impl Write) -> WriterEnd {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut json = JsonWriter::default();
+    let mut stats_line = Vec::new();
     let result = (|| -> io::Result<()> {
         loop {
-            let batch = match rx.next(false) {
+            let item = match rx.next(false) {
                 Ok(b) => b,
                 Err(true) => return Ok(()),
                 Err(false) => {
@@ -35,17 +42,26 @@ pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, 
                     }
                 }
             };
-            let n = batch.len();
-            for mut line in batch {
-                if let Event::AgentStats { emitted: counts, .. } = &mut line.event {
-                    counts.clone_from(&emitted);
+            match item {
+                Item::Lines(lines) => {
+                    out.write_all(&lines.text)?;
+                    for (t, n) in &lines.counts {
+                        *emitted.entry(t).or_insert(0) += n;
+                    }
+                    rx.done(lines.events);
                 }
-                write_event(&mut out, &line, format)?;
-                if !matches!(line.event, Event::AgentStart { .. } | Event::AgentStats { .. }) {
-                    *emitted.entry(line.event.type_name()).or_insert(0) += 1;
+                Item::Stats(mut stats) => {
+                    stats.emitted.clone_from(&emitted);
+                    stats_line.clear();
+                    let line = Output::plain(Event::AgentStats(stats));
+                    match format {
+                        Format::Json => json.write(&mut stats_line, &line),
+                        Format::Text => text::write(&mut stats_line, &line)?,
+                    }
+                    out.write_all(&stats_line)?;
+                    rx.done(1);
                 }
             }
-            rx.done(n);
         }
     })()
     .and_then(|()| out.flush());
