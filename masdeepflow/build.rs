@@ -1,7 +1,7 @@
 //! Builds the kernel programs (`masdeepflow-ebpf`) for the bpf target and
-//! leaves the object in OUT_DIR, where `loader.rs` embeds it, without its
-//! DWARF sections: the loader needs the programs, maps, BTF and BTF.ext,
-//! and DWARF was about two thirds of the object's bytes.
+//! leaves the objects in OUT_DIR, where `loader.rs` and `gateway/kernel.rs`
+//! embed them, without their DWARF sections: the loader needs the programs,
+//! maps, BTF and BTF.ext, and DWARF was about two thirds of the bytes.
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -16,8 +16,13 @@ fn main() -> anyhow::Result<()> {
         [aya_build::Package { name: "masdeepflow-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::Custom("stable"),
     )?;
-    let object = Path::new(&std::env::var_os("OUT_DIR").context("OUT_DIR not set")?).join("masdeepflow-ebpf");
-    strip_dwarf(&object).with_context(|| format!("stripping DWARF from {}", object.display()))
+    let out = std::env::var_os("OUT_DIR").context("OUT_DIR not set")?;
+    // The agent's object and the gateway's (`loader.rs`, `gateway/kernel.rs`).
+    for name in ["masdeepflow-ebpf", "masdeepflow-gateway-ebpf"] {
+        let object = Path::new(&out).join(name);
+        strip_dwarf(&object).with_context(|| format!("stripping DWARF from {}", object.display()))?;
+    }
+    Ok(())
 }
 
 /// Rewrites the ELF object at `path` without `.debug_*` sections and their

@@ -9,21 +9,10 @@
 mod arch {
     //! `struct pt_regs` of arch/x86/include/asm/ptrace.h (the uapi layout).
 
-    use crate::kernel::read_at;
-
     /// `orig_ax`: the syscall number (`ax` holds the return value at exit).
     const REGS_NR: u32 = 120;
-    /// `di`, `si`, `dx`, `r10`: arguments 1-4.
-    pub const REGS_ARG1: u32 = 112;
-    pub const REGS_ARG2: u32 = 104;
-    pub const REGS_ARG3: u32 = 96;
-    pub const REGS_ARG4: u32 = 56;
-
-    /// The running syscall's number, from its saved registers.
-    #[inline(always)]
-    pub fn syscall_nr(regs: u64) -> Result<u64, i64> {
-        read_at(regs, REGS_NR)
-    }
+    /// `di`, `si`, `dx`, `r10`: arguments 1-4 (kept at syscall exit).
+    pub const REGS_ARGS: [u32; 4] = [112, 104, 96, 56];
 
     /// The same with a plain load of the field, for the BTF pointer that
     /// `bpf_task_pt_regs` returns.
@@ -52,22 +41,11 @@ mod arch {
     //! `sp`, `pc`, `pstate`, then `u64 orig_x0` at 272 and `s32 syscallno`
     //! at 280 (the same from 5.10 to 6.18; checked in Debian's 6.1 BTF).
 
-    use crate::kernel::read_at;
-
     /// `syscallno`: the syscall number, an `s32` (-1: no syscall).
     const REGS_NR: u32 = 280;
     /// `orig_x0`: the first argument as it was at entry (`x0` holds the
     /// return value at exit), then `x1`-`x3`.
-    pub const REGS_ARG1: u32 = 272;
-    pub const REGS_ARG2: u32 = 8;
-    pub const REGS_ARG3: u32 = 16;
-    pub const REGS_ARG4: u32 = 24;
-
-    /// The running syscall's number, from its saved registers.
-    #[inline(always)]
-    pub fn syscall_nr(regs: u64) -> Result<u64, i64> {
-        read_at::<u32>(regs, REGS_NR).map(u64::from)
-    }
+    pub const REGS_ARGS: [u32; 4] = [272, 8, 16, 24];
 
     /// The same with a plain load of the field (4 bytes: the verifier checks
     /// loads through the BTF pointer `bpf_task_pt_regs` returns against the

@@ -53,17 +53,13 @@ struct QueueLoss {
     by_type: BTreeMap<&'static str, u64>,
 }
 
-pub fn run(mut args: RunArgs) -> Result<Outcome> {
+pub fn run(args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
     }
-    if args.events.contains(&crate::cli::Family::Http) && !crate::kernel::features::has_task_pt_regs() {
-        // The capture code is then dead and the verifier drops it.
-        log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http events are not reported");
-        args.events.retain(|f| *f != crate::cli::Family::Http);
-    }
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
+    kernel_config.has_task_pt_regs = u32::from(crate::kernel::features::has_task_pt_regs() && !args.record_syscall_entries);
     if args.events.contains(&crate::cli::Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
     }

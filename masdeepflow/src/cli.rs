@@ -16,6 +16,9 @@ pub struct Cli {
 pub enum Command {
     /// Report what this kernel supports and which features will work.
     Check,
+    /// Run the gateway: connect-time load balancing of VIPs to backends
+    /// (see docs/gateway.md).
+    Gateway(crate::gateway::GatewayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -81,6 +84,11 @@ pub struct RunArgs {
     /// Where socket byte counts and HTTP payloads come from.
     #[arg(long, value_enum, default_value_t = crate::loader::TrafficSource::Auto)]
     pub traffic_source: crate::loader::TrafficSource,
+    /// Find syscall buffers from the syscalls' recorded entries, as on
+    /// kernels before 5.15, even where their saved registers can be read
+    /// (for tests of that path).
+    #[arg(long, hide = true)]
+    pub record_syscall_entries: bool,
     /// Period of flow records, e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub flow_interval: Duration,

@@ -162,6 +162,23 @@ pub const HOOKS: [Hook; 19] = [
     },
 ];
 
+/// Entries of the socket I/O syscalls, recorded on kernels without
+/// `bpf_task_pt_regs` (before 5.15) so that payload capture and the
+/// syscall traffic hooks find the call's buffer and fd (`syscall_call` in
+/// the kernel programs). Every read and write on the host then passes one
+/// more tracepoint.
+pub const SYSCALL_ENTRIES: [&str; 9] = [
+    "sys_enter_read",
+    "sys_enter_readv",
+    "sys_enter_recvfrom",
+    "sys_enter_recvmsg",
+    "sys_enter_write",
+    "sys_enter_writev",
+    "sys_enter_sendto",
+    "sys_enter_sendmsg",
+    "sys_enter_sendfile64",
+];
+
 /// A syscall-exit hook of the traffic fallback.
 const fn sys_exit(program: &'static str, tracepoint: &'static str) -> Hook {
     Hook {
@@ -238,6 +255,20 @@ pub fn load(
                 .with_context(|| format!("attaching to tracepoint {}:{}", hook.category, hook.tracepoint))?;
         }
         attached.push(format!("{}:{}", hook.category, hook.tracepoint));
+    }
+    let tcp = TCP.iter().any(|f| families.contains(f));
+    if config.has_task_pt_regs == 0 && tcp && (traffic == TrafficSource::Syscalls || config.capture_bytes != 0) {
+        let program: &mut TracePoint =
+            ebpf.program_mut("sys_enter_io").context("program sys_enter_io missing from the object")?.try_into()?;
+        program.load().context("loading program sys_enter_io")?;
+        for name in SYSCALL_ENTRIES {
+            if !tracefs::has_tracepoint(tracefs_root, "syscalls", name) {
+                log::warn!("tracepoint syscalls:{name} is missing: its payloads and bytes are not seen on this kernel");
+                continue;
+            }
+            program.attach("syscalls", name).with_context(|| format!("attaching to tracepoint syscalls:{name}"))?;
+            attached.push(format!("syscalls:{name}"));
+        }
     }
     Ok(Loaded { ebpf, attached })
 }

@@ -42,7 +42,7 @@ pub struct Options {
     /// Seconds per wrk run in the HTTP cases.
     #[arg(long, default_value_t = 5)]
     pub http_secs: u64,
-    /// Only these cases (exec, tcp, io, idle, http); all when empty.
+    /// Only these cases (exec, tcp, io, idle, http, gateway); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -433,6 +433,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if wants("http") {
         results.insert("http".into(), crate::bench_http::run(opts.pairs, opts.http_secs)?);
+    }
+    if wants("gateway") {
+        crate::bench_gateway::run(opts.pairs, opts.http_secs)?;
     }
     let dir = crate::setup::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;

@@ -130,7 +130,11 @@ fn verify_static(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds every architecture and writes `SHA256SUMS` (`sha256sum -c` format).
+/// The size budget of each static binary (issue 13: at most 8 MB).
+const MAX_SIZE: u64 = 8 << 20;
+
+/// Builds every architecture and writes `SHA256SUMS` (`sha256sum -c` format);
+/// fails when a binary is over [`MAX_SIZE`].
 pub fn dist() -> Result<()> {
     setup()?;
     let mut sums = String::new();
@@ -140,6 +144,9 @@ pub fn dist() -> Result<()> {
         sums.push_str(&sum);
         let size = std::fs::metadata(&path)?.len();
         println!("dist: {} {} bytes ({:.1} MiB)", path.display(), size, size as f64 / (1 << 20) as f64);
+        if size > MAX_SIZE {
+            bail!("{} is {size} bytes, over the {MAX_SIZE}-byte (8 MiB) budget", path.display());
+        }
     }
     std::fs::write(dist_dir().join("SHA256SUMS"), &sums)?;
     let check = Command::new("sha256sum").args(["--check", "--quiet", "SHA256SUMS"]).current_dir(dist_dir()).status()?;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_gateway;
 mod bench_http;
 mod debian;
 mod dist;
@@ -51,7 +52,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP).
+    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP, gateway).
     Bench(bench::Options),
     /// Set up, build and run the agent under mixed load for a while,
     /// failing when its memory or any table keeps growing.

@@ -69,16 +69,7 @@ pub const MATRIX: [Kernel; 4] = [
 /// Failures known and owned elsewhere: (kernel line, arch, run, family or
 /// `*`, why). Reported as such; they do not fail the run, but passing
 /// does, so that the entry is removed when the gap closes.
-const KNOWN_GAPS: &[(&str, &str, &str, &str, &str)] = &[
-    ("5.10", "x86_64", "-", "check", PT_REGS_GAP),
-    ("5.10", "x86_64", "auto", "stderr", PT_REGS_GAP),
-    ("5.10", "x86_64", "auto", "http", PT_REGS_GAP),
-    ("5.10", "x86_64", "syscalls", "*", PT_REGS_GAP),
-];
-
-/// Why: the lead is reworking the capture path (issue 13).
-const PT_REGS_GAP: &str = "until the capture rework lands, the syscall hooks and HTTP payload capture find the syscall's \
-     registers with bpf_get_current_task_btf (5.11+) and bpf_task_pt_regs (5.15+), which 5.10 lacks";
+const KNOWN_GAPS: &[(&str, &str, &str, &str, &str)] = &[];
 
 impl Kernel {
     fn id(&self) -> String {
