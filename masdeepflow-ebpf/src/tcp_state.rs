@@ -44,15 +44,15 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             // In the connecting process: remember who connects.
             let pending = PendingConnect { syn_sent_ns: now, owner: current_process() };
-            if CONNECTING.insert(&sk, &pending, 0).is_err() {
+            if CONNECTING.insert(sk, pending, 0).is_err() {
                 count(CONNECTING_FULL);
             }
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => {
             let endpoints = read_endpoints(ctx)?;
             // SAFETY: the value is copied out before the entry is removed.
-            let pending = unsafe { CONNECTING.get(&sk) }.copied();
-            let _ = CONNECTING.remove(&sk);
+            let pending = unsafe { CONNECTING.get(sk) }.copied();
+            let _ = CONNECTING.remove(sk);
             let (has_owner, owner) = match pending {
                 Some(p) => (1, p.owner),
                 None => (0, ProcessInfo::default()),
@@ -64,8 +64,8 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         (TCP_SYN_SENT, TCP_CLOSE) => {
             // SAFETY: copied out before removal.
-            let pending = unsafe { CONNECTING.get(&sk) }.copied();
-            let _ = CONNECTING.remove(&sk);
+            let pending = unsafe { CONNECTING.get(sk) }.copied();
+            let _ = CONNECTING.remove(sk);
             if let Some(p) = pending {
                 let endpoints = read_endpoints(ctx)?;
                 let err: i32 = read_at(sk, offset!(sock_sk_err)).unwrap_or(0);
@@ -98,7 +98,7 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
 /// written straight from the map value (no copy: the BPF stack is small).
 #[inline(always)]
 fn report_close(sk: u64, now: u64) {
-    let Some(state) = SOCKETS.get_ptr(&sk) else {
+    let Some(state) = SOCKETS.get_ptr(sk) else {
         return;
     };
     // SAFETY: `state` is the live map value until the removal below; other
@@ -133,7 +133,7 @@ fn report_close(sk: u64, now: u64) {
             }
         }
     }
-    let _ = SOCKETS.remove(&sk);
+    let _ = SOCKETS.remove(sk);
 }
 
 #[inline(always)]
@@ -176,7 +176,9 @@ fn track(sk: u64, now: u64, endpoints: &Endpoints, role: u32, has_owner: u32, ow
         (*state).protocol = 0;
         (*state)._pad = 0;
         (*state).payload_loss = PayloadLoss::NONE;
-        SOCKETS.insert(&sk, &*state, 0)
+        // Inserted from the scratch value by reference: no copy on the BPF stack.
+        let value = &*state;
+        SOCKETS.insert(sk, value, 0)
     };
     if inserted.is_err() {
         count(SOCKETS_FULL);

@@ -44,7 +44,7 @@ fn on_socket_io(ctx: &RawTracePointContext, sent: bool) {
 /// payload of parsed protocols. Shared with the syscall fallback.
 #[inline(always)]
 pub fn count_and_capture(sk: u64, sent: bool, len: u32) {
-    let Some(state) = SOCKETS.get_ptr_mut(&sk) else {
+    let Some(state) = SOCKETS.get_ptr_mut(sk) else {
         return;
     };
     // SAFETY: `state` points into the map value; the counters are only ever

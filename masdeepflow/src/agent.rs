@@ -133,6 +133,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     }
 }
 
+#[expect(clippy::too_many_arguments, reason = "the main loop's state, owned by run(); grouping it is the output work's call")]
 async fn main_loop(
     args: &RunArgs,
     maps: &mut Maps,
