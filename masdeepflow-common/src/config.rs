@@ -29,11 +29,13 @@ pub struct KernelConfig {
     /// socket enters TCP_CLOSE instead of when it is destroyed.
     pub close_on_state: u32,
     /// Payload bytes to copy per send/receive of an HTTP connection; 0
-    /// turns payload capture off.
+    /// turns HTTP detection off.
     pub capture_bytes: u32,
     /// Number of names in `comm_filter` in use; 0 reports every process.
     pub comm_filter_len: u32,
-    pub _pad: u32,
+    /// Payload bytes to copy per send/receive of a MySQL connection
+    /// (`payload::MYSQL_CAPTURE_BYTES`); 0 turns MySQL detection off.
+    pub mysql_capture_bytes: u32,
     /// Only processes with one of these command names (NUL padded) are
     /// reported, so that losses are counted for them alone.
     pub comm_filter: [[u8; crate::COMM_LEN]; COMM_FILTER_MAX],

@@ -76,12 +76,16 @@ pub struct TcpRecord {
     pub conn_id: u64,
     /// close: payload records lost since the last one delivered.
     pub payload_loss: PayloadLoss,
+    /// close: the connection's `payload::PROTO_*` (which parser its lost
+    /// payloads belonged to); 0 otherwise.
+    pub protocol: u32,
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoints>() == 40);
 const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 40 + 8 + 32);
 const _: () = assert!(core::mem::size_of::<PendingConnect>() == 48);
-const _: () = assert!(core::mem::size_of::<TcpRecord>() == 56 + 40 + 8 + 24 + 8 + 32);
+const _: () = assert!(core::mem::size_of::<TcpRecord>() == 56 + 40 + 8 + 24 + 8 + 32 + 8);
 
 #[cfg(feature = "user")]
 mod user {

@@ -11,6 +11,7 @@
 
 mod accept;
 mod cgroup;
+mod detect;
 mod function_traffic;
 mod kernel;
 mod maps;

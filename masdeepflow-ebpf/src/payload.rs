@@ -4,10 +4,12 @@
 //! syscall's saved registers (`bpf_task_pt_regs`), so no syscall entry
 //! hooks are needed.
 //!
-//! A connection's first payload decides: if it starts like HTTP/1.x every
-//! later send/receive is captured (up to `capture_bytes` of each); else
-//! nothing more is looked at. Syscalls without a user buffer (sendfile,
-//! splice, io_uring) are reported with their length and no bytes.
+//! A connection's first payload decides ([`detect::decide`]): if it starts
+//! like HTTP/1.x every later send/receive is captured (up to
+//! `capture_bytes` of each), if it is a MySQL server greeting likewise (up
+//! to `mysql_capture_bytes`); else nothing more is looked at. Syscalls
+//! without a user buffer (sendfile, splice, io_uring) are reported with
+//! their length and no bytes.
 //!
 //! Cost per captured syscall is what the traced program pays, so the path
 //! is short: registers are read with plain loads through the task's BTF
@@ -22,15 +24,13 @@ use aya_ebpf::helpers::{
 };
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
-    payload::{
-        CAPTURE_CLASSES, CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadLoss,
-        PayloadRecord,
-    },
+    payload::{CAPTURE_CLASSES, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_MYSQL, PROTO_OTHER, PayloadHeader, PayloadLoss, PayloadRecord},
     stats::lost_index,
     tcp::{ROLE_CLIENT, SockState},
 };
 
 use crate::{
+    detect::{self, First},
     kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, syscall_regs},
     maps::{EVENTS, atomic_add, count, wakeup_flags},
     syscall_abi::{
@@ -38,9 +38,6 @@ use crate::{
         SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
     },
 };
-
-/// How HTTP/1.x messages start: request methods, or a status line.
-const HTTP_STARTS: [[u8; 4]; 10] = [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
 
 /// A `u64` in the task's saved registers: a plain load, which the verifier
 /// allows through the BTF pointer `bpf_task_pt_regs` returns.
@@ -70,38 +67,15 @@ fn user_buffer() -> Option<(u64, u64)> {
     Some((first[0], first[1]))
 }
 
-/// The first (up to four) bytes of a user buffer, and how many there are.
+/// The first (up to eight) bytes of a user buffer.
 #[inline(always)]
-fn first_bytes(buf: u64, len: u64) -> ([u8; 4], usize) {
-    let mut first = [0u8; 4];
-    let n = if len < 4 { len as usize } else { 4 };
+fn first_bytes(buf: u64, len: u64) -> First {
+    let mut first = First { bytes: [0u8; 8], n: if len < 8 { len as usize } else { 8 } };
     // SAFETY: user memory read with the fault-tolerant helper.
-    if n == 0 || unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first[..n]) }.is_err() {
-        return (first, 0);
+    if first.n == 0 || unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first.bytes[..first.n]) }.is_err() {
+        first.n = 0;
     }
-    (first, n)
-}
-
-/// Whether the first `n` (1..=4) of `first` start an HTTP/1.x message. A
-/// first write shorter than four bytes counts when it is the start of one
-/// (a request line split across writes).
-#[inline(always)]
-fn is_http_start(first: &[u8; 4], n: usize) -> bool {
-    if n == 0 {
-        return false;
-    }
-    for start in HTTP_STARTS {
-        let mut same = true;
-        for i in 0..4 {
-            if i < n && first[i] != start[i] {
-                same = false;
-            }
-        }
-        if same {
-            return true;
-        }
-    }
-    false
+    first
 }
 
 /// Takes the connection's unreported payload losses (zeroing them with
@@ -168,6 +142,7 @@ struct Capture {
     has_process: u32,
     sent: bool,
     len: u32,
+    protocol: u32,
 }
 
 /// Reserves a record with room for `N` bytes, copies `n` of them from
@@ -196,7 +171,7 @@ fn emit<const N: usize>(state: *mut SockState, c: &Capture, buf: u64, n: u64) ->
             captured_len: captured as u32,
             direction: if c.sent { DIR_SENT } else { DIR_RECEIVED },
             role: (*state).role,
-            _pad: 0,
+            protocol: c.protocol,
             loss: take_loss(&raw mut (*state).payload_loss),
         };
     }
@@ -230,14 +205,27 @@ unsafe fn request_process(state: *const SockState) -> ProcessInfo {
     }
 }
 
+/// Payload bytes copied per syscall of a connection speaking `protocol`
+/// (0: not captured).
+#[inline(always)]
+fn capture_limit(protocol: u32) -> u64 {
+    if protocol == PROTO_HTTP { offset!(capture_bytes) as u64 } else { offset!(mysql_capture_bytes) as u64 }
+}
+
+/// The parsers the agent runs (their families are on).
+#[inline(always)]
+fn wanted() -> detect::Wanted {
+    detect::Wanted { http: offset!(capture_bytes) != 0, mysql: offset!(mysql_capture_bytes) != 0 }
+}
+
 #[inline(always)]
 pub fn capture(state: *mut SockState, sent: bool, len: u32) {
-    let limit = offset!(capture_bytes) as u64;
-    if limit == 0 {
+    let wanted = wanted();
+    if !wanted.http && !wanted.mysql {
         return;
     }
     // SAFETY: `state` points at the live map value of this socket.
-    let protocol = unsafe { (*state).protocol };
+    let mut protocol = unsafe { (*state).protocol };
     if protocol == PROTO_OTHER {
         return;
     }
@@ -253,19 +241,20 @@ pub fn capture(state: *mut SockState, sent: bool, len: u32) {
         return;
     }
     let buffer = user_buffer();
-    if protocol == PROTO_UNKNOWN {
+    if protocol != PROTO_HTTP && protocol != PROTO_MYSQL {
         let Some((buf, buf_len)) = buffer else { return };
-        let (first, n) = first_bytes(buf, buf_len.min(len as u64));
-        let http = is_http_start(&first, n);
+        let first = first_bytes(buf, buf_len.min(len as u64));
+        protocol = detect::decide(protocol, &first, len as u64, wanted);
         // SAFETY: a plain store of a u32 in the live map value.
-        unsafe { (*state).protocol = if http { PROTO_HTTP } else { PROTO_OTHER } };
-        if !http {
+        unsafe { (*state).protocol = protocol };
+        if !detect::is_captured(protocol) {
             return;
         }
     }
-    let c = Capture { process, has_process: whole as u32, sent, len };
+    let limit = capture_limit(protocol);
+    let c = Capture { process, has_process: whole as u32, sent, len, protocol: detect::reported(protocol) };
     let (buf, mut n) = match buffer {
-        Some((buf, buf_len)) => (buf, (len as u64).min(buf_len).min(limit).min(CAPTURE_MAX as u64)),
+        Some((buf, buf_len)) => (buf, (len as u64).min(buf_len).min(limit).min(CAPTURE_CLASSES[3] as u64)),
         None => (0, 0),
     };
     if buf == 0 {
@@ -275,14 +264,17 @@ pub fn capture(state: *mut SockState, sent: bool, len: u32) {
         emit::<{ CAPTURE_CLASSES[0] }>(state, &c, buf, n)
     } else if n <= CAPTURE_CLASSES[1] as u64 {
         emit::<{ CAPTURE_CLASSES[1] }>(state, &c, buf, n)
-    } else {
+    } else if n <= CAPTURE_CLASSES[2] as u64 {
         emit::<{ CAPTURE_CLASSES[2] }>(state, &c, buf, n)
+    } else {
+        emit::<{ CAPTURE_CLASSES[3] }>(state, &c, buf, n)
     };
     if sent_ok {
         return;
     }
     count(lost_index(EventKind::Payload as u32));
-    let (first, got) = if n == 0 { ([0; 4], 0) } else { first_bytes(buf, n) };
+    let first = if n == 0 { First { bytes: [0; 8], n: 0 } } else { first_bytes(buf, n) };
+    let start = detect::starts_message(c.protocol, &first, request);
     // SAFETY: `state` points at the live map value of this socket.
-    unsafe { count_lost(&raw mut (*state).payload_loss, sent, is_http_start(&first, got), len as u64) };
+    unsafe { count_lost(&raw mut (*state).payload_loss, sent, start, len as u64) };
 }

@@ -6,7 +6,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
-    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
+    payload::MYSQL_CAPTURE_BYTES,
+    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
     tcp::{PendingConnect, SockState},
 };
 use tokio::{
@@ -16,13 +17,14 @@ use tokio::{
 };
 
 use crate::{
-    cli::RunArgs,
+    cli::{Family, RunArgs},
     clock::Clock,
     decode::decode,
     event::{AgentStats, Event, Lost, Output, Time},
     kernel::{config, privileges, tracefs},
     loader,
     pipeline::Pipeline,
+    protocols::Protocol,
     queue::{self, Queue},
     sink::stdout::{self as writer, WriterEnd},
     wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
@@ -55,15 +57,19 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
     }
-    if args.events.contains(&crate::cli::Family::Http) && !crate::kernel::features::has_task_pt_regs() {
+    let payloads = |f: &Family| matches!(f, Family::Http | Family::Mysql);
+    if args.events.iter().any(payloads) && !crate::kernel::features::has_task_pt_regs() {
         // The capture code is then dead and the verifier drops it.
-        log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http events are not reported");
-        args.events.retain(|f| *f != crate::cli::Family::Http);
+        log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http and mysql events are not reported");
+        args.events.retain(|f| !payloads(f));
     }
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
-    if args.events.contains(&crate::cli::Family::Http) {
+    if args.events.contains(&Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
+    }
+    if args.events.contains(&Family::Mysql) {
+        kernel_config.mysql_capture_bytes = MYSQL_CAPTURE_BYTES as u32;
     }
     config::set_comm_filter(&mut kernel_config, &args.comm);
     let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;
@@ -279,8 +285,9 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         let name = kind.name();
         lost.kernel_ring_buffer.insert(name, counter(lost_index(kind as u32)));
     }
-    // Exchanges, from their lost payload records (see `http.rs`).
-    lost.kernel_ring_buffer.insert("http", pipeline.http_lost() + counter(HTTP_REQUESTS_LOST_AT_CLOSE));
+    // Exchanges, from their lost payload records (see `protocols`).
+    lost.kernel_ring_buffer.insert("http", pipeline.exchanges_lost(Protocol::Http) + counter(HTTP_REQUESTS_LOST_AT_CLOSE));
+    lost.kernel_ring_buffer.insert("mysql", pipeline.exchanges_lost(Protocol::Mysql) + counter(MYSQL_COMMANDS_LOST_AT_CLOSE));
     for (k, v) in &loss.by_type {
         lost.user_queue.insert(k, *v);
     }

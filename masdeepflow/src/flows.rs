@@ -115,6 +115,7 @@ mod tests {
             duration_ns,
             conn_id,
             payload_loss: Default::default(),
+            protocol: 0,
         }
     }
 

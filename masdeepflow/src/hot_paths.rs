@@ -13,7 +13,7 @@ use std::{
 
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
-    payload::{DIR_RECEIVED, DIR_SENT, PayloadHeader, PayloadLoss},
+    payload::{DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PayloadHeader, PayloadLoss},
     process::{ExecRecord, ExitRecord},
     tcp::{AF_INET, Endpoints, ROLE_CLIENT, ROLE_SERVER, TcpRecord},
 };
@@ -101,7 +101,7 @@ fn payload(ts: u64, conn_id: u64, role: u32, sent: bool, data: &[u8], proc_: Pro
         captured_len: data.len() as u32,
         direction: if sent { DIR_SENT } else { DIR_RECEIVED },
         role,
-        _pad: 0,
+        protocol: PROTO_HTTP,
         loss: PayloadLoss::NONE,
     };
     let mut b = bytes_of(&h);
@@ -168,6 +168,8 @@ fn tcp_records(n: usize) -> Vec<Vec<u8>> {
             bytes_received: 0,
             conn_id: id,
             payload_loss: PayloadLoss::NONE,
+            protocol: 0,
+            _pad: 0,
         };
         out.push(bytes_of(&rec(EventKind::TcpConnect, c, endpoints(port, 9000), ROLE_CLIENT, 2 * i + 1)));
         out.push(bytes_of(&rec(EventKind::TcpAccept, s, endpoints(9000, port), ROLE_SERVER, 2 * i + 2)));

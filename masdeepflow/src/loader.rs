@@ -57,8 +57,8 @@ pub fn traffic_source(wanted: TrafficSource, has: impl Fn(&str, &str) -> bool, f
     }
 }
 
-const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http];
-const ALL: &[Family] = &[Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http];
+const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http, Family::Mysql];
+const ALL: &[Family] = &[Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http, Family::Mysql];
 
 pub const HOOKS: [Hook; 19] = [
     Hook {

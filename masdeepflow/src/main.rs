@@ -15,12 +15,12 @@ mod fexit_hooks;
 mod flows;
 #[cfg(test)]
 mod hot_paths;
-mod http;
 mod kernel;
 mod lifetimes;
 mod loader;
 mod names;
 mod pipeline;
+mod protocols;
 mod queue;
 mod sink;
 mod wakeups;
