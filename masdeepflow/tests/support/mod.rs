@@ -1,6 +1,7 @@
 //! Running the built agent as a user would, and waiting for its events.
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod servers;
 
 use std::{
