@@ -9,8 +9,10 @@ pub const CAPTURE_MAX: usize = 4096;
 
 /// Payload bytes copied per syscall of a MySQL connection: MariaDB writes
 /// result sets in syscalls of up to 16 KiB, and the parser counts rows
-/// exactly only when it sees every packet header.
-pub const MYSQL_CAPTURE_BYTES: usize = 16 * 1024;
+/// exactly only when it sees every packet header; a statement of 16 KiB
+/// fits with its packet header, command byte and an empty MySQL 8
+/// query-attribute block.
+pub const MYSQL_CAPTURE_BYTES: usize = 16 * 1024 + 64;
 
 /// Data this socket's owner sent.
 pub const DIR_SENT: u32 = 0;

@@ -118,17 +118,21 @@ pub fn reported(protocol: u32) -> u32 {
     if protocol == PROTO_HTTP { PROTO_HTTP } else { PROTO_MYSQL }
 }
 
-/// The loss rule: whether a syscall the ring buffer could not take started
-/// a message. HTTP: a method or a status line. MySQL: a packet with
-/// sequence id 0 from the client (a command; on a compressed connection a
-/// frame), with sequence id 1 from the server (a response), see
-/// `masdeepflow_proto::mysql::detect::{starts_command, starts_response}`.
-/// `request` says the bytes went from client to server.
+/// The loss rule: whether a syscall of `len` bytes that the ring buffer
+/// could not take started a message. HTTP: a method or a status line.
+/// MySQL: a packet header with sequence id 0 from the client (a command;
+/// on a compressed connection a frame), with sequence id 1 from the server
+/// (a response), that fits the syscall: the header alone (mysqld reads it
+/// apart), or the whole packet, or a long command's first write of 16 KiB
+/// or more; see `masdeepflow_proto::mysql::detect::{starts_command,
+/// starts_response}`, which this mirrors. `request` says the bytes went
+/// from client to server.
 #[inline(always)]
-pub fn starts_message(protocol: u32, first: &First, request: bool) -> bool {
+pub fn starts_message(protocol: u32, first: &First, len: u64, request: bool) -> bool {
     if protocol == PROTO_HTTP {
         return is_http_start(first);
     }
     let seq = if request { 0 } else { 1 };
-    first.n >= 4 && first.bytes[3] == seq && packet_len(first) != 0
+    let plen = packet_len(first) as u64;
+    first.n >= 4 && first.bytes[3] == seq && plen != 0 && (len == 4 || plen + 4 <= len || (request && len >= 16 * 1024))
 }

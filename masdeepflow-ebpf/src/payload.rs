@@ -274,7 +274,7 @@ pub fn capture(state: *mut SockState, sent: bool, len: u32) {
     }
     count(lost_index(EventKind::Payload as u32));
     let first = if n == 0 { First { bytes: [0; 8], n: 0 } } else { first_bytes(buf, n) };
-    let start = detect::starts_message(c.protocol, &first, request);
+    let start = detect::starts_message(c.protocol, &first, len as u64, request);
     // SAFETY: `state` points at the live map value of this socket.
     unsafe { count_lost(&raw mut (*state).payload_loss, sent, start, len as u64) };
 }

@@ -47,9 +47,10 @@ impl Family {
     }
 }
 
-/// Most `--sql-bytes`: what the kernel copies of one syscall of a MySQL
-/// connection (a statement is read from the syscall that sends it).
-pub const SQL_BYTES_MAX: usize = masdeepflow_common::payload::MYSQL_CAPTURE_BYTES;
+/// Most `--sql-bytes`: 16 KiB, what the kernel copies of the syscall that
+/// sends a statement (`MYSQL_CAPTURE_BYTES`) leaves for the SQL.
+pub const SQL_BYTES_MAX: usize = 16 * 1024;
+const _: () = assert!(SQL_BYTES_MAX + 4 + 1 + 2 <= masdeepflow_common::payload::MYSQL_CAPTURE_BYTES);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
