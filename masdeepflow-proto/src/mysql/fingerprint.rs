@@ -76,7 +76,7 @@ fn space_between(prev: &Tok, t: &Tok, spaced: bool) -> bool {
 /// Tokens, each with whether whitespace or a comment preceded it.
 fn tokenize(sql: &[u8]) -> Vec<(Tok<'_>, bool)> {
     let mut toks: Vec<Tok<'_>> = Vec::with_capacity(sql.len() / 3 + 1);
-    let mut spaced: Vec<bool> = Vec::new();
+    let mut spaced: Vec<bool> = Vec::with_capacity(toks.capacity());
     let mut i = 0;
     let n = sql.len();
     let mut gap = false;
