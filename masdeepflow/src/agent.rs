@@ -296,6 +296,10 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         emitted: BTreeMap::new(),
         lost,
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
+        mysql: {
+            let m = pipeline.mysql_counters();
+            BTreeMap::from([("statements_evicted", m.statements_evicted), ("unknown_statements", m.unknown_statements)])
+        },
         tables,
     }));
     // Counts are cumulative, so a periodic line that finds the queue full

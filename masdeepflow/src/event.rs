@@ -242,6 +242,8 @@ pub struct AgentStats {
     pub lost: Lost,
     /// Connections the kernel could not track (its maps were full).
     pub untracked_connections: u64,
+    /// The MySQL parsers' counters: `statements_evicted`, `unknown_statements`.
+    pub mysql: BTreeMap<&'static str, u64>,
     /// Entries in every bounded table, kernel and user space.
     pub tables: BTreeMap<&'static str, u64>,
 }

@@ -187,6 +187,11 @@ impl Pipeline {
         }
     }
 
+    /// The MySQL parsers' counters (so far).
+    pub fn mysql_counters(&self) -> crate::protocols::MysqlCounters {
+        self.protocols.mysql_counters()
+    }
+
     /// Exchanges of `protocol` lost with their payload records (so far).
     pub fn exchanges_lost(&self, protocol: Protocol) -> u64 {
         self.protocols.lost(protocol)

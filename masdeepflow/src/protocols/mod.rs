@@ -76,6 +76,17 @@ struct Tracked {
     missing: bool,
     /// The parser's `lost_exchanges` already added to the tracker's.
     lost_counted: u64,
+    /// The MySQL parser's counters already added to the tracker's.
+    mysql_counted: MysqlCounters,
+}
+
+/// Counters of the MySQL parsers, summed over connections (`agent_stats.mysql`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MysqlCounters {
+    /// Prepared statements evicted from a connection's full table.
+    pub statements_evicted: u64,
+    /// `COM_STMT_*` commands naming a statement the table did not hold.
+    pub unknown_statements: u64,
 }
 
 impl Tracked {
@@ -99,6 +110,7 @@ pub struct Tracker {
     /// response was lost (or the connection's close with news of it), per
     /// protocol.
     lost: [u64; 2],
+    mysql_counters: MysqlCounters,
 }
 
 /// The request and response directions of a loss: (starts, bytes) each.
@@ -145,6 +157,11 @@ impl Tracker {
         self.lost[protocol.index()]
     }
 
+    /// The MySQL parsers' counters so far.
+    pub fn mysql_counters(&self) -> MysqlCounters {
+        self.mysql_counters
+    }
+
     pub fn on_payload(&mut self, p: Payload<'_>, out: &mut Vec<Event>) {
         if !self.conns.contains_key(&p.conn_id) && self.conns.len() >= CONNECTIONS_MAX {
             self.untracked += 1;
@@ -157,7 +174,13 @@ impl Tracker {
                 Protocol::Http => Parser::Http(Box::default()),
                 Protocol::Mysql => Parser::Mysql(Box::new(MysqlConnection::with_config(self.mysql.parser_config()))),
             };
-            Tracked { parser, side: Side { conn: p.conn(), role: p.role(), process: None }, missing: false, lost_counted: 0 }
+            Tracked {
+                parser,
+                side: Side { conn: p.conn(), role: p.role(), process: None },
+                missing: false,
+                lost_counted: 0,
+                mysql_counted: MysqlCounters::default(),
+            }
         });
         // The client sends requests; the server receives them.
         let to_server = p.sent == (p.role() == Role::Client);
@@ -171,6 +194,7 @@ impl Tracker {
         }
         drain(t, &self.mysql, out);
         self.lost[t.protocol().index()] += settle_lost(t);
+        settle_mysql(t, &mut self.mysql_counters);
     }
 
     /// The connection closed: requests still waiting are reported, after
@@ -186,6 +210,7 @@ impl Tracker {
                 }
                 drain(&mut t, &self.mysql, out);
                 self.lost[t.protocol().index()] += settle_lost(&mut t);
+                settle_mysql(&mut t, &mut self.mysql_counters);
             }
             // Every record of the connection was lost: its requests are.
             None => self.lost[Protocol::from_kernel(protocol).index()] += oriented(loss, role)[0].1,
@@ -197,7 +222,7 @@ impl Tracker {
     /// closed may still have records in the ring buffer.
     /// Their waiting requests count as lost.
     pub fn retain_live(&mut self, live: &HashSet<u64>) {
-        let (lost, counts) = (&mut self.lost, &mut self.counts);
+        let (lost, counts, mysql) = (&mut self.lost, &mut self.counts, &mut self.mysql_counters);
         self.conns.retain(|id, t| {
             let gone = !live.contains(id);
             let keep = !(gone && t.missing);
@@ -208,6 +233,7 @@ impl Tracker {
                     Parser::Mysql(m) => m.abandon(),
                 }
                 lost[t.protocol().index()] += settle_lost(t);
+                settle_mysql(t, mysql);
                 counts[t.protocol().index()] -= 1;
             }
             keep
@@ -224,6 +250,15 @@ fn settle_lost(t: &mut Tracked) -> u64 {
     let new = total.saturating_sub(t.lost_counted);
     t.lost_counted = total;
     new
+}
+
+/// Adds what a MySQL parser counted since the last call to `totals`.
+fn settle_mysql(t: &mut Tracked, totals: &mut MysqlCounters) {
+    let Parser::Mysql(m) = &t.parser else { return };
+    let s = m.stats();
+    totals.statements_evicted += s.statements_evicted.saturating_sub(t.mysql_counted.statements_evicted);
+    totals.unknown_statements += s.unknown_statements.saturating_sub(t.mysql_counted.unknown_statements);
+    t.mysql_counted = MysqlCounters { statements_evicted: s.statements_evicted, unknown_statements: s.unknown_statements };
 }
 
 fn drain(t: &mut Tracked, mysql: &MysqlOptions, out: &mut Vec<Event>) {

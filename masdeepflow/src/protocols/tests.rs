@@ -252,3 +252,17 @@ fn mysql_losses_are_counted_apart_from_http() {
     t.on_close(77, Time(2), Role::Client, &loss, PROTO_MYSQL, &mut out);
     assert_eq!(t.lost(Protocol::Mysql), 3);
 }
+
+/// The parsers' counters reach `agent_stats.mysql`: the raw client executes
+/// a statement that COM_RESET_CONNECTION made the server forget.
+#[test]
+fn mysql_counters_are_summed_over_connections() {
+    const RAW: &str = include_str!("../../../masdeepflow-proto/tests/fixtures/mysql/raw_binary.rec");
+    let mut t = Tracker::default();
+    let mut out = Vec::new();
+    replay(&mut t, RAW, 1, Role::Client, &mut out);
+    replay(&mut t, RAW, 2, Role::Server, &mut out);
+    let forgotten = values(&out).into_iter().filter(|e| e["error_code"] == 1243).count();
+    assert_eq!(forgotten, 2);
+    assert_eq!(t.mysql_counters(), MysqlCounters { statements_evicted: 0, unknown_statements: 2 });
+}
