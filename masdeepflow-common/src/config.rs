@@ -36,6 +36,23 @@ pub struct KernelConfig {
     /// Payload bytes to copy per send/receive of a MySQL connection
     /// (`payload::MYSQL_CAPTURE_BYTES`); 0 turns MySQL detection off.
     pub mysql_capture_bytes: u32,
+    /// 1: adopt connections opened before the agent started when they are
+    /// seen to speak MySQL (needs the `sock_common` offsets below).
+    pub adopt_mysql: u32,
+    /// `struct sock_common` (at the start of `struct sock`): family, state,
+    /// local port (host order), peer port (network order), IPv4 peer and
+    /// local addresses, IPv6 peer and local addresses; `struct sock`'s
+    /// `sk_type` and `sk_protocol`.
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
+    pub _pad: u32,
     /// Only processes with one of these command names (NUL padded) are
     /// reported, so that losses are counted for them alone.
     pub comm_filter: [[u8; crate::COMM_LEN]; COMM_FILTER_MAX],

@@ -41,6 +41,22 @@ pub const fn mysql_head(payload_len: u32) -> u32 {
     PROTO_MYSQL_HEAD | (payload_len << 8)
 }
 
+/// A MySQL connection opened before the agent started, adopted when one
+/// of its syscalls started with a command (see `SockState::adopted`):
+/// captured, and parsed from the middle.
+pub const PROTO_MYSQL_MIDSTREAM: u32 = 5;
+/// Adopted on a lone 4-byte packet header with sequence id 0 received (what
+/// mysqld reads first): the next payload decides between
+/// [`PROTO_MYSQL_MIDSTREAM`] (it starts with a known command byte) and
+/// [`PROTO_OTHER`]. The payload length is kept in the upper 24 bits.
+pub const PROTO_MYSQL_COMMAND_HEAD: u32 = 6;
+
+/// `SockState::protocol` for an adopted connection whose first payload was
+/// a lone command header announcing `payload_len` bytes.
+pub const fn mysql_command_head(payload_len: u32) -> u32 {
+    PROTO_MYSQL_COMMAND_HEAD | (payload_len << 8)
+}
+
 /// Payload records of one connection that the ring buffer could not take,
 /// not yet reported: the kernel keeps them in the socket's `SockState` and
 /// hands them over (then zeroes them) with the connection's next payload
@@ -87,7 +103,8 @@ pub struct PayloadHeader {
     pub captured_len: u32,
     pub direction: u32,
     pub role: u32,
-    /// `PROTO_HTTP` or `PROTO_MYSQL`: the parser the agent runs.
+    /// `PROTO_HTTP`, `PROTO_MYSQL` or `PROTO_MYSQL_MIDSTREAM`: the parser
+    /// the agent runs, and how it starts.
     pub protocol: u32,
     /// Records of this connection lost since the previous one delivered.
     pub loss: PayloadLoss,

@@ -3,7 +3,9 @@
 //! (`http1::looks_like_*`, `mysql::detect`) cut down to a syscall's first
 //! eight bytes. Pure functions over those bytes, so that `payload.rs` only
 //! calls them.
-use masdeepflow_common::payload::{PROTO_HTTP, PROTO_MYSQL, PROTO_MYSQL_HEAD, PROTO_OTHER, PROTO_UNKNOWN, mysql_head};
+use masdeepflow_common::payload::{
+    PROTO_HTTP, PROTO_MYSQL, PROTO_MYSQL_COMMAND_HEAD, PROTO_MYSQL_HEAD, PROTO_MYSQL_MIDSTREAM, PROTO_OTHER, PROTO_UNKNOWN, mysql_head,
+};
 
 /// The first bytes of a syscall's buffer: `n` (0 to 8) of them were read.
 pub struct First {
@@ -38,7 +40,7 @@ pub fn is_http_start(first: &First) -> bool {
 
 /// Payload length of the MySQL packet header at the start of `first`.
 #[inline(always)]
-fn packet_len(first: &First) -> u32 {
+pub fn packet_len(first: &First) -> u32 {
     u32::from_le_bytes([first.bytes[0], first.bytes[1], first.bytes[2], 0])
 }
 
@@ -73,6 +75,23 @@ fn is_mysql_greeting_head(first: &First, len: u64) -> bool {
     len == 4 && first.n == 4 && first.bytes[3] == 0 && (GREETING_MIN..=GREETING_MAX).contains(&packet_len(first))
 }
 
+/// A command byte clients send (`COM_QUIT` to `COM_RESET_CONNECTION`,
+/// MariaDB's `COM_STMT_BULK_EXECUTE`).
+#[inline(always)]
+fn is_command_byte(b: u8) -> bool {
+    (0x01..=0x1f).contains(&b) || b == 0xfa
+}
+
+/// A syscall of `len` bytes that starts with a whole MySQL command packet
+/// (sequence id 0, a command byte, a length the syscall holds, or the
+/// first 16 KiB of a long one): what adopts a connection opened before the
+/// agent started (`adopt.rs`), as `mysql::detect::looks_like_command` does.
+#[inline(always)]
+pub fn is_mysql_command_start(first: &First, len: u64) -> bool {
+    let plen = packet_len(first) as u64;
+    first.n >= 5 && first.bytes[3] == 0 && plen != 0 && is_command_byte(first.bytes[4]) && (plen + 4 <= len || len >= 16 * 1024)
+}
+
 /// The protocols the agent parses (the others' families are off).
 #[derive(Clone, Copy)]
 pub struct Wanted {
@@ -85,6 +104,12 @@ pub struct Wanted {
 /// the first bytes of its next payload, `len` bytes in all.
 #[inline(always)]
 pub fn decide(current: u32, first: &First, len: u64, wanted: Wanted) -> u32 {
+    if current & 0xff == PROTO_MYSQL_COMMAND_HEAD {
+        // The body of an adopted connection's command header: a command.
+        let expected = (current >> 8) as u64;
+        let body = first.n >= 1 && len <= expected && is_command_byte(first.bytes[0]);
+        return if body { PROTO_MYSQL_MIDSTREAM } else { PROTO_OTHER };
+    }
     if current & 0xff == PROTO_MYSQL_HEAD {
         // The body of the header seen before: a greeting's.
         let expected = (current >> 8) as u64;
@@ -108,14 +133,24 @@ pub fn decide(current: u32, first: &First, len: u64, wanted: Wanted) -> u32 {
 /// Whether a connection in this state has its payloads captured.
 #[inline(always)]
 pub fn is_captured(protocol: u32) -> bool {
-    protocol == PROTO_HTTP || protocol == PROTO_MYSQL || protocol & 0xff == PROTO_MYSQL_HEAD
+    let kind = protocol & 0xff;
+    kind == PROTO_HTTP
+        || kind == PROTO_MYSQL
+        || kind == PROTO_MYSQL_HEAD
+        || kind == PROTO_MYSQL_MIDSTREAM
+        || kind == PROTO_MYSQL_COMMAND_HEAD
 }
 
 /// The protocol written in a connection's payload records: a lone header
-/// waiting for its body is MySQL's.
+/// waiting for its body is MySQL's (from the middle on an adopted
+/// connection).
 #[inline(always)]
 pub fn reported(protocol: u32) -> u32 {
-    if protocol == PROTO_HTTP { PROTO_HTTP } else { PROTO_MYSQL }
+    match protocol & 0xff {
+        PROTO_HTTP => PROTO_HTTP,
+        PROTO_MYSQL_MIDSTREAM | PROTO_MYSQL_COMMAND_HEAD => PROTO_MYSQL_MIDSTREAM,
+        _ => PROTO_MYSQL,
+    }
 }
 
 /// The loss rule: whether a syscall of `len` bytes that the ring buffer

@@ -27,6 +27,17 @@ pub static OFFSETS: KernelConfig = KernelConfig {
     capture_bytes: 0,
     comm_filter_len: 0,
     mysql_capture_bytes: 0,
+    adopt_mysql: 0,
+    skc_family: 0,
+    skc_state: 0,
+    skc_num: 0,
+    skc_dport: 0,
+    skc_daddr: 0,
+    skc_rcv_saddr: 0,
+    skc_v6_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    sk_protocol: 0,
+    _pad: 0,
     comm_filter: [[0; 16]; masdeepflow_common::config::COMM_FILTER_MAX],
 };
 

@@ -10,6 +10,7 @@
 #![feature(core_intrinsics)]
 
 mod accept;
+mod adopt;
 mod cgroup;
 mod detect;
 mod function_traffic;

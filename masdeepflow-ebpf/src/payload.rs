@@ -24,7 +24,10 @@ use aya_ebpf::helpers::{
 };
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
-    payload::{CAPTURE_CLASSES, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_MYSQL, PROTO_OTHER, PayloadHeader, PayloadLoss, PayloadRecord},
+    payload::{
+        CAPTURE_CLASSES, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_MYSQL, PROTO_MYSQL_MIDSTREAM, PROTO_OTHER, PayloadHeader, PayloadLoss,
+        PayloadRecord,
+    },
     stats::lost_index,
     tcp::{ROLE_CLIENT, SockState},
 };
@@ -50,7 +53,7 @@ fn reg(regs: u64, off: u32) -> u64 {
 
 /// The first user buffer of the running syscall and its length.
 #[inline(always)]
-fn user_buffer() -> Option<(u64, u64)> {
+pub fn user_buffer() -> Option<(u64, u64)> {
     let regs = syscall_regs();
     let (nr, arg1) = (reg(regs, REGS_ORIG_AX), reg(regs, REGS_SI));
     let iov = match nr {
@@ -241,7 +244,7 @@ pub fn capture(state: *mut SockState, sent: bool, len: u32) {
         return;
     }
     let buffer = user_buffer();
-    if protocol != PROTO_HTTP && protocol != PROTO_MYSQL {
+    if protocol != PROTO_HTTP && protocol != PROTO_MYSQL && protocol != PROTO_MYSQL_MIDSTREAM {
         let Some((buf, buf_len)) = buffer else { return };
         let first = first_bytes(buf, buf_len.min(len as u64));
         protocol = detect::decide(protocol, &first, len as u64, wanted);

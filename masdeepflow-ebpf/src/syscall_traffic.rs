@@ -50,6 +50,7 @@ fn try_syscall(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
     }
     let fd: u64 = read_at(regs, REGS_DI)?;
     let sk = sock_of_fd(fd)?;
-    count_and_capture(sk, sent, ret as u32);
+    // (an fd that may not be a socket: no adoption)
+    count_and_capture(sk, sent, ret as u32, false);
     Ok(())
 }

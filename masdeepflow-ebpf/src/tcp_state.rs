@@ -120,7 +120,7 @@ fn report_close(sk: u64, now: u64) {
                     (*r).conn_id = (*state).id;
                     (*r).payload_loss = (*state).payload_loss;
                     (*r).protocol = (*state).protocol;
-                    (*r)._pad = 0;
+                    (*r).adopted = (*state).adopted;
                     entry.submit(wakeup_flags());
                 }
                 None => {
@@ -183,7 +183,7 @@ fn track(sk: u64, now: u64, endpoints: &Endpoints, role: u32, has_owner: u32, ow
         (*state).has_owner = has_owner;
         (*state).owner = *owner;
         (*state).protocol = 0;
-        (*state)._pad = 0;
+        (*state).adopted = 0;
         (*state).payload_loss = PayloadLoss::NONE;
         SOCKETS.insert(&sk, &*state, 0)
     };
@@ -230,7 +230,7 @@ pub fn emit(
         (*r).conn_id = conn_id;
         (*r).payload_loss = PayloadLoss::NONE;
         (*r).protocol = 0;
-        (*r)._pad = 0;
+        (*r).adopted = 0;
     }
     entry.submit(wakeup_flags());
 }

@@ -70,6 +70,11 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     }
     if args.events.contains(&Family::Mysql) {
         kernel_config.mysql_capture_bytes = MYSQL_CAPTURE_BYTES as u32;
+        if kernel_config.adopt_mysql == 0 {
+            log::warn!("kernel BTF lacks struct sock_common's fields: MySQL connections opened before the agent started are not parsed");
+        }
+    } else {
+        kernel_config.adopt_mysql = 0;
     }
     config::set_comm_filter(&mut kernel_config, &args.comm);
     let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;

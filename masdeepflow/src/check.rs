@@ -32,7 +32,7 @@ fn tracepoint_of(item: &Item) -> Option<&str> {
 }
 
 /// What the `bpf_task_pt_regs` item is called (HTTP needs it).
-pub const PT_REGS_ITEM: &str = "BPF helper bpf_task_pt_regs (5.15+, for http)";
+pub const PT_REGS_ITEM: &str = "BPF helper bpf_task_pt_regs (5.15+, for http and mysql)";
 
 /// What the fexit traffic hooks' item is called.
 pub const FEXIT_ITEM: &str = "fexit on tcp_sendmsg, tcp_sendpage, tcp_recvmsg";
@@ -80,6 +80,13 @@ pub fn items() -> Vec<Item> {
                         "the programs that read it cannot load",
                     ));
                 }
+                for (s, m) in config::ADOPT_MEMBERS {
+                    items.push(Item::new(
+                        btf.member_offset(s, m).is_ok(),
+                        format!("kernel struct field {s}.{m} (for mysql)"),
+                        "MySQL connections opened before the agent started are not parsed",
+                    ));
+                }
             }
             Err(e) => items.push(Item::new(false, "kernel BTF parses", format!("{e}; nothing can run"))),
         }
@@ -88,7 +95,7 @@ pub fn items() -> Vec<Item> {
     items.push(Item::new(
         features::has_task_pt_regs(),
         PT_REGS_ITEM,
-        "http cannot be reported (payload capture cannot find syscall buffers)",
+        "http and mysql cannot be reported (payload capture cannot find syscall buffers)",
     ));
     let root = tracefs::root();
     items.push(Item::new(
@@ -121,16 +128,19 @@ pub fn items() -> Vec<Item> {
 
 /// Families that will work given `items` (all hooks without a fallback present).
 pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
-    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ") && i.what != PT_REGS_ITEM).all(|i| i.ok || i.replaced);
+    // (the fields for adopting MySQL connections opened before the agent
+    // started are optional)
+    let optional = |i: &Item| i.what.starts_with("tracepoint ") || i.what == PT_REGS_ITEM || i.what.ends_with("(for mysql)");
+    let base_ok = items.iter().filter(|i| !optional(i)).all(|i| i.ok || i.replaced);
     let pt_regs = items.iter().all(|i| i.what != PT_REGS_ITEM || i.ok);
-    [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]
+    [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http, Family::Mysql]
         .into_iter()
         .map(|f| {
             let hooks_ok = HOOKS
                 .iter()
                 .filter(|h| h.families.contains(&f) && h.fallback.is_none())
                 .all(|h| items.iter().any(|i| i.ok && i.what.starts_with(&format!("tracepoint {}:{} ", h.category, h.tracepoint))));
-            (f, base_ok && hooks_ok && (f != Family::Http || pt_regs))
+            (f, base_ok && hooks_ok && (!matches!(f, Family::Http | Family::Mysql) || pt_regs))
         })
         .collect()
 }
@@ -204,14 +214,26 @@ mod tests {
         mark_replaced(&mut neither);
         assert!(!report(&neither).1);
 
-        // A 5.10-like kernel: no bpf_task_pt_regs; http is unavailable.
+        // A 5.10-like kernel: no bpf_task_pt_regs; http and mysql are unavailable.
         let mut no_regs = full.clone();
         no_regs.push(item(false, PT_REGS_ITEM));
         let fams = working_families(&no_regs);
         assert_eq!(
             fams,
-            vec![(Family::Exec, true), (Family::Exit, true), (Family::Tcp, true), (Family::Flow, true), (Family::Http, false)]
+            vec![
+                (Family::Exec, true),
+                (Family::Exit, true),
+                (Family::Tcp, true),
+                (Family::Flow, true),
+                (Family::Http, false),
+                (Family::Mysql, false)
+            ]
         );
+        // Without the fields that adopt MySQL connections opened before the
+        // agent started: every family still works.
+        let mut no_adopt = full.clone();
+        no_adopt.push(item(false, "kernel struct field sock.sk_protocol (for mysql)"));
+        assert!(working_families(&no_adopt).iter().all(|(_, ok)| *ok));
         assert!(!report(&no_regs).1);
 
         // No sched_process_exit: exit is unavailable, the rest works.
@@ -219,7 +241,14 @@ mod tests {
         let fams = working_families(&no_exit);
         assert_eq!(
             fams,
-            vec![(Family::Exec, true), (Family::Exit, false), (Family::Tcp, true), (Family::Flow, true), (Family::Http, true)]
+            vec![
+                (Family::Exec, true),
+                (Family::Exit, false),
+                (Family::Tcp, true),
+                (Family::Flow, true),
+                (Family::Http, true),
+                (Family::Mysql, true)
+            ]
         );
 
         // No BTF: nothing works.

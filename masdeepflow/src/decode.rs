@@ -229,6 +229,7 @@ fn tcp(kind: EventKind, r: &TcpRecord, clock: &Clock) -> Event {
             conn_id: r.conn_id,
             payload_loss: r.payload_loss,
             protocol: r.protocol,
+            adopted: r.adopted != 0,
         },
     }
 }
@@ -316,7 +317,7 @@ mod tests {
             conn_id: 42,
             payload_loss: PayloadLoss { sent_starts: 1, received_starts: 2, sent_bytes: 3, received_bytes: 4 },
             protocol: 0,
-            _pad: 0,
+            adopted: 0,
         }
     }
 

@@ -213,6 +213,9 @@ pub enum Event {
         /// Not written: the kernel's `PROTO_*` for the connection (whose
         /// parser the losses concern).
         protocol: u32,
+        /// Not written: a connection opened before the agent started and
+        /// adopted for MySQL (its close ends its parser, and is not reported).
+        adopted: bool,
     },
     Flow {
         time: Time,

@@ -116,6 +116,7 @@ mod tests {
             conn_id,
             payload_loss: Default::default(),
             protocol: 0,
+            adopted: false,
         }
     }
 

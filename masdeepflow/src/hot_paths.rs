@@ -254,7 +254,7 @@ fn tcp_records(n: usize) -> Vec<Vec<u8>> {
             conn_id: id,
             payload_loss: PayloadLoss::NONE,
             protocol: 0,
-            _pad: 0,
+            adopted: 0,
         };
         out.push(bytes_of(&rec(EventKind::TcpConnect, c, endpoints(port, 9000), ROLE_CLIENT, 2 * i + 1)));
         out.push(bytes_of(&rec(EventKind::TcpAccept, s, endpoints(9000, port), ROLE_SERVER, 2 * i + 2)));

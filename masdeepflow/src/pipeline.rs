@@ -111,10 +111,14 @@ impl Pipeline {
                 e
             }
             close @ Event::TcpClose { .. } => {
-                if let Event::TcpClose { conn_id, time, role, payload_loss, protocol, .. } = &close {
+                if let Event::TcpClose { conn_id, time, role, payload_loss, protocol, adopted, .. } = &close {
                     let start = out.len();
                     self.protocols.on_close(*conn_id, *time, *role, payload_loss, *protocol, out);
                     self.keep_wanted_exchanges(out, start);
+                    if *adopted {
+                        // Opened before the agent started: no tcp or flow events.
+                        return;
+                    }
                 }
                 if self.wants(Family::Flow) {
                     let now = self.clock.ktime_ns(close.time().0);
@@ -221,6 +225,9 @@ impl Pipeline {
         }
         let now = Clock::ktime_now();
         let wall = Time(self.clock.wall_ns(now));
+        // Connections adopted for MySQL were opened before the agent
+        // started: their counts start at adoption, they have no flows.
+        let sockets = sockets.into_iter().filter(|s| s.adopted == 0);
         for flow in self.flows.tick(sockets, now, wall) {
             if self.passes_filters(&flow) {
                 out.push(flow);

@@ -410,3 +410,63 @@ fn concurrent_clients_with_mariadb_slap() {
     }
     assert_eq!(last_stats(&events)["lost"]["kernel_ring_buffer"]["mysql"], 0);
 }
+
+/// A connection opened before the agent started (a connection pool's): the
+/// kernel adopts it when it sees a command, and it is parsed from the
+/// middle: its commands from both sides (the server's from its second one
+/// on: the first one's header read is what adopts it), without user or
+/// schema (the handshake was not seen), and no tcp events for it.
+#[test]
+fn connection_opened_before_the_agent_started() {
+    let db = MariaDb::start();
+    let port = db.port.to_string();
+    let selects = |db: &MariaDb| db.status()["Com_select"];
+    let mut cli = db.cli().args(["-N", "--unbuffered"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut stdin = cli.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(cli.stdout.take().unwrap());
+    // One statement at a time, each answered before the next (batch mode
+    // reads its input line by line).
+    let mut ask = |sql: &str, answer: &str| {
+        use std::io::BufRead as _;
+        writeln!(stdin, "{sql}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), answer, "{sql}");
+    };
+    ask("SELECT 'before';", "before");
+    let before = selects(&db);
+    let mut agent = Agent::start(&["--events", "mysql,tcp", "--port", &port]);
+    ask("SELECT 'first';", "first");
+    ask("SELECT name FROM items ORDER BY id LIMIT 1;", "apple");
+    ask("SELECT COUNT(*) FROM seq5000;", "5000");
+    drop(stdin);
+    assert!(cli.wait().unwrap().success());
+    assert_eq!(selects(&db) - before, 3);
+    for role in ["client", "server"] {
+        agent.expect("the COM_QUIT", |e| e["type"] == "mysql" && e["role"] == role && e["command"] == "COM_QUIT");
+    }
+    let events = agent.stop();
+    for role in ["client", "server"] {
+        let ev = mysql_events(&events, role, db.port);
+        let statements: Vec<&str> = ev.iter().filter_map(|e| e["statement"].as_str()).collect();
+        let want: &[&str] = if role == "client" {
+            &["SELECT 'first'", "SELECT name FROM items ORDER BY id LIMIT 1", "SELECT COUNT(*) FROM seq5000"]
+        } else {
+            &["SELECT name FROM items ORDER BY id LIMIT 1", "SELECT COUNT(*) FROM seq5000"]
+        };
+        assert_eq!(statements, want, "{role}");
+        assert_eq!(names(&ev).last().map(String::as_str), Some("COM_QUIT"), "{role}");
+        for e in ev.iter().filter(|e| e["command"] == "COM_QUERY") {
+            assert_eq!((e["rows"].as_u64(), e["response"].as_str(), &e["error"]), (Some(1), Some("rows"), &Value::Null), "{role}: {e}");
+            assert_eq!((&e["user"], &e["database"]), (&Value::Null, &Value::Null), "{role}: the handshake was not seen");
+        }
+        if role == "client" {
+            assert_eq!(ev[0]["process"]["pid"], cli.id());
+        } else {
+            assert_eq!(ev[0]["process"]["comm"], "mariadbd");
+        }
+    }
+    assert!(events.iter().all(|e| e["type"] != "tcp_close" && e["type"] != "flow"), "no tcp events for a connection opened before");
+    let stats = last_stats(&events);
+    assert_eq!((stats["lost"]["kernel_ring_buffer"]["mysql"].as_u64(), stats["tables"]["mysql_connections"].as_u64()), (Some(0), Some(0)));
+}

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 use masdeepflow_common::{
     ProcessInfo,
-    payload::{PROTO_HTTP, PayloadLoss},
+    payload::{PROTO_HTTP, PROTO_MYSQL_MIDSTREAM, PayloadLoss},
 };
 use masdeepflow_proto::{ConnectionParser, Direction, Http1Connection, mysql::MysqlConnection};
 
@@ -172,7 +172,12 @@ impl Tracker {
             self.counts[protocol.index()] += 1;
             let parser = match protocol {
                 Protocol::Http => Parser::Http(Box::default()),
-                Protocol::Mysql => Parser::Mysql(Box::new(MysqlConnection::with_config(self.mysql.parser_config()))),
+                Protocol::Mysql => {
+                    // A connection adopted when seen to speak MySQL (opened
+                    // before the agent started) is parsed from the middle.
+                    let mid_stream = p.protocol == PROTO_MYSQL_MIDSTREAM;
+                    Parser::Mysql(Box::new(MysqlConnection::with_config(self.mysql.parser_config(mid_stream))))
+                }
             };
             Tracked {
                 parser,

@@ -25,9 +25,10 @@ impl Default for MysqlOptions {
 }
 
 impl MysqlOptions {
-    /// The parser's configuration for a connection seen from its start.
-    pub(super) fn parser_config(&self) -> MysqlConfig {
-        MysqlConfig { sql_bytes: self.sql_bytes, ..MysqlConfig::default() }
+    /// The parser's configuration for a connection seen from its start, or
+    /// from the middle.
+    pub(super) fn parser_config(&self, mid_stream: bool) -> MysqlConfig {
+        MysqlConfig { sql_bytes: self.sql_bytes, mid_stream, ..MysqlConfig::default() }
     }
 }
 

@@ -617,7 +617,7 @@ pub mod tests {
             for e in [
                 Event::ProcessExit { time: Time(n), process: p, exit_code: None, signal: Some(9), core_dumped: false, duration_ns: Some(n) },
                 Event::TcpConnect { time: Time(n), process: Some(p), conn: conn(), latency_ns: n, error: Some(111) },
-                Event::TcpClose { time: Time(n), process: Some(p), role: Role::Client, conn: conn(), bytes_sent: n, bytes_received: 1, duration_ns: 2, conn_id: 3, payload_loss: Default::default(), protocol: 0 },
+                Event::TcpClose { time: Time(n), process: Some(p), role: Role::Client, conn: conn(), bytes_sent: n, bytes_received: 1, duration_ns: 2, conn_id: 3, payload_loss: Default::default(), protocol: 0, adopted: false },
                 Event::Flow { time: Time(n), process: None, role: Role::Server, conn: conn(), bytes_sent: 1, bytes_received: n, interval_ns: 2 },
                 Event::AgentStart { time: Time(n), version: "0", kernel: lossy(&a), probes: vec![lossy(&b)], events: vec!["http"] },
             ] {
