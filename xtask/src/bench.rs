@@ -32,7 +32,10 @@ pub struct Options {
     /// Seconds per wrk run in the HTTP cases.
     #[arg(long, default_value_t = 5)]
     http_secs: u64,
-    /// Only these cases (exec, tcp, idle, http); all when empty.
+    /// Seconds per sysbench run in the MySQL cases.
+    #[arg(long, default_value_t = 5)]
+    mysql_secs: u64,
+    /// Only these cases (exec, tcp, idle, http, mysql); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -254,6 +257,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if wants("http") {
         crate::bench_http::run(opts.pairs, opts.http_secs)?;
+    }
+    if wants("mysql") {
+        crate::bench_mysql::run_bench(opts.pairs, opts.mysql_secs)?;
     }
     Ok(())
 }

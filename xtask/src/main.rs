@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod bench_mysql;
 mod procfs;
 mod setup;
 mod soak;
@@ -34,7 +35,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP).
+    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP, MySQL).
     Bench(bench::Options),
     /// Set up, build and run the agent under mixed load for a while,
     /// failing when its memory or any table keeps growing.
