@@ -52,7 +52,9 @@ pub struct KernelConfig {
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
     pub sk_protocol: u32,
-    pub _pad: u32,
+    /// 1 when `bpf_task_pt_regs` exists (5.15+): syscall arguments are read
+    /// from the saved registers; 0: from their recorded entries.
+    pub has_task_pt_regs: u32,
     /// Only processes with one of these command names (NUL padded) are
     /// reported, so that losses are counted for them alone.
     pub comm_filter: [[u8; crate::COMM_LEN]; COMM_FILTER_MAX],

@@ -12,17 +12,17 @@
 //! non-inet sockets, a few more and one user-memory read for TCP sockets
 //! opened before the agent started. Not used by the syscall-exit fallback,
 //! whose `struct sock` comes from an fd that may not be a socket.
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user_buf};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use masdeepflow_common::{
     payload::{PROTO_MYSQL_MIDSTREAM, PayloadLoss, mysql_command_head},
     tcp::{AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, ROLE_CLIENT, ROLE_SERVER, SockState},
 };
 
 use crate::{
-    detect::{First, is_mysql_command_start, packet_len},
+    detect::{is_mysql_command_start, packet_len},
     kernel::{current_process, offset, read_at},
     maps::{SOCK_SCRATCH, SOCKETS},
-    payload::user_buffer,
+    payload::{first_bytes, user_buffer},
 };
 
 const TCP_ESTABLISHED: u8 = 1;
@@ -43,8 +43,8 @@ pub fn adopt(sk: u64, sent: bool, len: u32) -> Option<*mut SockState> {
     if protocol != IPPROTO_TCP || state != TCP_ESTABLISHED {
         return None;
     }
-    let (buf, buf_len) = user_buffer()?;
-    let first = first_of(buf, buf_len.min(len as u64));
+    let (buf, buf_len) = user_buffer(sk)?;
+    let first = first_bytes(buf, buf_len.min(len as u64));
     let kind = if is_mysql_command_start(&first, len as u64) {
         // a whole command: written by the client (or read whole)
         PROTO_MYSQL_MIDSTREAM
@@ -81,17 +81,6 @@ pub fn adopt(sk: u64, sent: bool, len: u32) -> Option<*mut SockState> {
         return None;
     }
     SOCKETS.get_ptr_mut(&sk)
-}
-
-/// The first (up to eight) bytes of a user buffer.
-#[inline(always)]
-fn first_of(buf: u64, len: u64) -> First {
-    let mut first = First { bytes: [0u8; 8], n: if len < 8 { len as usize } else { 8 } };
-    // SAFETY: user memory read with the fault-tolerant helper.
-    if first.n == 0 || unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first.bytes[..first.n]) }.is_err() {
-        first.n = 0;
-    }
-    first
 }
 
 /// The socket's endpoints, as `sock:inet_sock_set_state` gives them (`s*`

@@ -37,7 +37,7 @@ pub static OFFSETS: KernelConfig = KernelConfig {
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
     sk_protocol: 0,
-    _pad: 0,
+    has_task_pt_regs: 0,
     comm_filter: [[0; 16]; masdeepflow_common::config::COMM_FILTER_MAX],
 };
 

@@ -19,6 +19,7 @@ mod maps;
 mod payload;
 mod process;
 mod syscall_abi;
+mod syscall_call;
 mod syscall_traffic;
 mod tcp_state;
 mod traffic;

@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    cli::{Family, RunArgs},
+    cli::{Family, Format, RunArgs},
     clock::Clock,
     decode::decode,
     event::{AgentStats, Event, Lost, Output, Time},
@@ -25,8 +25,9 @@ use crate::{
     loader,
     pipeline::Pipeline,
     protocols::Protocol,
-    queue::{self, Queue},
+    queue::{self, Lines, Queue},
     sink::stdout::{self as writer, WriterEnd},
+    sink::{json::JsonWriter, text},
     wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
 
@@ -53,18 +54,13 @@ struct QueueLoss {
     by_type: BTreeMap<&'static str, u64>,
 }
 
-pub fn run(mut args: RunArgs) -> Result<Outcome> {
+pub fn run(args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
     }
-    let payloads = |f: &Family| matches!(f, Family::Http | Family::Mysql);
-    if args.events.iter().any(payloads) && !crate::kernel::features::has_task_pt_regs() {
-        // The capture code is then dead and the verifier drops it.
-        log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http and mysql events are not reported");
-        args.events.retain(|f| !payloads(f));
-    }
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
+    kernel_config.has_task_pt_regs = u32::from(crate::kernel::features::has_task_pt_regs() && !args.record_syscall_entries);
     if args.events.contains(&Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
     }
@@ -115,7 +111,10 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
         probes: loaded.attached.clone(),
         events: args.events.iter().map(|f| f.name()).collect(),
     };
-    tx.push_always(Output::plain(start));
+    let mut batch = Batch::new(format);
+    let mut start_line = crate::queue::Lines::default();
+    batch.write(&mut start_line, &Output::plain(start));
+    tx.push(start_line);
 
     let outcome = runtime.block_on(async {
         let watcher = match (&pods_index, &args.node_name) {
@@ -130,7 +129,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
         let mut maps = Maps { ring, sockets, counters, connecting, polling };
-        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals).await
+        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals, batch).await
     })?;
 
     drop(tx);
@@ -151,6 +150,7 @@ async fn main_loop(
     tx: &Queue,
     mut writer_end: tokio::sync::oneshot::Receiver<()>,
     mut signals: Signals,
+    mut batch: Batch,
 ) -> Result<Outcome> {
     let now = tokio::time::Instant::now();
     let mut flow_timer = interval_at(now + args.flow_interval, args.flow_interval);
@@ -159,12 +159,11 @@ async fn main_loop(
     stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Woken by the kernel while asleep, polling while records flow.
     let mut wakeups = Wakeups::new(args.ring_buffer_size);
-    let mut poll_timer = tokio::time::interval(POLL_INTERVAL);
-    poll_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let poll_sleep = tokio::time::sleep(POLL_INTERVAL);
+    tokio::pin!(poll_sleep);
     let mut backstop_timer = interval_at(now + BACKSTOP_INTERVAL, BACKSTOP_INTERVAL);
     backstop_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut loss = QueueLoss::default();
-    let mut batch = Batch::default();
 
     let outcome = loop {
         tokio::select! {
@@ -174,15 +173,18 @@ async fn main_loop(
                 guard.clear_ready();
                 if let Some(polling) = wakeups.on_woken() {
                     set_polling(&mut maps.polling, polling);
-                    poll_timer.reset();
+                    poll_sleep.as_mut().reset(tokio::time::Instant::now() + wakeups.interval());
                 }
             }
-            _ = poll_timer.tick(), if wakeups.polling() => {
+            _ = &mut poll_sleep, if wakeups.polling() => {
                 let records = drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
                 if let Some(polling) = wakeups.on_poll(records) {
                     set_polling(&mut maps.polling, polling);
                     drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+                    // Asleep from now: nothing waits for a later drain.
+                    batch.send(tx);
                 }
+                poll_sleep.as_mut().reset(tokio::time::Instant::now() + wakeups.interval());
             }
             _ = backstop_timer.tick() => {
                 drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
@@ -193,6 +195,7 @@ async fn main_loop(
                 batch.flush(pipeline, tx, &mut loss);
             }
             _ = stats_timer.tick() => {
+                batch.send(tx);
                 send_stats(maps, clock, tx, &loss, pipeline, false);
             }
             _ = signals.int.recv() => break Outcome::Stopped,
@@ -203,6 +206,7 @@ async fn main_loop(
     if let Outcome::Stopped = outcome {
         // What the kernel wrote before we stopped is still reported.
         drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+        batch.send(tx);
         send_stats(maps, clock, tx, &loss, pipeline, true);
     }
     Ok(outcome)
@@ -224,19 +228,79 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Events on their way from the pipeline to the queue.
-#[derive(Default)]
+/// Events on their way from the pipeline to the queue, and the line
+/// formatter (lines are made here, in the thread that made the events).
 struct Batch {
     events: Vec<Event>,
     lines: Vec<Output>,
+    format: Format,
+    json: JsonWriter,
+    /// Lines formatted and not yet handed to the output thread, and since
+    /// when: they go in chunks, so the output thread wakes per chunk, not
+    /// per drain.
+    pending: Lines,
+    pending_since: Option<std::time::Instant>,
 }
 
+/// Formatted lines wait at most this long, or until this many bytes, for
+/// the output thread.
+const OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+const OUTPUT_CHUNK: usize = 64 * 1024;
+
 impl Batch {
-    /// Enriches the events and hands them to the writer without waiting;
-    /// what does not fit is lost and counted.
+    fn new(format: Format) -> Batch {
+        Batch {
+            events: Vec::with_capacity(512),
+            lines: Vec::with_capacity(512),
+            format,
+            json: JsonWriter::default(),
+            pending: Lines::default(),
+            pending_since: None,
+        }
+    }
+
+    fn write(&mut self, out: &mut Lines, line: &Output) {
+        match self.format {
+            Format::Json => self.json.write(&mut out.text, line),
+            // Writing to a Vec cannot fail.
+            Format::Text => text::write(&mut out.text, line).expect("writing to memory"),
+        }
+    }
+
+    /// Enriches the events, formats as many as the queue has room for and
+    /// hands them to the writer without waiting; the rest are lost and
+    /// counted.
     fn flush(&mut self, pipeline: &mut Pipeline, tx: &Queue, loss: &mut QueueLoss) {
         pipeline.enrich_into(&mut self.events, &mut self.lines);
-        tx.push(&mut self.lines, |l| *loss.by_type.entry(l.event.type_name()).or_insert(0) += 1);
+        if !self.lines.is_empty() {
+            let room = tx.room().saturating_sub(self.pending.events);
+            let mut out = std::mem::take(&mut self.pending);
+            let mut lines = std::mem::take(&mut self.lines);
+            for (i, line) in lines.drain(..).enumerate() {
+                if i < room {
+                    self.write(&mut out, &line);
+                    out.count(line.event.type_name());
+                } else {
+                    *loss.by_type.entry(line.event.type_name()).or_insert(0) += 1;
+                }
+            }
+            self.lines = lines;
+            self.pending = out;
+            self.pending_since.get_or_insert_with(std::time::Instant::now);
+        }
+        if self.pending.text.len() >= OUTPUT_CHUNK || self.pending_since.is_some_and(|t| t.elapsed() >= OUTPUT_DELAY) {
+            self.send(tx);
+        }
+    }
+
+    /// Hands the pending lines to the output thread now.
+    fn send(&mut self, tx: &Queue) {
+        self.pending_since = None;
+        let out = std::mem::take(&mut self.pending);
+        if !out.text.is_empty() {
+            self.pending.text = Vec::with_capacity(out.text.capacity());
+            tx.push(out);
+        }
     }
 }
 
@@ -296,7 +360,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
     for (k, v) in &loss.by_type {
         lost.user_queue.insert(k, *v);
     }
-    let stats = Event::AgentStats(Box::new(AgentStats {
+    let stats = Box::new(AgentStats {
         time: Time(clock.wall_ns(Clock::ktime_now())),
         emitted: BTreeMap::new(),
         lost,
@@ -306,14 +370,11 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
             BTreeMap::from([("statements_evicted", m.statements_evicted), ("unknown_statements", m.unknown_statements)])
         },
         tables,
-    }));
+    });
     // Counts are cumulative, so a periodic line that finds the queue full
     // is skipped without losing anything; the final one is always written.
-    if last {
-        tx.push_always(Output::plain(stats));
-    } else if tx.has_room(1) {
-        let mut one = vec![Output::plain(stats)];
-        tx.push(&mut one, |_| {});
+    if last || tx.room() >= 1 {
+        tx.push_stats(stats);
     }
 }
 

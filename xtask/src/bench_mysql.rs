@@ -19,7 +19,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{procfs, setup::agent_path};
+use serde_json::{Value, json};
+
+use crate::{bench::median, procfs, setup::agent_path};
 
 /// A throw-away MariaDB server: data directory, socket and port of its own.
 struct MariaDb {
@@ -251,12 +253,7 @@ fn one_run(db: &MariaDb, case: &Case, secs: u64, traced: bool) -> Result<Sample>
     Ok(Sample { qps, p95_ms, queries, cpu: sysbench_cpu + db_cpu + agent_cpu, agent_cpu, completeness, with_statement, lost })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
-}
-
-pub fn run_bench(pairs: usize, secs: u64) -> Result<()> {
+pub fn run_bench(pairs: usize, secs: u64) -> Result<Value> {
     for tool in ["mariadbd", "mariadb-install-db", "sysbench"] {
         if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.stdout.is_empty() {
             bail!("{tool} is missing (apt-get install mariadb-server sysbench)");
@@ -278,6 +275,7 @@ pub fn run_bench(pairs: usize, secs: u64) -> Result<()> {
         "| case | queries/s without | throughput ratio | p95 ratio | CPU per query without | added CPU per query | agent CPU per query | completeness client / server (min) | with statement | lost (max) |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut rows = Vec::new();
     for case in &cases {
         let (mut base, mut with) = (Vec::new(), Vec::new());
         for pair in 0..pairs {
@@ -287,20 +285,35 @@ pub fn run_bench(pairs: usize, secs: u64) -> Result<()> {
         }
         let per_query = |s: &Sample| s.cpu / s.queries as f64 * 1e6;
         let pairs_of = |f: &dyn Fn(&Sample, &Sample) -> f64| median(base.iter().zip(&with).map(|(b, w)| f(b, w)).collect());
+        let row = json!({
+            "case": case.label(),
+            "queries_per_s_without": median(base.iter().map(|s| s.qps).collect()),
+            "throughput_ratio": pairs_of(&|b, w| w.qps / b.qps),
+            "p95_ratio": pairs_of(&|b, w| w.p95_ms / b.p95_ms),
+            "cpu_us_per_query_without": median(base.iter().map(per_query).collect()),
+            "added_cpu_us_per_query": pairs_of(&|b, w| per_query(w) - per_query(b)),
+            "agent_cpu_us_per_query": median(with.iter().map(|s| s.agent_cpu / s.queries as f64 * 1e6).collect()),
+            "completeness_client_min": with.iter().map(|s| s.completeness[0]).fold(f64::INFINITY, f64::min),
+            "completeness_server_min": with.iter().map(|s| s.completeness[1]).fold(f64::INFINITY, f64::min),
+            "with_statement_min": with.iter().map(|s| s.with_statement).fold(f64::INFINITY, f64::min),
+            "lost_max": with.iter().map(|s| s.lost).max().unwrap_or(0),
+        });
+        let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
         println!(
             "| {} | {:.0} | {:.3} | {:.2} | {:.1} us | {:+.2} us | {:.2} us | {:.4} / {:.4} | {:.4} | {} |",
             case.label(),
-            median(base.iter().map(|s| s.qps).collect()),
-            pairs_of(&|b, w| w.qps / b.qps),
-            pairs_of(&|b, w| w.p95_ms / b.p95_ms),
-            median(base.iter().map(per_query).collect()),
-            pairs_of(&|b, w| per_query(w) - per_query(b)),
-            median(with.iter().map(|s| s.agent_cpu / s.queries as f64 * 1e6).collect()),
-            with.iter().map(|s| s.completeness[0]).fold(f64::INFINITY, f64::min),
-            with.iter().map(|s| s.completeness[1]).fold(f64::INFINITY, f64::min),
-            with.iter().map(|s| s.with_statement).fold(f64::INFINITY, f64::min),
-            with.iter().map(|s| s.lost).max().unwrap_or(0),
+            f("queries_per_s_without"),
+            f("throughput_ratio"),
+            f("p95_ratio"),
+            f("cpu_us_per_query_without"),
+            f("added_cpu_us_per_query"),
+            f("agent_cpu_us_per_query"),
+            f("completeness_client_min"),
+            f("completeness_server_min"),
+            f("with_statement_min"),
+            row["lost_max"],
         );
+        rows.push(row);
     }
-    Ok(())
+    Ok(json!({ "pairs": pairs, "secs_per_run": secs, "agent_args": ["--events", "mysql", "--port", db.port.to_string()], "cases": rows }))
 }

@@ -105,7 +105,7 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         skc_v6_daddr,
         skc_v6_rcv_saddr,
         sk_protocol,
-        _pad: 0,
+        has_task_pt_regs: 0,
         comm_filter: Default::default(),
     })
 }

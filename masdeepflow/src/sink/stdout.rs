@@ -8,8 +8,8 @@ use std::{
 
 use crate::{
     cli::Format,
-    event::Event,
-    queue::QueueReader,
+    event::{Event, Output},
+    queue::{Item, QueueReader},
     sink::{json::JsonWriter, text},
 };
 
@@ -23,15 +23,15 @@ pub enum WriterEnd {
     Failed(io::Error),
 }
 
-/// Writes events until the queue closes. `agent_stats` records get the
+/// Writes lines until the queue closes. `agent_stats` records get the
 /// count of events written before them.
 pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, u64>, out: impl Write) -> WriterEnd {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut json = JsonWriter::default();
-    let mut line_buf = Vec::with_capacity(64 * 1024);
+    let mut stats_line = Vec::new();
     let result = (|| -> io::Result<()> {
         loop {
-            let batch = match rx.next(false) {
+            let item = match rx.next(false) {
                 Ok(b) => b,
                 Err(true) => return Ok(()),
                 Err(false) => {
@@ -42,26 +42,26 @@ pub fn run(rx: QueueReader, format: Format, mut emitted: BTreeMap<&'static str, 
                     }
                 }
             };
-            let n = batch.len();
-            for mut line in batch {
-                if let Event::AgentStats(stats) = &mut line.event {
+            match item {
+                Item::Lines(lines) => {
+                    out.write_all(&lines.text)?;
+                    for (t, n) in &lines.counts {
+                        *emitted.entry(t).or_insert(0) += n;
+                    }
+                    rx.done(lines.events);
+                }
+                Item::Stats(mut stats) => {
                     stats.emitted.clone_from(&emitted);
-                }
-                match format {
-                    Format::Json => json.write(&mut line_buf, &line),
-                    Format::Text => text::write(&mut line_buf, &line)?,
-                }
-                if !matches!(line.event, Event::AgentStart { .. } | Event::AgentStats(_)) {
-                    *emitted.entry(line.event.type_name()).or_insert(0) += 1;
-                }
-                if line_buf.len() >= 32 * 1024 {
-                    out.write_all(&line_buf)?;
-                    line_buf.clear();
+                    stats_line.clear();
+                    let line = Output::plain(Event::AgentStats(stats));
+                    match format {
+                        Format::Json => json.write(&mut stats_line, &line),
+                        Format::Text => text::write(&mut stats_line, &line)?,
+                    }
+                    out.write_all(&stats_line)?;
+                    rx.done(1);
                 }
             }
-            out.write_all(&line_buf)?;
-            line_buf.clear();
-            rx.done(n);
         }
     })()
     .and_then(|()| out.flush());
