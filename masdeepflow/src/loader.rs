@@ -320,8 +320,13 @@ pub const VERIFIED_BOUNDS: [(&str, u32); 11] = [
 /// as errors.
 pub fn verified_sizes(config: &KernelConfig) -> Result<Vec<(&'static str, Option<u32>)>> {
     raise_memlock_limit();
-    // As the agent runs by default: payload capture on.
-    let config = KernelConfig { capture_bytes: crate::cli::DEFAULT_CAPTURE_BYTES, ..*config };
+    // As the agent runs by default: HTTP and MySQL payload capture on
+    // (and MySQL adoption, where BTF has its fields).
+    let config = KernelConfig {
+        capture_bytes: crate::cli::DEFAULT_CAPTURE_BYTES,
+        mysql_capture_bytes: masdeepflow_common::payload::MYSQL_CAPTURE_BYTES as u32,
+        ..*config
+    };
     let mut ebpf = load_object(&config, 4096)?;
     let mut sizes = Vec::new();
     for hook in &HOOKS {
