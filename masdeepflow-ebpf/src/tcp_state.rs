@@ -9,8 +9,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
-    payload::PayloadLoss,
-    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
+    payload::{PROTO_HTTP, PayloadLoss},
+    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
     tcp::{AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, PendingConnect, ROLE_CLIENT, ROLE_SERVER, TcpRecord},
 };
 
@@ -119,6 +119,8 @@ fn report_close(sk: u64, now: u64) {
                     (*r).bytes_received = (*state).bytes_received;
                     (*r).conn_id = (*state).id;
                     (*r).payload_loss = (*state).payload_loss;
+                    (*r).protocol = (*state).protocol;
+                    (*r).adopted = (*state).adopted;
                     entry.submit(wakeup_flags());
                 }
                 None => {
@@ -127,13 +129,20 @@ fn report_close(sk: u64, now: u64) {
                     let loss = &(*state).payload_loss;
                     let requests = if (*state).role == ROLE_CLIENT { loss.sent_starts } else { loss.received_starts };
                     if requests != 0 {
-                        count_n(HTTP_REQUESTS_LOST_AT_CLOSE, requests);
+                        count_n(lost_at_close_index((*state).protocol), requests);
                     }
                 }
             }
         }
     }
     let _ = SOCKETS.remove(sk);
+}
+
+/// The counter of requests lost with the close of a connection speaking
+/// `protocol`.
+#[inline(always)]
+fn lost_at_close_index(protocol: u32) -> u32 {
+    if protocol == PROTO_HTTP { HTTP_REQUESTS_LOST_AT_CLOSE } else { MYSQL_COMMANDS_LOST_AT_CLOSE }
 }
 
 #[inline(always)]
@@ -174,7 +183,7 @@ fn track(sk: u64, now: u64, endpoints: &Endpoints, role: u32, has_owner: u32, ow
         (*state).has_owner = has_owner;
         (*state).owner = *owner;
         (*state).protocol = 0;
-        (*state)._pad = 0;
+        (*state).adopted = 0;
         (*state).payload_loss = PayloadLoss::NONE;
         // Inserted from the scratch value by reference: no copy on the BPF stack.
         let value = &*state;
@@ -222,6 +231,8 @@ pub fn emit(
         (*r).bytes_received = bytes_received;
         (*r).conn_id = conn_id;
         (*r).payload_loss = PayloadLoss::NONE;
+        (*r).protocol = 0;
+        (*r).adopted = 0;
     }
     entry.submit(wakeup_flags());
 }

@@ -16,12 +16,12 @@ mod flows;
 mod gateway;
 #[cfg(test)]
 mod hot_paths;
-mod http;
 mod kernel;
 mod lifetimes;
 mod loader;
 mod names;
 mod pipeline;
+mod protocols;
 mod queue;
 mod sink;
 mod wakeups;

@@ -42,7 +42,10 @@ pub struct Options {
     /// Seconds per wrk run in the HTTP cases.
     #[arg(long, default_value_t = 5)]
     pub http_secs: u64,
-    /// Only these cases (exec, tcp, io, idle, http, gateway); all when empty.
+    /// Seconds per sysbench run in the MySQL cases.
+    #[arg(long, default_value_t = 5)]
+    mysql_secs: u64,
+    /// Only these cases (exec, tcp, io, idle, http, gateway, mysql); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -438,6 +441,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if wants("http") {
         results.insert("http".into(), crate::bench_http::run(opts.pairs, opts.http_secs)?);
+    }
+    if wants("mysql") {
+        results.insert("mysql".into(), crate::bench_mysql::run_bench(opts.pairs, opts.mysql_secs)?);
     }
     if wants("gateway") {
         crate::bench_gateway::run(opts.pairs, opts.http_secs)?;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_gateway;
 mod bench_http;
+mod bench_mysql;
 mod debian;
 mod dist;
 mod image;
@@ -52,7 +53,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP, gateway).
+    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP, gateway, MySQL).
     Bench(bench::Options),
     /// Set up, build and run the agent under mixed load for a while,
     /// failing when its memory or any table keeps growing.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod manifests;
+pub mod mariadb;
 pub mod servers;
 
 use std::{
