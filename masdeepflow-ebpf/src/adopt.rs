@@ -72,15 +72,17 @@ pub fn adopt(sk: u64, sent: bool, len: u32) -> Option<*mut SockState> {
         (*scratch).protocol = kind;
         (*scratch).adopted = 1;
         (*scratch).payload_loss = PayloadLoss::NONE;
-        // BPF_NOEXIST: a socket tracked meanwhile on another CPU wins.
-        SOCKETS.insert(&sk, &*scratch, 1).ok()?;
+        // BPF_NOEXIST: a socket tracked meanwhile on another CPU wins. The
+        // entry goes by reference: a copy would not fit the BPF stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        SOCKETS.insert(sk, &*scratch, 1).ok()?;
     }
     // A lone header is not captured: its body decides (the parser, from
     // the middle, starts at the next command).
     if kind != PROTO_MYSQL_MIDSTREAM {
         return None;
     }
-    SOCKETS.get_ptr_mut(&sk)
+    SOCKETS.get_ptr_mut(sk)
 }
 
 /// The socket's endpoints, as `sock:inet_sock_set_state` gives them (`s*`
