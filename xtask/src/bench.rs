@@ -121,18 +121,37 @@ impl Agent {
         procfs::memory_mb(self.child.id(), "VmHWM").context("the agent is gone")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the agent; returns its output lines.
-    pub fn stop(mut self) -> Result<Vec<String>> {
+    pub fn stop(self) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        self.stop_reading(|line| {
+            lines.push(line.to_owned());
+            Ok(())
+        })?;
+        Ok(lines)
+    }
+
+    /// Stops the agent and hands its output to `each_line`, one line at a
+    /// time (runs at saturation write too much to hold).
+    pub fn stop_reading(mut self, mut each_line: impl FnMut(&str) -> Result<()>) -> Result<()> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;
         if !status.success() {
             bail!("the agent exited with {status}");
         }
-        let mut text = String::new();
-        File::open(&self.out)?.read_to_string(&mut text)?;
+        let read: Result<()> = (|| {
+            for line in BufReader::new(File::open(&self.out)?).lines() {
+                each_line(&line?)?;
+            }
+            Ok(())
+        })();
         let _ = std::fs::remove_file(&self.out);
-        Ok(text.lines().map(str::to_owned).collect())
+        read
     }
 }
 
@@ -140,7 +159,13 @@ impl Agent {
 /// the output queue, summed.
 pub fn lost_total(lines: &[String]) -> u64 {
     let Some(stats) = lines.iter().rev().find(|l| l.contains("\"agent_stats\"")) else { return u64::MAX };
-    let stats: Value = serde_json::from_str(stats).unwrap_or_default();
+    lost_in_stats(stats)
+}
+
+/// Events lost in the kernel ring buffer and the output queue, summed, as
+/// one `agent_stats` line says.
+pub fn lost_in_stats(line: &str) -> u64 {
+    let stats: Value = serde_json::from_str(line).unwrap_or_default();
     let sum = |v: &Value| v.as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
     sum(&stats["lost"]["kernel_ring_buffer"]) + sum(&stats["lost"]["user_queue"])
 }

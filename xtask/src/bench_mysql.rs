@@ -10,8 +10,6 @@
 //! (the agent's `mysql` events of one side / queries sysbench made) and
 //! counted losses.
 use std::{
-    fs::File,
-    io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -21,7 +19,10 @@ use anyhow::{Context as _, Result, bail};
 
 use serde_json::{Value, json};
 
-use crate::{bench::median, procfs, setup::agent_path};
+use crate::{
+    bench::{Agent, lost_in_stats, median},
+    procfs,
+};
 
 /// A throw-away MariaDB server: data directory, socket and port of its own.
 struct MariaDb {
@@ -150,73 +151,27 @@ fn sysbench(db: &MariaDb, case: &Case, action: &str, secs: u64) -> Command {
     c
 }
 
-/// The agent writing to tmpfs, as in the other cases.
-struct Agent {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Agent {
-    fn start(port: u16) -> Result<Agent> {
-        let shm = std::path::Path::new("/dev/shm");
-        let dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-        let out = dir.join(format!("masdeepflow-bench-mysql-{}.jsonl", std::process::id()));
-        let child = Command::new(agent_path())
-            .args(["--events", "mysql", "--port", &port.to_string(), "--stats-interval", "3600s"])
-            .stdout(File::create(&out)?)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting the agent")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut first = String::new();
-            BufReader::new(File::open(&out)?).read_line(&mut first)?;
-            if first.contains("agent_start") {
-                return Ok(Agent { child, out });
-            }
-            if Instant::now() > deadline {
-                bail!("the agent did not start within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops it; returns per side (client, server) the events of queries
-    /// (COM_QUERY, COM_STMT_EXECUTE) and of those the ones with their
-    /// statement, and the counted losses.
-    fn stop(mut self) -> Result<([u64; 2], [u64; 2], u64)> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait()?;
-        if !status.success() {
-            bail!("the agent exited with {status}");
-        }
-        let (mut queries, mut with_statement, mut lost) = ([0u64; 2], [0u64; 2], 0);
-        for line in BufReader::new(File::open(&self.out)?).lines() {
-            let line = line?;
-            if line.starts_with("{\"type\":\"mysql\"") {
-                let v: serde_json::Value = serde_json::from_str(&line)?;
-                if matches!(v["command"].as_str(), Some("COM_QUERY" | "COM_STMT_EXECUTE")) {
-                    let side = usize::from(v["role"] == "server");
-                    queries[side] += 1;
-                    if v["statement"].is_string() && v["error"].is_null() {
-                        with_statement[side] += 1;
-                    }
+/// Stops the agent; returns per side (client, server) the events of
+/// queries (COM_QUERY, COM_STMT_EXECUTE) and of those the ones with their
+/// statement, and the counted losses.
+fn stop_and_count(agent: Agent) -> Result<([u64; 2], [u64; 2], u64)> {
+    let (mut queries, mut with_statement, mut lost) = ([0u64; 2], [0u64; 2], 0);
+    agent.stop_reading(|line| {
+        if line.starts_with("{\"type\":\"mysql\"") {
+            let v: Value = serde_json::from_str(line)?;
+            if matches!(v["command"].as_str(), Some("COM_QUERY" | "COM_STMT_EXECUTE")) {
+                let side = usize::from(v["role"] == "server");
+                queries[side] += 1;
+                if v["statement"].is_string() && v["error"].is_null() {
+                    with_statement[side] += 1;
                 }
-            } else if line.starts_with("{\"type\":\"agent_stats\"") {
-                let v: serde_json::Value = serde_json::from_str(&line)?;
-                let sum = |v: &serde_json::Value| v.as_object().map_or(0, |m| m.values().filter_map(|x| x.as_u64()).sum::<u64>());
-                lost = sum(&v["lost"]["kernel_ring_buffer"]) + sum(&v["lost"]["user_queue"]);
             }
+        } else if line.starts_with("{\"type\":\"agent_stats\"") {
+            lost = lost_in_stats(line);
         }
-        Ok((queries, with_statement, lost))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.out);
-    }
+        Ok(())
+    })?;
+    Ok((queries, with_statement, lost))
 }
 
 /// sysbench's totals: (queries, queries/s, p95 latency in ms).
@@ -229,8 +184,9 @@ fn parse_sysbench(text: &str) -> Result<(u64, f64, f64)> {
 }
 
 fn one_run(db: &MariaDb, case: &Case, secs: u64, traced: bool) -> Result<Sample> {
-    let agent = if traced { Some(Agent::start(db.port)?) } else { None };
-    let a0 = agent.as_ref().map_or(0.0, |a| procfs::cpu_seconds(a.child.id()).unwrap_or(0.0));
+    let port = db.port.to_string();
+    let agent = if traced { Some(Agent::start(&["--events", "mysql", "--port", &port])?) } else { None };
+    let a0 = agent.as_ref().map_or(0.0, |a| procfs::cpu_seconds(a.pid()).unwrap_or(0.0));
     let d0 = procfs::cpu_seconds(db.child.id()).context("mariadbd is gone")?;
     let s0 = crate::bench::cpu_seconds();
     let out = sysbench(db, case, "run", secs).output().context("sysbench (apt-get install sysbench)")?;
@@ -241,11 +197,11 @@ fn one_run(db: &MariaDb, case: &Case, secs: u64, traced: bool) -> Result<Sample>
     // Let the agent take in what the kernel queued, then stop it.
     std::thread::sleep(Duration::from_millis(500));
     let db_cpu = procfs::cpu_seconds(db.child.id()).context("mariadbd is gone")? - d0;
-    let agent_cpu = agent.as_ref().map_or(0.0, |a| procfs::cpu_seconds(a.child.id()).unwrap_or(0.0) - a0);
+    let agent_cpu = agent.as_ref().map_or(0.0, |a| procfs::cpu_seconds(a.pid()).unwrap_or(0.0) - a0);
     let (queries, qps, p95_ms) = parse_sysbench(&String::from_utf8_lossy(&out.stdout))?;
     let (mut completeness, mut with_statement, mut lost) = ([1.0, 1.0], 1.0, 0);
     if let Some(a) = agent {
-        let (seen, stated, l) = a.stop()?;
+        let (seen, stated, l) = stop_and_count(a)?;
         completeness = seen.map(|n| n as f64 / queries as f64);
         with_statement = stated.iter().sum::<u64>() as f64 / seen.iter().sum::<u64>().max(1) as f64;
         lost = l;
