@@ -12,7 +12,6 @@ use masdeepflow_common::config::KernelConfig;
 use crate::{cli::Family, fexit_hooks, kernel::tracefs};
 
 /// The object built from `masdeepflow-ebpf`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masdeepflow-ebpf"));
 
 /// One tracepoint attachment.
 pub struct Hook {
@@ -280,7 +279,7 @@ fn load_object(config: &KernelConfig, ring_buffer_size: u32) -> Result<Ebpf> {
     EbpfLoader::new()
         .override_global("OFFSETS", config, true)
         .map_max_entries("EVENTS", ring_buffer_size)
-        .load(OBJECT)
+        .load(crate::embedded::agent()?)
         .context("loading the eBPF object")
 }
 

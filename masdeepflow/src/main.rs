@@ -10,6 +10,7 @@ mod cli;
 mod clock;
 mod containers;
 mod decode;
+mod embedded;
 mod event;
 mod fexit_hooks;
 mod flows;
