@@ -11,8 +11,6 @@ use masdeepflow_common::config::KernelConfig;
 
 use crate::{cli::Family, fexit_hooks, kernel::tracefs};
 
-/// The object built from `masdeepflow-ebpf`.
-
 /// One tracepoint attachment.
 pub struct Hook {
     /// Program name in the object.

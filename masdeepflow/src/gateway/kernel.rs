@@ -17,8 +17,6 @@ use masdeepflow_common::gateway::{BackendSlot, COUNTERS_LEN, GatewayConfig, Reve
 use masdeepflow_gateway::table::Plan;
 use tokio::io::unix::AsyncFd;
 
-/// The object built from `masdeepflow-ebpf/src/gateway`.
-
 /// The socket-address programs (connect, sendmsg, recvmsg, getpeername).
 pub const SOCK_ADDR_PROGRAMS: [&str; 8] =
     ["gw_connect4", "gw_connect6", "gw_sendmsg4", "gw_sendmsg6", "gw_recvmsg4", "gw_recvmsg6", "gw_getpeername4", "gw_getpeername6"];
