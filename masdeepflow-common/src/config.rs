@@ -55,6 +55,23 @@ pub struct KernelConfig {
     /// 1 when `bpf_task_pt_regs` exists (5.15+): syscall arguments are read
     /// from the saved registers; 0: from their recorded entries.
     pub has_task_pt_regs: u32,
+    /// The working directory's walk (`process::ExecRecord::cwd`): `task_struct.fs`,
+    /// `fs_struct.pwd`/`.root`, `path.mnt`/`.dentry`, `dentry.d_parent`/`.d_name`,
+    /// `qstr.len`/`.name`, `vfsmount.mnt_root`, `mount.mnt`/`.mnt_parent`/`.mnt_mountpoint`;
+    /// `task_fs` 0 when BTF lacks one of them (no cwd).
+    pub task_fs: u32,
+    pub fs_pwd: u32,
+    pub fs_root: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    pub vfsmount_root: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
     /// Only processes with one of these command names (NUL padded) are
     /// reported, so that losses are counted for them alone.
     pub comm_filter: [[u8; crate::COMM_LEN]; COMM_FILTER_MAX],

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use masdeepflow_common::{
     EventHeader, EventKind,
-    process::{ARGS_MAX, ExecRecord, ExitRecord},
+    process::{ARGS_MAX, CWD_COMPLETE, CWD_DEPTH, CWD_MAX, CWD_TRUNCATED, ExecRecord, ExitRecord},
     stats::lost_index,
 };
 
@@ -45,6 +45,8 @@ fn try_exec(ctx: &TracePointContext) {
         (*rec).args_len = 0;
         (*rec).args_truncated = 0;
         (*rec)._pad = 0;
+        (*rec).cwd_start = CWD_MAX as u32;
+        (*rec).cwd_flags = 0;
 
         let loc: u32 = ctx.read_at(8).unwrap_or(0);
         let name = ctx.as_ptr_u8().add((loc & 0xffff) as usize);
@@ -68,8 +70,111 @@ fn try_exec(ctx: &TracePointContext) {
                 (*rec).args_len = len as u32;
             }
         }
+        walk_cwd(rec);
     }
     entry.submit(wakeup_flags());
+}
+
+/// Writes the current task's working directory into `rec.cwd`, from its
+/// innermost component backwards, up to the task's root (crossing mount
+/// points), as `d_path` would but without its locks: a rename racing the
+/// walk may show either name, never memory outside the record.
+///
+/// # Safety
+/// `rec` points at a reserved ring buffer slot.
+#[inline(always)]
+unsafe fn walk_cwd(rec: *mut ExecRecord) {
+    const MASK: u32 = CWD_MAX as u32 - 1;
+    const _: () = assert!(CWD_MAX.is_power_of_two());
+    const _: () = assert!(masdeepflow_common::process::CWD_SLACK >= 256);
+    let task_fs = offset!(task_fs);
+    if task_fs == 0 {
+        return;
+    }
+    let Ok(fs) = read_at::<u64>(current_task(), task_fs) else { return };
+    let (pwd, root, path_mnt, path_dentry) = (offset!(fs_pwd), offset!(fs_root), offset!(path_mnt), offset!(path_dentry));
+    let (Ok(root_mnt), Ok(root_dentry), Ok(mut mnt), Ok(mut dentry)) = (
+        read_at::<u64>(fs, root + path_mnt),
+        read_at::<u64>(fs, root + path_dentry),
+        read_at::<u64>(fs, pwd + path_mnt),
+        read_at::<u64>(fs, pwd + path_dentry),
+    ) else {
+        return;
+    };
+    let (d_parent, d_name, qstr_len, qstr_name) = (offset!(dentry_parent), offset!(dentry_name), offset!(qstr_len), offset!(qstr_name));
+    let (mnt_root_at, mount_mnt, mount_parent, mount_mountpoint) =
+        (offset!(vfsmount_root), offset!(mount_mnt), offset!(mount_parent), offset!(mount_mountpoint));
+    // SAFETY (all writes below): `cwd` has CWD_MAX + CWD_SLACK bytes; every
+    // offset is masked below CWD_MAX and every length below 256. The write
+    // position and the flags live in the record, not in registers: read
+    // back, they are unknown to the verifier, so the states of the walk's
+    // branches converge at each step instead of multiplying (48 steps of
+    // tracked positions exceed its million instructions).
+    let cwd = unsafe { (*rec).cwd.as_mut_ptr() };
+    let pos_at = unsafe { &raw mut (*rec).cwd_start };
+    let flags_at = unsafe { &raw mut (*rec).cwd_flags };
+    unsafe { flags_at.write_volatile(CWD_TRUNCATED) };
+    for _ in 0..CWD_DEPTH {
+        if dentry == root_dentry && mnt == root_mnt {
+            unsafe { flags_at.write_volatile(CWD_COMPLETE) };
+            break;
+        }
+        let Ok(mnt_root) = read_at::<u64>(mnt, mnt_root_at) else { return unreadable(flags_at) };
+        if dentry == mnt_root {
+            // The top of a mount: go on from where it is mounted.
+            let mount = mnt.wrapping_sub(u64::from(mount_mnt));
+            let Ok(parent) = read_at::<u64>(mount, mount_parent) else { return unreadable(flags_at) };
+            if parent == mount {
+                // The namespace's root mount, outside the task's root.
+                unsafe { flags_at.write_volatile(CWD_COMPLETE) };
+                break;
+            }
+            let Ok(point) = read_at::<u64>(mount, mount_mountpoint) else { return unreadable(flags_at) };
+            dentry = point;
+            mnt = parent.wrapping_add(u64::from(mount_mnt));
+            continue;
+        }
+        let Ok(parent) = read_at::<u64>(dentry, d_parent) else { return unreadable(flags_at) };
+        if parent == dentry {
+            unsafe { flags_at.write_volatile(CWD_COMPLETE) };
+            break;
+        }
+        let (Ok(len), Ok(name)) = (read_at::<u32>(dentry, d_name + qstr_len), read_at::<u64>(dentry, d_name + qstr_name)) else {
+            return unreadable(flags_at);
+        };
+        let pos = unsafe { pos_at.read_volatile() };
+        if len == 0 || len > 255 || len + 1 > pos {
+            break;
+        }
+        let pos = pos - (len + 1);
+        // SAFETY: see above; the helper tolerates any source address.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                cwd.add(((pos + 1) & MASK) as usize).cast(),
+                len & 0xff,
+                name as *const core::ffi::c_void,
+            );
+            *cwd.add((pos & MASK) as usize) = b'/';
+            pos_at.write_volatile(pos);
+        }
+        dentry = parent;
+    }
+    let pos = unsafe { pos_at.read_volatile() };
+    if pos == CWD_MAX as u32 {
+        // The root itself.
+        // SAFETY: see above.
+        unsafe {
+            *cwd.add(CWD_MAX - 1) = b'/';
+            pos_at.write_volatile(CWD_MAX as u32 - 1);
+        }
+    }
+}
+
+/// A pointer the walk needed could not be read: no path.
+#[inline(always)]
+fn unreadable(flags_at: *mut u32) {
+    // SAFETY: a field of the reserved record.
+    unsafe { flags_at.write_volatile(0) };
 }
 
 /// `sched_process_exit(struct task_struct *p, bool group_dead)`, fired in the

@@ -92,6 +92,13 @@ pub fn items() -> Vec<Item> {
                         "MySQL connections opened before the agent started are not parsed",
                     ));
                 }
+                for (s, m) in config::CWD_MEMBERS {
+                    items.push(Item::new(
+                        btf.member_offset(s, m).is_ok(),
+                        format!("kernel struct field {s}.{m} (for cwd)"),
+                        "exec events have no cwd",
+                    ));
+                }
             }
             Err(e) => items.push(Item::new(false, "kernel BTF parses", format!("{e}; nothing can run"))),
         }

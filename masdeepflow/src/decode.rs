@@ -6,7 +6,7 @@ use masdeepflow_common::{
     COMM_LEN, EventHeader, EventKind, ProcessInfo,
     cgroup::CgroupRecord,
     payload::{DIR_SENT, PayloadHeader, PayloadLoss},
-    process::{ExecRecord, ExitRecord},
+    process::{CWD_COMPLETE, CWD_MAX, CWD_TRUNCATED, ExecRecord, ExitRecord},
     tcp::{AF_INET, AF_INET6, Endpoints, ROLE_CLIENT, TcpRecord},
 };
 use thiserror::Error;
@@ -162,8 +162,17 @@ fn exec(r: &ExecRecord, clock: &Clock) -> Event {
         filename: c_bytes(&r.filename[..filename_len]).to_vec(),
         args: r.args[..args_len].to_vec(),
         args_truncated: r.args_truncated != 0,
-        cwd: None,
+        cwd: cwd(r),
+        cwd_truncated: r.cwd_flags & CWD_TRUNCATED != 0,
     }
+}
+
+/// The path the kernel walked: `cwd[cwd_start..CWD_MAX]`.
+fn cwd(r: &ExecRecord) -> Option<Vec<u8>> {
+    if r.cwd_flags & (CWD_COMPLETE | CWD_TRUNCATED) == 0 {
+        return None;
+    }
+    r.cwd.get(r.cwd_start as usize..CWD_MAX).filter(|p| !p.is_empty()).map(<[u8]>::to_vec)
 }
 
 fn exit(r: &ExitRecord, clock: &Clock) -> Event {
@@ -285,6 +294,34 @@ mod tests {
         assert!(!args_truncated);
         let json = event_value(&decode(&bytes_of(&r), &CLOCK).unwrap());
         assert_eq!(json["args"], serde_json::json!(["echo", "a \"q\"\nb", "\u{fffd}\u{fffd}"]));
+    }
+
+    #[test]
+    fn decodes_the_cwd_the_kernel_walked() {
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.header = header(EventKind::ProcessExec);
+        let cwd_of = |r: &ExecRecord| match decode(&bytes_of(r), &CLOCK).unwrap() {
+            Event::ProcessExec { cwd, cwd_truncated, .. } => (cwd, cwd_truncated),
+            _ => panic!("not an exec"),
+        };
+        // Not walked (no offsets, or the task's fs unreadable).
+        r.cwd_start = CWD_MAX as u32;
+        assert_eq!(cwd_of(&r), (None, false));
+        let path = b"/srv/a b/\xff";
+        r.cwd[CWD_MAX - path.len()..CWD_MAX].copy_from_slice(path);
+        r.cwd_start = (CWD_MAX - path.len()) as u32;
+        r.cwd_flags = CWD_COMPLETE;
+        assert_eq!(cwd_of(&r), (Some(path.to_vec()), false));
+        r.cwd_flags = CWD_TRUNCATED;
+        assert_eq!(cwd_of(&r), (Some(path.to_vec()), true));
+        // A start past the path (never written by the kernel): no path, no panic.
+        for start in [CWD_MAX as u32, CWD_MAX as u32 + 1, u32::MAX] {
+            r.cwd_start = start;
+            assert_eq!(cwd_of(&r).0, None);
+        }
+        r.cwd_start = 0;
+        r.cwd_flags = CWD_COMPLETE;
+        assert_eq!(cwd_of(&r).0.unwrap().len(), CWD_MAX);
     }
 
     #[test]

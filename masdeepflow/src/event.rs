@@ -175,7 +175,10 @@ pub enum Event {
         /// The NUL-separated argv block as read (see [`Event::args`]).
         args: Vec<u8>,
         args_truncated: bool,
+        /// Walked in the kernel at exec; `None` when it could not be read.
         cwd: Option<Vec<u8>>,
+        /// `cwd` holds only the innermost part of a longer path.
+        cwd_truncated: bool,
     },
     ProcessExit {
         time: Time,

@@ -31,7 +31,7 @@ use crate::{
 /// Most heap allocations per `http` event, both sides of an exchange
 /// through the whole path: the parser's request target and Host copies.
 pub const MAX_ALLOCS_PER_HTTP_EVENT: f64 = 2.0;
-/// Most per exec + exit pair (filename and argv copies, the cwd path).
+/// Most per exec + exit pair (filename, argv and cwd copies).
 pub const MAX_ALLOCS_PER_EXEC: f64 = 6.0;
 /// Most per TCP connection (connect, accept, two closes and their last
 /// flows; the flow table's entry).

@@ -89,13 +89,14 @@ impl Pipeline {
             }
         };
         let event = match event {
-            Event::ProcessExec { time, process, filename, args, args_truncated, cwd: _ } => {
-                self.exec_times.exec(process.pid, time.0);
+            exec @ Event::ProcessExec { .. } => {
+                if let Event::ProcessExec { time, process, .. } = &exec {
+                    self.exec_times.exec(process.pid, time.0);
+                }
                 if !self.wants(Family::Exec) {
                     return;
                 }
-                let cwd = std::fs::read_link(format!("/proc/{}/cwd", process.pid)).ok().map(|p| p.into_os_string().into_encoded_bytes());
-                Event::ProcessExec { time, process, filename, args, args_truncated, cwd }
+                exec
             }
             Event::ProcessExit { time, process, exit_code, signal, core_dumped, duration_ns: _ } => {
                 let duration_ns = self.exec_times.exit(process.pid, time.0);

@@ -99,3 +99,106 @@ fn hostile_argv_gives_one_valid_json_line() {
     let events = agent.stop();
     assert!(!events.iter().any(|e| e["type"] == "fake"), "argv must not inject events");
 }
+
+/// A fresh directory for one test, removed at the end.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("mdf-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.join("mnt")).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn exec_in(dir: &std::path::Path, program: &str, args: &[&str]) -> u32 {
+    let mut c = Command::new(program).args(args).current_dir(dir).spawn().unwrap();
+    let pid = c.id();
+    assert!(c.wait().unwrap().success());
+    pid
+}
+
+/// The working directory is walked in the kernel at exec: exact for
+/// processes gone long before the agent reads their event, across a mount
+/// point, as seen inside a chroot, and cut (innermost part kept) when deep.
+#[test]
+fn cwd_is_exact_for_short_lived_processes_across_mounts_and_in_a_chroot() {
+    let scratch = Scratch::new("cwd");
+    let plain = scratch.0.join("a b").join("c\"d");
+    std::fs::create_dir_all(&plain).unwrap();
+    // A tmpfs mounted below the scratch directory, and a directory in it.
+    let mnt = scratch.0.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    assert!(Command::new("mount").args(["-t", "tmpfs", "mdf-cwd"]).arg(&mnt).status().unwrap().success());
+    let mounted = mnt.join("inside");
+    std::fs::create_dir(&mounted).unwrap();
+    // A chroot with a static busybox; its shell changes into /work first.
+    let root = scratch.0.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("work/here")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    // 70 components: deeper than the kernel walks (48).
+    let mut deep = scratch.0.join("deep");
+    for i in 0..70 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    // 6 components of 120 bytes: longer than the record's 512 bytes.
+    let mut long = scratch.0.join("long");
+    for i in 0..6 {
+        long.push(format!("{i}{}", "x".repeat(119)));
+    }
+    std::fs::create_dir_all(&long).unwrap();
+
+    let agent = Agent::start(&["--events", "exec"]);
+    let plain_pids: Vec<u32> = (0..50).map(|_| exec_in(&plain, "/bin/true", &[])).collect();
+    let mounted_pid = exec_in(&mounted, "/bin/true", &[]);
+    let root_pid = exec_in(std::path::Path::new("/"), "/bin/true", &[]);
+    let mut chrooted = Command::new("chroot")
+        .arg(&root)
+        .args(["/bin/busybox", "sh", "-c", "cd /work/here && exec /bin/busybox true mdf-chrooted"])
+        .spawn()
+        .unwrap();
+    assert!(chrooted.wait().unwrap().success());
+    let deep_pid = exec_in(&deep, "/bin/true", &[]);
+    let long_pid = exec_in(&long, "/bin/true", &[]);
+    let events = agent.stop();
+
+    let exec_of = |pid: u32| {
+        let execs = of(&events, "process_exec", pid);
+        assert_eq!(execs.len(), 1, "exec of pid {pid}");
+        execs[0].clone()
+    };
+    let text = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    for pid in &plain_pids {
+        let e = exec_of(*pid);
+        assert_eq!(e["cwd"], text(&plain), "{e}");
+        assert_eq!(e["cwd_truncated"], false);
+    }
+    assert_eq!(exec_of(mounted_pid)["cwd"], text(&mounted));
+    assert_eq!(exec_of(root_pid)["cwd"], "/");
+    let chroot_exec = events
+        .iter()
+        .find(|e| e["type"] == "process_exec" && e["args"] == serde_json::json!(["/bin/busybox", "true", "mdf-chrooted"]))
+        .expect("the chrooted exec");
+    assert_eq!(chroot_exec["cwd"], "/work/here", "the path as the chrooted process sees it");
+    assert_eq!(chroot_exec["cwd_truncated"], false);
+
+    let deep_exec = exec_of(deep_pid);
+    assert_eq!(deep_exec["cwd_truncated"], true);
+    let innermost: String = (22..70).map(|i| format!("/d{i}")).collect();
+    assert_eq!(deep_exec["cwd"], innermost, "the 48 innermost components");
+    let long_exec = exec_of(long_pid);
+    assert_eq!(long_exec["cwd_truncated"], true);
+    let tail: String = (2..6).map(|i| format!("/{i}{}", "x".repeat(119))).collect();
+    assert_eq!(long_exec["cwd"], tail, "the innermost components that fit in 512 bytes");
+    drop(scratch);
+}

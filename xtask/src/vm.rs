@@ -109,7 +109,8 @@ run() {
   AGENT=$!
   for i in $(seq 1 1200); do grep -q agent_start /out.jsonl 2>/dev/null && break; kill -0 $AGENT 2>/dev/null || break; sleep 0.1; done
   t $name agent_start_seen
-  /bin/echo vm-marker "two words"
+  # From a directory two mounts deep (cgroup2 on sysfs): the exec's cwd.
+  (cd /sys/fs/cgroup && /bin/echo vm-marker "two words")
   wget -q -O /tmp/got http://127.0.0.1:8080/x
   (echo server-says-hi | nc -l -p $port > /tmp/nc.out) &
   sleep 1
@@ -276,7 +277,14 @@ fn check_run(log: &str, run: &str, nc_port: u16, probe: &str, expected_warnings:
     ));
 
     let exec = find(&|e| e["type"] == "process_exec" && e["args"] == serde_json::json!(["/bin/echo", "vm-marker", "two words"]));
-    results.push(("exec", exec.as_ref().map(|e| format!("pid {}", e["process"]["pid"])).ok_or_else(|| "no exec of /bin/echo".to_string())));
+    results.push((
+        "exec",
+        match &exec {
+            None => Err("no exec of /bin/echo".to_string()),
+            Some(e) if e["cwd"] != "/sys/fs/cgroup" => Err(format!("cwd: {}", e["cwd"])),
+            Some(e) => Ok(format!("pid {}, cwd {}", e["process"]["pid"], e["cwd"])),
+        },
+    ));
     let exit = exec.as_ref().and_then(|x| find(&|e| e["type"] == "process_exit" && e["process"]["pid"] == x["process"]["pid"]));
     results.push((
         "exit",

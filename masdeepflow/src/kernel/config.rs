@@ -37,6 +37,34 @@ pub const ADOPT_MEMBERS: [(&str, &str); 9] = [
     ("sock", "sk_protocol"),
 ];
 
+/// Struct members for the working directory's walk at exec (optional:
+/// without them exec events have no `cwd`).
+pub const CWD_MEMBERS: [(&str, &str); 13] = [
+    ("task_struct", "fs"),
+    ("fs_struct", "pwd"),
+    ("fs_struct", "root"),
+    ("path", "mnt"),
+    ("path", "dentry"),
+    ("dentry", "d_parent"),
+    ("dentry", "d_name"),
+    ("qstr", "len"),
+    ("qstr", "name"),
+    ("vfsmount", "mnt_root"),
+    ("mount", "mnt"),
+    ("mount", "mnt_parent"),
+    ("mount", "mnt_mountpoint"),
+];
+
+/// The walk's offsets, when BTF has them all (`task_struct.fs` is never
+/// at offset 0, so 0 can mean "no cwd").
+fn cwd_offsets(btf: &Btf<'_>) -> Option<[u32; CWD_MEMBERS.len()]> {
+    let mut offsets = [0u32; CWD_MEMBERS.len()];
+    for (slot, (s, m)) in offsets.iter_mut().zip(CWD_MEMBERS) {
+        *slot = btf.member_offset(s, m).ok()?;
+    }
+    (offsets[0] != 0).then_some(offsets)
+}
+
 /// The adoption offsets, when BTF has them all (`struct sock` starts with
 /// its `sock_common`).
 fn adopt_offsets(btf: &Btf<'_>) -> Option<[u32; ADOPT_MEMBERS.len()]> {
@@ -74,6 +102,21 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         tracefs::format(tracefs_root, "sched", "sched_process_exit").and_then(|f| tracefs::field_offset(&f, "group_dead")).unwrap_or(0);
     let close_on_state = u32::from(!tracefs::has_tracepoint(tracefs_root, "tcp", "tcp_destroy_sock"));
     let adopt = adopt_offsets(btf);
+    let [
+        task_fs,
+        fs_pwd,
+        fs_root,
+        path_mnt,
+        path_dentry,
+        dentry_parent,
+        dentry_name,
+        qstr_len,
+        qstr_name,
+        vfsmount_root,
+        mount_mnt,
+        mount_parent,
+        mount_mountpoint,
+    ] = cwd_offsets(btf).unwrap_or_default();
     let [skc_family, skc_state, skc_num, skc_dport, skc_daddr, skc_rcv_saddr, skc_v6_daddr, skc_v6_rcv_saddr, sk_protocol] =
         adopt.unwrap_or_default();
     Ok(KernelConfig {
@@ -106,6 +149,19 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         skc_v6_rcv_saddr,
         sk_protocol,
         has_task_pt_regs: 0,
+        task_fs,
+        fs_pwd,
+        fs_root,
+        path_mnt,
+        path_dentry,
+        dentry_parent,
+        dentry_name,
+        qstr_len,
+        qstr_name,
+        vfsmount_root,
+        mount_mnt,
+        mount_parent,
+        mount_mountpoint,
         comm_filter: Default::default(),
     })
 }

@@ -130,7 +130,7 @@ fn side(o: &mut Obj<'_>, cache: &mut FxHashMap<SideKey, SideText>, p: Option<&Pr
 
 fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, SideText>) {
     match event {
-        Event::ProcessExec { process: p, filename, args, args_truncated, cwd, .. } => {
+        Event::ProcessExec { process: p, filename, args, args_truncated, cwd, cwd_truncated, .. } => {
             o.key("process");
             process(o.out, p);
             o.str("filename", filename);
@@ -145,6 +145,7 @@ fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, Si
             o.out.push(b']');
             o.bool("args_truncated", *args_truncated);
             o.opt_str("cwd", cwd.as_deref());
+            o.bool("cwd_truncated", *cwd_truncated);
         }
         Event::ProcessExit { process: p, exit_code, signal, core_dumped, duration_ns, .. } => {
             o.key("process");
@@ -539,12 +540,13 @@ pub mod tests {
             args: b"sh\0-c\0echo \"hi\"\n\0".to_vec(),
             args_truncated: false,
             cwd: Some(b"/tmp".to_vec()),
+            cwd_truncated: false,
         };
         let mut out = Vec::new();
         JsonWriter::default().write(&mut out, &Output::plain(e));
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"type\":\"process_exec\",\"time\":\"2026-11-26T16:40:06.123456789Z\",\"process\":{\"pid\":42,\"tid\":42,\"ppid\":1,\"uid\":0,\"comm\":\"sh\"},\"filename\":\"/bin/sh\",\"args\":[\"sh\",\"-c\",\"echo \\\"hi\\\"\\n\"],\"args_truncated\":false,\"cwd\":\"/tmp\"}\n"
+            "{\"type\":\"process_exec\",\"time\":\"2026-11-26T16:40:06.123456789Z\",\"process\":{\"pid\":42,\"tid\":42,\"ppid\":1,\"uid\":0,\"comm\":\"sh\"},\"filename\":\"/bin/sh\",\"args\":[\"sh\",\"-c\",\"echo \\\"hi\\\"\\n\"],\"args_truncated\":false,\"cwd\":\"/tmp\",\"cwd_truncated\":false}\n"
         );
     }
 
@@ -576,7 +578,7 @@ pub mod tests {
             let mut args = a.clone();
             args.push(0);
             args.extend_from_slice(&b);
-            let exec = Event::ProcessExec { time: Time(n), process: p, filename: a.clone(), args, args_truncated: true, cwd: Some(b.clone()) };
+            let exec = Event::ProcessExec { time: Time(n), process: p, filename: a.clone(), args, args_truncated: true, cwd: Some(b.clone()), cwd_truncated: true };
             let v = event_value(&exec);
             prop_assert_eq!(v["filename"].as_str().unwrap(), lossy(&a));
             prop_assert_eq!(v["cwd"].as_str().unwrap(), lossy(&b));

@@ -142,6 +142,7 @@ mod tests {
             args: b"sh\0-c\0echo \"hi\"\n\0".to_vec(),
             args_truncated: false,
             cwd: Some(b"/tmp".to_vec()),
+            cwd_truncated: false,
         };
         let mut out = Vec::new();
         write(&mut out, &Output::plain(e)).unwrap();
