@@ -56,13 +56,15 @@ pub unsafe fn atomic_add(counter: *mut u64, n: u64) {
     }
 }
 
-/// 1 while the agent drains the ring buffer on its own timer (it is busy):
-/// high-rate records then wake nobody. 0 (the initial value) while it
-/// sleeps until woken, so that the first record after a quiet spell wakes
-/// it. Written by the agent.
+/// Non-zero while the agent drains the ring buffer on its own timer: records
+/// then wake nobody until the ring holds more than this many bytes (a burst
+/// between two polls wakes it early). 0 (the initial value) while it sleeps
+/// until woken, so that the first record after a quiet spell wakes it.
+/// Written by the agent.
 #[map]
 pub static AGENT_POLLING: Array<u32> = Array::with_max_entries(1, 0);
 
+const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
@@ -71,7 +73,7 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     match AGENT_POLLING.get(0) {
-        Some(&1) => BPF_RB_NO_WAKEUP,
+        Some(&fill) if fill != 0 && EVENTS.query(BPF_RB_AVAIL_DATA) <= u64::from(fill) => BPF_RB_NO_WAKEUP,
         _ => BPF_RB_FORCE_WAKEUP,
     }
 }

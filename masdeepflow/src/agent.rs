@@ -172,15 +172,17 @@ async fn main_loop(
                 let mut guard = guard?;
                 drain_ring(guard.get_inner_mut(), pipeline, clock, tx, &mut loss, &mut batch);
                 guard.clear_ready();
-                if let Some(polling) = wakeups.on_woken() {
-                    set_polling(&mut maps.polling, polling);
+                if let Some(fill) = wakeups.on_woken() {
+                    set_polling(&mut maps.polling, fill);
+                }
+                if wakeups.polling() {
                     poll_sleep.as_mut().reset(tokio::time::Instant::now() + wakeups.interval());
                 }
             }
             _ = &mut poll_sleep, if wakeups.polling() => {
                 let records = drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
-                if let Some(polling) = wakeups.on_poll(records) {
-                    set_polling(&mut maps.polling, polling);
+                if let Some(fill) = wakeups.on_poll(records) {
+                    set_polling(&mut maps.polling, fill);
                     drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
                     // Asleep from now: nothing waits for a later drain.
                     batch.send(tx);
@@ -306,8 +308,9 @@ impl Batch {
 }
 
 /// Tells the kernel whether to wake us for each record (see `wakeups`).
-fn set_polling(map: &mut Array<MapData, u32>, polling: bool) {
-    if let Err(e) = map.set(0, u32::from(polling), 0) {
+/// `AGENT_POLLING`: 0 asleep, else the ring's fill level that wakes the agent.
+fn set_polling(map: &mut Array<MapData, u32>, fill: u32) {
+    if let Err(e) = map.set(0, fill, 0) {
         log::warn!("cannot tell the kernel how to wake the agent: {e}");
     }
 }

@@ -3,12 +3,16 @@
 //!
 //! Asleep, the agent waits for the kernel to wake it: every record then
 //! asks for a wake-up (an interrupt each). Once woken it tells the kernel
-//! (`AGENT_POLLING`) that it polls, and drains on a short timer: records
-//! wake nobody while traffic flows, and the agent runs a hundred times a
-//! second at most, whatever the event rate. After a quiet spell it goes
-//! back to sleep, so an idle host costs it no timer wake-ups (a slow
-//! backstop timer aside). Small ring buffers (tests of overload) never
-//! poll: they could fill between two ticks.
+//! (`AGENT_POLLING`) that it polls, and drains on its own timer: records
+//! wake nobody while traffic flows, unless the ring fills past a quarter
+//! between two polls (a burst: the kernel wakes it and it polls faster).
+//! The period follows the record rate: 5 ms under load, 40 ms for a few
+//! hundred records per poll, up to 250 ms for a trickle (a host's own
+//! execs), so a trickle costs a few wake-ups a second and an event waits
+//! at most a quarter of a second. After a quiet spell it goes back to
+//! sleep, so an idle host costs it no timer wake-ups (a slow backstop timer
+//! aside). Small ring buffers (tests of overload) never poll: they could
+//! fill between two ticks.
 use std::time::Duration;
 
 /// Drain period while polling, at first, and its bounds: it doubles while
@@ -17,14 +21,17 @@ use std::time::Duration;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 pub const POLL_INTERVAL_MIN: Duration = Duration::from_millis(5);
 pub const POLL_INTERVAL_MAX: Duration = Duration::from_millis(40);
+/// Longest period, for polls that find fewer than [`SPARSE_POLL`] records.
+pub const POLL_INTERVAL_SPARSE: Duration = Duration::from_millis(250);
 /// Fewer records per poll than this lengthen the interval; more than
 /// [`BUSY_POLL`] shorten it.
 pub const QUIET_POLL: usize = 256;
+pub const SPARSE_POLL: usize = 32;
 pub const BUSY_POLL: usize = 8192;
 /// Empty polls before going back to sleep.
 pub const IDLE_POLLS: u32 = 5;
-/// Smallest ring buffer drained by polling: at the longest interval it
-/// holds 100 MB/s of records.
+/// Smallest ring buffer drained by polling: a quarter of it (where a
+/// record wakes a polling agent) holds 25 MB/s of records at 40 ms.
 pub const POLL_MIN_RING: u32 = 4 << 20;
 /// Drain period while asleep, in case a wake-up raced the switch to sleep.
 pub const BACKSTOP_INTERVAL: Duration = Duration::from_secs(1);
@@ -32,6 +39,8 @@ pub const BACKSTOP_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Wakeups {
     can_poll: bool,
+    /// Bytes waiting in the ring past which a record wakes a polling agent.
+    wake_fill: u32,
     polling: bool,
     idle_polls: u32,
     interval: Duration,
@@ -39,7 +48,13 @@ pub struct Wakeups {
 
 impl Wakeups {
     pub fn new(ring_buffer_size: u32) -> Wakeups {
-        Wakeups { can_poll: ring_buffer_size >= POLL_MIN_RING, polling: false, idle_polls: 0, interval: POLL_INTERVAL }
+        Wakeups {
+            can_poll: ring_buffer_size >= POLL_MIN_RING,
+            wake_fill: (ring_buffer_size / 4).max(1),
+            polling: false,
+            idle_polls: 0,
+            interval: POLL_INTERVAL,
+        }
     }
 
     pub fn polling(&self) -> bool {
@@ -51,27 +66,35 @@ impl Wakeups {
         self.interval
     }
 
-    /// The kernel woke the agent and it drained: start polling. Returns
-    /// the new value for `AGENT_POLLING` when it changes.
-    pub fn on_woken(&mut self) -> Option<bool> {
-        if !self.can_poll || self.polling {
+    /// The kernel woke the agent and it drained: start polling, or, if it
+    /// polled already (the ring filled past a quarter between two polls),
+    /// poll at the shortest interval. Returns the new value for
+    /// `AGENT_POLLING` when it changes.
+    pub fn on_woken(&mut self) -> Option<u32> {
+        if !self.can_poll {
+            return None;
+        }
+        if self.polling {
+            self.interval = POLL_INTERVAL_MIN;
             return None;
         }
         self.polling = true;
         self.idle_polls = 0;
         self.interval = POLL_INTERVAL;
-        Some(true)
+        Some(self.wake_fill)
     }
 
     /// A poll tick drained `records`: keep polling while records come,
     /// sleep after [`IDLE_POLLS`] empty ticks (then drain once more: a
     /// record written just before the kernel saw the change asked for no
-    /// wake-up).
-    pub fn on_poll(&mut self, records: usize) -> Option<bool> {
+    /// wake-up). Returns the new value for `AGENT_POLLING` (0: asleep).
+    pub fn on_poll(&mut self, records: usize) -> Option<u32> {
         if !self.polling {
             return None;
         }
-        if records < QUIET_POLL {
+        if records < SPARSE_POLL {
+            self.interval = (self.interval * 2).min(POLL_INTERVAL_SPARSE);
+        } else if records < QUIET_POLL {
             self.interval = (self.interval * 2).min(POLL_INTERVAL_MAX);
         } else if records > BUSY_POLL {
             self.interval = (self.interval / 2).max(POLL_INTERVAL_MIN);
@@ -85,7 +108,7 @@ impl Wakeups {
             return None;
         }
         self.polling = false;
-        Some(false)
+        Some(0)
     }
 }
 
@@ -98,7 +121,7 @@ mod tests {
         let mut w = Wakeups::new(8 << 20);
         assert!(!w.polling());
         assert_eq!(w.on_poll(0), None, "not polling yet");
-        assert_eq!(w.on_woken(), Some(true));
+        assert_eq!(w.on_woken(), Some(2 << 20), "a quarter of the ring");
         assert_eq!(w.on_woken(), None, "already polling");
         for _ in 0..100 {
             assert_eq!(w.on_poll(3), None);
@@ -110,9 +133,9 @@ mod tests {
         for _ in 0..IDLE_POLLS - 1 {
             assert_eq!(w.on_poll(0), None);
         }
-        assert_eq!(w.on_poll(0), Some(false));
+        assert_eq!(w.on_poll(0), Some(0));
         assert!(!w.polling());
-        assert_eq!(w.on_woken(), Some(true));
+        assert_eq!(w.on_woken(), Some(2 << 20));
     }
 
     #[test]
@@ -120,12 +143,21 @@ mod tests {
         let mut w = Wakeups::new(8 << 20);
         w.on_woken();
         assert_eq!(w.interval(), POLL_INTERVAL);
-        w.on_poll(10);
-        w.on_poll(10);
-        w.on_poll(10);
+        w.on_poll(100);
+        w.on_poll(100);
+        w.on_poll(100);
         assert_eq!(w.interval(), POLL_INTERVAL_MAX);
         w.on_poll(1000);
         assert_eq!(w.interval(), POLL_INTERVAL_MAX, "a normal poll keeps it");
+        for _ in 0..4 {
+            w.on_poll(3);
+        }
+        assert_eq!(w.interval(), POLL_INTERVAL_SPARSE, "a trickle polls four times a second");
+        w.on_poll(100);
+        assert_eq!(w.interval(), POLL_INTERVAL_MAX, "a few hundred records: back to 40 ms");
+        w.on_poll(3);
+        w.on_woken();
+        assert_eq!(w.interval(), POLL_INTERVAL_MIN, "woken while polling: a burst filled the ring");
         for _ in 0..5 {
             w.on_poll(100_000);
         }
