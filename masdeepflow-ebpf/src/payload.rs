@@ -17,8 +17,7 @@
 //! when the same process moves it, and the agent is woken only when it
 //! sleeps ([`wakeup_flags`]).
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-    bpf_probe_read_user_buf, generated,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated,
 };
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
@@ -67,12 +66,26 @@ fn user_buffer(sk: u64) -> Option<(u64, u64)> {
 #[inline(always)]
 fn first_bytes(buf: u64, len: u64) -> ([u8; 4], usize) {
     let mut first = [0u8; 4];
-    let n = if len < 4 { len as usize } else { 4 };
-    // SAFETY: user memory read with the fault-tolerant helper.
-    if n == 0 || unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first[..n]) }.is_err() {
+    let n = if len < 4 { len } else { 4 };
+    if !read_first(&mut first, buf, n) {
         return (first, 0);
     }
-    (first, n)
+    (first, n as usize)
+}
+
+/// Copies `n` (1 to 4) bytes of user memory at `src` to `dst`: a function
+/// of its own for the reason [`read_user`] is (6.1's verifier lost the
+/// bound of an inlined `n`).
+#[inline(never)]
+fn read_first(dst: &mut [u8; 4], src: u64, n: u64) -> bool {
+    // SAFETY: reading a local (opaque to the optimiser).
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    if n == 0 || n > 4 {
+        return false;
+    }
+    // SAFETY: `dst` has room for 4 bytes; user memory is read with the
+    // fault-tolerant helper.
+    unsafe { generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), n as u32, src as *const core::ffi::c_void) == 0 }
 }
 
 /// Whether the first `n` (1..=4) of `first` start an HTTP/1.x message. A
