@@ -5,7 +5,7 @@
 use std::{
     io,
     mem::{size_of, zeroed},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
@@ -44,28 +44,6 @@ pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (ss, len as libc::socklen_t)
 }
 
-/// The inverse of [`sockaddr`].
-pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match ss.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: the family says it is a sockaddr_in.
-            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()), u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says it is a sockaddr_in6.
-            let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
 /// A v4-mapped IPv6 address as IPv4.
 pub fn unmapped(a: SocketAddr) -> SocketAddr {
     match a {
@@ -101,48 +79,6 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain listen(2).
     check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
-}
-
-/// accept4, non-blocking and close-on-exec; `Ok(None)` when nothing waits.
-pub fn accept(listener: &OwnedFd) -> io::Result<Option<(OwnedFd, SocketAddr)>> {
-    // SAFETY: plain data.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: valid out pointers.
-    let fd = unsafe { libc::accept4(listener.as_raw_fd(), (&raw mut ss).cast(), &mut len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    // SAFETY: a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let peer = from_sockaddr(&ss).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    Ok(Some((fd, unmapped(peer))))
-}
-
-/// A non-blocking connect: `Ok(true)` when connected at once, `Ok(false)`
-/// when in progress.
-pub fn connect(fd: &OwnedFd, addr: SocketAddr) -> io::Result<bool> {
-    let (ss, len) = sockaddr(addr);
-    // SAFETY: a valid address of `len` bytes.
-    let r = unsafe { libc::connect(fd.as_raw_fd(), (&raw const ss).cast(), len) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EINPROGRESS) { Ok(false) } else { Err(e) }
-}
-
-pub fn local_addr(fd: &impl AsRawFd) -> io::Result<SocketAddr> {
-    // SAFETY: plain data.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: valid out pointers.
-    check(unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut ss).cast(), &mut len) })?;
-    from_sockaddr(&ss).map(unmapped).ok_or_else(|| io::Error::other("not an inet socket"))
 }
 
 pub fn set_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -186,13 +122,18 @@ pub fn rmem_alloc(fd: &impl AsRawFd) -> io::Result<u32> {
 
 /// The TCP state and byte counters of a socket (`TCP_INFO`).
 #[derive(Clone, Copy, Debug, Default)]
+#[allow(dead_code)] // bytes_acked and bytes_received: for the accelerator
 pub struct TcpInfo {
     pub state: u8,
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// Bytes in the write queue not yet sent (4.6+).
+    pub notsent: u32,
+    /// Data bytes sent, retransmissions included, and those retransmitted (4.19+).
+    pub bytes_sent: u64,
+    pub bytes_retrans: u64,
 }
 
-pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_CLOSE: u8 = 7;
 pub const TCP_CLOSE_WAIT: u8 = 8;
 pub const TCP_LAST_ACK: u8 = 9;
@@ -207,13 +148,22 @@ impl TcpInfo {
 }
 
 pub fn tcp_info(fd: &impl AsRawFd) -> io::Result<TcpInfo> {
-    // struct tcp_info: state at 0, tcpi_bytes_acked at 120, tcpi_bytes_received at 128 (4.1+).
+    // struct tcp_info: state at 0, tcpi_bytes_acked at 120, tcpi_bytes_received at 128 (4.1+),
+    // tcpi_notsent_bytes at 144, tcpi_bytes_sent at 200, tcpi_bytes_retrans at 208.
     let mut buf = [0u8; 232];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes.
     check(unsafe { libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, buf.as_mut_ptr().cast(), &mut len) })?;
     let u64_at = |o: usize| if (len as usize) >= o + 8 { u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap()) } else { 0 };
-    Ok(TcpInfo { state: buf[0], bytes_acked: u64_at(120), bytes_received: u64_at(128) })
+    let u32_at = |o: usize| if (len as usize) >= o + 4 { u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap()) } else { 0 };
+    Ok(TcpInfo {
+        state: buf[0],
+        bytes_acked: u64_at(120),
+        bytes_received: u64_at(128),
+        notsent: u32_at(144),
+        bytes_sent: u64_at(200),
+        bytes_retrans: u64_at(208),
+    })
 }
 
 /// Sets SO_LINGER {on, 0}: the next close sends an RST.
@@ -221,7 +171,13 @@ pub fn linger_zero(fd: &impl AsRawFd) -> io::Result<()> {
     let l = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: a linger struct.
     check(unsafe {
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&raw const l).cast(), size_of::<libc::linger>() as libc::socklen_t)
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
     })?;
     Ok(())
 }
@@ -242,28 +198,6 @@ pub fn send(fd: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
     check_size(unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
 }
 
-/// `splice(from, to, len)`, non-blocking, moving pages where it can.
-pub fn splice(from: RawFd, to: RawFd, len: usize, more: bool) -> io::Result<usize> {
-    let flags = libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE | if more { libc::SPLICE_F_MORE } else { 0 };
-    // SAFETY: plain splice(2) between descriptors we own.
-    check_size(unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) })
-}
-
-/// A non-blocking, close-on-exec pipe: (read end, write end).
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: a two-int array.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
-    // SAFETY: new descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Sets a pipe's capacity (F_SETPIPE_SZ); returns the size granted.
-pub fn set_pipe_size(fd: &impl AsRawFd, size: i32) -> io::Result<i32> {
-    // SAFETY: plain fcntl(2).
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) })
-}
-
 /// Bytes waiting in a socket's receive queue (FIONREAD).
 pub fn fionread(fd: &impl AsRawFd) -> io::Result<i32> {
     let mut n: libc::c_int = 0;
@@ -272,10 +206,68 @@ pub fn fionread(fd: &impl AsRawFd) -> io::Result<i32> {
     Ok(n)
 }
 
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+pub const BPF_ANY: u64 = 0;
+
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn bpf_elem(cmd: libc::c_long, map: RawFd, key: *const u8, value: *const u8, flags: u64) -> io::Result<()> {
+    let attr = MapElemAttr { map_fd: map as u32, _pad: 0, key: key as u64, value: value as u64, flags };
+    // SAFETY: bpf(2) with a map element attribute of the right size; key and
+    // value point at buffers of the map's key and value sizes.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, &raw const attr, size_of::<MapElemAttr>()) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `map[key] = value` (`value` is a socket fd for a sockhash).
+pub fn map_update<K, V>(map: RawFd, key: &K, value: &V, flags: u64) -> io::Result<()> {
+    bpf_elem(BPF_MAP_UPDATE_ELEM, map, (key as *const K).cast(), (value as *const V).cast(), flags)
+}
+
+pub fn map_delete<K>(map: RawFd, key: &K) -> io::Result<()> {
+    bpf_elem(BPF_MAP_DELETE_ELEM, map, (key as *const K).cast(), std::ptr::null(), 0)
+}
+
+/// The errno name of an error, for events (`ECONNREFUSED`, ...).
+pub fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => errno_str(code),
+        None => e.to_string(),
+    }
+}
+
+pub fn errno_str(code: i32) -> String {
+    match code {
+        libc::ECONNREFUSED => "ECONNREFUSED".into(),
+        libc::ECONNRESET => "ECONNRESET".into(),
+        libc::ECONNABORTED => "ECONNABORTED".into(),
+        libc::EPIPE => "EPIPE".into(),
+        libc::ETIMEDOUT => "ETIMEDOUT".into(),
+        libc::EHOSTUNREACH => "EHOSTUNREACH".into(),
+        libc::ENETUNREACH => "ENETUNREACH".into(),
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL".into(),
+        libc::EMFILE => "EMFILE".into(),
+        libc::ENFILE => "ENFILE".into(),
+        libc::ENOMEM => "ENOMEM".into(),
+        libc::ENOBUFS => "ENOBUFS".into(),
+        other => io::Error::from_raw_os_error(other).to_string(),
+    }
+}
+
+#[allow(dead_code)] // the accelerator's: wired in with [accelerate], not in this build yet
 pub struct Epoll {
     pub fd: OwnedFd,
 }
 
+#[allow(dead_code)] // the accelerator's: wired in with [accelerate], not in this build yet
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
         // SAFETY: plain epoll_create1(2).
@@ -312,111 +304,5 @@ impl Epoll {
             return if e.raw_os_error() == Some(libc::EINTR) { Ok(0) } else { Err(e) };
         }
         Ok(n as usize)
-    }
-}
-
-/// An eventfd to wake a worker (non-blocking, close-on-exec).
-pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain eventfd(2).
-    let fd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub fn eventfd_signal(fd: RawFd) {
-    let one = 1u64;
-    // SAFETY: writing 8 bytes to an eventfd.
-    unsafe { libc::write(fd, (&raw const one).cast(), 8) };
-}
-
-pub fn eventfd_clear(fd: RawFd) {
-    let mut v = 0u64;
-    // SAFETY: reading 8 bytes from an eventfd.
-    unsafe { libc::read(fd, (&raw mut v).cast(), 8) };
-}
-
-/// Gives the calling thread an fd table of its own (a copy of the
-/// process's), so that its sockets count against RLIMIT_NOFILE separately.
-pub fn unshare_fd_table() -> io::Result<()> {
-    // SAFETY: plain unshare(2) of the calling thread's files.
-    check(unsafe { libc::unshare(libc::CLONE_FILES) })?;
-    Ok(())
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the limit.
-pub fn raise_nofile() -> u64 {
-    // SAFETY: plain data.
-    let mut r: libc::rlimit = unsafe { zeroed() };
-    // SAFETY: valid pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    if r.rlim_cur < r.rlim_max {
-        r.rlim_cur = r.rlim_max;
-        // SAFETY: valid pointer.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
-    }
-    r.rlim_cur
-}
-
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-pub const BPF_ANY: u64 = 0;
-pub const BPF_NOEXIST: u64 = 1;
-
-#[repr(C)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-fn bpf_elem(cmd: libc::c_long, map: RawFd, key: *const u8, value: *const u8, flags: u64) -> io::Result<()> {
-    let attr = MapElemAttr { map_fd: map as u32, _pad: 0, key: key as u64, value: value as u64, flags };
-    // SAFETY: bpf(2) with a map element attribute of the right size; key and
-    // value point at buffers of the map's key and value sizes.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, &raw const attr, size_of::<MapElemAttr>()) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// `map[key] = value` (`value` is a socket fd for a sockhash).
-pub fn map_update<K, V>(map: RawFd, key: &K, value: &V, flags: u64) -> io::Result<()> {
-    bpf_elem(BPF_MAP_UPDATE_ELEM, map, (key as *const K).cast(), (value as *const V).cast(), flags)
-}
-
-pub fn map_delete<K>(map: RawFd, key: &K) -> io::Result<()> {
-    bpf_elem(BPF_MAP_DELETE_ELEM, map, (key as *const K).cast(), std::ptr::null(), 0)
-}
-
-pub fn map_lookup<K, V: Default>(map: RawFd, key: &K) -> io::Result<V> {
-    let mut v = V::default();
-    bpf_elem(BPF_MAP_LOOKUP_ELEM, map, (key as *const K).cast(), (&raw mut v).cast(), 0)?;
-    Ok(v)
-}
-
-/// The errno name of an error, for events (`ECONNREFUSED`, ...).
-pub fn errno_name(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => errno_str(code),
-        None => e.to_string(),
-    }
-}
-
-pub fn errno_str(code: i32) -> String {
-    match code {
-        libc::ECONNREFUSED => "ECONNREFUSED".into(),
-        libc::ECONNRESET => "ECONNRESET".into(),
-        libc::ECONNABORTED => "ECONNABORTED".into(),
-        libc::EPIPE => "EPIPE".into(),
-        libc::ETIMEDOUT => "ETIMEDOUT".into(),
-        libc::EHOSTUNREACH => "EHOSTUNREACH".into(),
-        libc::ENETUNREACH => "ENETUNREACH".into(),
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL".into(),
-        libc::EMFILE => "EMFILE".into(),
-        libc::ENFILE => "ENFILE".into(),
-        libc::ENOMEM => "ENOMEM".into(),
-        libc::ENOBUFS => "ENOBUFS".into(),
-        other => io::Error::from_raw_os_error(other).to_string(),
     }
 }
