@@ -157,6 +157,10 @@ mod tests {
         assert_eq!(args.events, vec![super::EventFamily::Connections]);
         assert_eq!(args.stats_interval, std::time::Duration::from_secs(2));
         assert_eq!(args.ring_buffer_size, 1 << 20);
+        assert_eq!(args.drain_timeout, std::time::Duration::from_secs(30));
+        let cli = Cli::try_parse_from(["masdeepflow", "gateway", "--config", "a", "--drain-timeout", "500ms"]).unwrap();
+        let Some(Command::Gateway(args)) = cli.command else { panic!("not the gateway") };
+        assert_eq!(args.drain_timeout, std::time::Duration::from_millis(500));
         assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--config", "a", "--check", "b"]).is_err());
         assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--events", "packets"]).is_err());
         assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--ring-buffer-size", "5000"]).is_err());
