@@ -214,8 +214,16 @@ pub fn probe_proxy(maps: &ProxyMaps) -> ProxyProbe {
                         continue;
                     }
                     let info = sys::tcp_info(from).map_err(|e| e.to_string())?;
-                    if info.fin_received() && sys::rmem_alloc(from).map_err(|e| e.to_string())? == 0 {
-                        // Every byte before the FIN has been handed over.
+                    if !(info.fin_received() && sys::rmem_alloc(from).map_err(|e| e.to_string())? == 0) {
+                        continue;
+                    }
+                    // Every byte before the FIN has been redirected, and is
+                    // in the other socket's send queue (the redirect itself
+                    // goes through a work queue): only then may the FIN follow.
+                    let other = sys::tcp_info(to).map_err(|e| e.to_string())?;
+                    let queued = other.bytes_sent.saturating_sub(other.bytes_retrans) + other.notsent as u64;
+                    let early = if k == 0 { early_c.len() } else { early_b.len() } as u64;
+                    if queued >= early + maps.moved(index).0 {
                         order_ok &= maps.moved(index).0 == BULK as u64;
                         sys::shutdown_write(to).map_err(|e| e.to_string())?;
                         shut[k] = true;
