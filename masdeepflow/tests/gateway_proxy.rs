@@ -23,6 +23,16 @@ use support::servers::{BIG, Nginx, SMALL};
 
 const DATAPATHS: [&str; 2] = ["sockmap", "userspace"];
 
+/// A child process killed and reaped when dropped (also when a test fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn proxy(name: &str, listen: u16, backends: &[String], datapath: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{b}\" }}")).collect();
     format!(
@@ -295,9 +305,9 @@ fn resets_refusals_and_a_killed_backend() {
                   l.bind(('127.0.0.1',int(sys.argv[1])));l.listen(8);print('ready',flush=True)\n\
                   c,_=l.accept()\nwhile True: c.sendall(b'x'*65536)\n";
         let bport: u16 = resetter.rsplit(':').next().unwrap().parse().unwrap();
-        let mut child = Command::new("python3").args(["-c", py, &bport.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = Killed(Command::new("python3").args(["-c", py, &bport.to_string()]).stdout(Stdio::piped()).spawn().unwrap());
         let mut line = [0u8; 6];
-        child.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
+        child.0.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
         let from = gw.events.len();
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -306,8 +316,8 @@ fn resets_refusals_and_a_killed_backend() {
         while got < 4 << 20 {
             got += c.read(&mut buf).unwrap();
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         let killed = Instant::now();
         loop {
             match c.read(&mut buf) {
@@ -427,11 +437,13 @@ fn unfinished_tables_are_refused_with_one_line() {
 fn iperf3_bidir_through_both_data_paths() {
     for datapath in DATAPATHS {
         let sport = free_port();
-        let mut server = Command::new("iperf3")
-            .args(["-s", "-B", "127.0.0.1", "-p", &sport.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("iperf3 (apt-get install iperf3)");
+        let server = Killed(
+            Command::new("iperf3")
+                .args(["-s", "-B", "127.0.0.1", "-p", &sport.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("iperf3 (apt-get install iperf3)"),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", sport)).is_err() {
             assert!(Instant::now() < deadline, "iperf3 server did not listen");
@@ -441,8 +453,7 @@ fn iperf3_bidir_through_both_data_paths() {
         let gw = start(&proxy("iperf", port, &[format!("127.0.0.1:{sport}")], datapath), &[], datapath);
         let out =
             Command::new("iperf3").args(["-c", "127.0.0.1", "-p", &port.to_string(), "--bidir", "-t", "3", "-J"]).output().expect("iperf3");
-        let _ = server.kill();
-        let _ = server.wait();
+        drop(server);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{datapath}: iperf3 failed: {text}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
