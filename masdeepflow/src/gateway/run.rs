@@ -60,7 +60,8 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
     // Proxies: the data path is chosen (the start-up probe for sockmap and
     // auto), then every listener is bound before the start line.
     let (finished_tx, mut finished_rx) = tokio::sync::mpsc::unbounded_channel();
-    let proxies = super::proxy::start(&mut set.kernel, proxies, finished_tx, &mut out)?;
+    let mut proxy_lines = Vec::new();
+    let proxies = super::proxy::start(&mut set.kernel, proxies, finished_tx, &mut proxy_lines)?;
     out.line(&Line::GatewayStart {
         time: Time::now(),
         version: env!("CARGO_PKG_VERSION"),
@@ -71,6 +72,9 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
         features: set.kernel.features,
         services: set.lines(),
     });
+    for line in &proxy_lines {
+        out.line(line);
+    }
     out.flush();
 
     let kube_scope = args.kubernetes_scope.clone();

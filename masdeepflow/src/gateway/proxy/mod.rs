@@ -49,7 +49,7 @@ pub fn start(
     kernel: &mut Kernel,
     specs: Vec<ProxySpec>,
     finished: mpsc::UnboundedSender<Finished>,
-    out: &mut Out,
+    out: &mut Vec<Line>,
 ) -> Result<Running, Failure> {
     let (stop, stop_rx) = watch::channel(false);
     let (reset, reset_rx) = watch::channel(false);
@@ -93,7 +93,7 @@ pub fn start(
             .map_err(|e| Failure::Other(anyhow::anyhow!("proxy \"{}\": listening on {}: {e}", spec.name, spec.listen)))?;
         let std_listener: std::net::TcpListener = std_listener.into();
         let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| Failure::Other(e.into()))?;
-        out.line(&Line::ProxyStart {
+        out.push(Line::ProxyStart {
             time: Time::now(),
             name: spec.name.clone(),
             listen: spec.listen,
