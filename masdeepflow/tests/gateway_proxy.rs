@@ -473,7 +473,302 @@ fn iperf3_bidir_through_both_data_paths() {
         }
         let up: u64 = conns.iter().map(|c| c["bytes_to_backend"].as_u64().unwrap()).max().unwrap();
         let down: u64 = conns.iter().map(|c| c["bytes_to_client"].as_u64().unwrap()).max().unwrap();
-        assert!(up >= end["sum_sent"]["bytes"].as_u64().unwrap(), "{datapath}: {up}");
-        assert!(down >= end["sum_sent_bidir_reverse"]["bytes"].as_u64().unwrap(), "{datapath}: {down}");
+        // The proxy forwarded at least what each receiver counted and at
+        // most what each sender wrote: at the end the server closes its
+        // streams with the client's last bytes still in flight (in the
+        // client's send queue or the proxy's receive queue), and those are
+        // reset, never forwarded.
+        // Each data stream starts with iperf3's 37-byte cookie from the
+        // client, which neither side counts.
+        const COOKIE: u64 = 37;
+        let bytes = |k: &str| end[k]["bytes"].as_u64().unwrap();
+        assert!((bytes("sum_received") + COOKIE..=bytes("sum_sent") + COOKIE).contains(&up), "{datapath}: to backend {up}: {end}");
+        assert!(
+            (bytes("sum_received_bidir_reverse")..=bytes("sum_sent_bidir_reverse")).contains(&down),
+            "{datapath}: to client {down}: {end}"
+        );
+    }
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to the hard one (children
+/// inherit it); returns the hard limit.
+fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut r), 0);
+        r.rlim_cur = r.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const r), 0);
+    }
+    r.rlim_max
+}
+
+/// The gateway's maps that hold per-connection entries (hash maps and
+/// sockhashes), found through the process's own descriptors
+/// (/proc/PID/fdinfo: map_id), named by bpftool.
+fn connection_tables(pid: u32) -> Vec<(u64, String)> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")) {
+            ids.push(id.trim().parse::<u64>().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut tables = Vec::new();
+    for id in ids {
+        let out = Command::new("bpftool").args(["-j", "map", "show", "id", &id.to_string()]).output().expect("bpftool");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if matches!(v["type"].as_str(), Some("hash" | "lru_hash" | "sockhash" | "sockmap")) {
+            tables.push((id, v["name"].as_str().unwrap_or("").to_string()));
+        }
+    }
+    assert!(tables.iter().any(|(_, n)| n == "GW_PROXY_SOCKS"), "{tables:?}");
+    tables
+}
+
+/// Entries of each table, by name.
+fn table_entries(tables: &[(u64, String)]) -> std::collections::BTreeMap<String, usize> {
+    tables
+        .iter()
+        .map(|(id, name)| {
+            let out = Command::new("bpftool").args(["-j", "map", "dump", "id", &id.to_string()]).output().expect("bpftool");
+            assert!(out.status.success(), "bpftool map dump {name}: {}", String::from_utf8_lossy(&out.stderr));
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            (name.clone(), v.as_array().map_or(0, Vec::len))
+        })
+        .collect()
+}
+
+/// A Python echo backend on a selectors (epoll) loop; exits after `n`
+/// connections have closed, printing `closed N`; fails if nothing happens
+/// for 60 s.
+const ECHO_MANY: &str = "import selectors,socket,sys,resource\n\
+h=resource.getrlimit(resource.RLIMIT_NOFILE)[1];resource.setrlimit(resource.RLIMIT_NOFILE,(h,h))\n\
+n=int(sys.argv[2]);l=socket.socket();l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+l.bind(('127.0.0.1',int(sys.argv[1])));l.listen(4096);l.setblocking(False)\n\
+sel=selectors.DefaultSelector();sel.register(l,selectors.EVENT_READ);closed=0\n\
+print('ready',flush=True)\n\
+while closed<n:\n\
+ ev=sel.select(timeout=60)\n\
+ if not ev: sys.exit('stalled with %d closed'%closed)\n\
+ for k,_ in ev:\n\
+  if k.fileobj is l:\n\
+   while True:\n\
+    try: c,_=l.accept()\n\
+    except BlockingIOError: break\n\
+    c.setblocking(False);sel.register(c,selectors.EVENT_READ)\n\
+  else:\n\
+   c=k.fileobj\n\
+   try: d=c.recv(65536)\n\
+   except ConnectionError: d=b''\n\
+   if d: c.sendall(d)\n\
+   else: sel.unregister(c);c.close();closed+=1\n\
+print('closed',closed,flush=True)\n";
+
+/// Waits (bounded) for `child` to exit; its status.
+fn wait_bounded(child: &mut Killed, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the child did not exit within {limit:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ten_thousand_concurrent_connections_and_tables_back_to_baseline() {
+    // The gateway holds two descriptors per connection, plus its own. Root
+    // without CAP_SYS_RESOURCE cannot raise the hard limit: where it is
+    // below what 10,000 need, the test runs as many as it allows and says so.
+    let hard = raise_nofile();
+    let n = 10_000.min((hard.saturating_sub(100) / 2) as usize);
+    if n < 10_000 {
+        eprintln!("RLIMIT_NOFILE hard limit {hard}: {n} concurrent connections, not 10,000");
+    }
+    assert!(n >= 9_000, "hard RLIMIT_NOFILE {hard} is too low for this test");
+    for datapath in DATAPATHS {
+        let bport = free_port();
+        let mut echo = Killed(
+            Command::new("python3").args(["-c", ECHO_MANY, &bport.to_string(), &n.to_string()]).stdout(Stdio::piped()).spawn().unwrap(),
+        );
+        let mut line = [0u8; 6];
+        echo.0.stdout.as_mut().unwrap().read_exact(&mut line).unwrap();
+        let port = free_port();
+        let mut gw = start(&proxy("many", port, &[format!("127.0.0.1:{bport}")], datapath), &[], datapath);
+        let tables = connection_tables(gw.child.id());
+        let baseline = table_entries(&tables);
+        let t0 = Instant::now();
+        let mut clients = Vec::with_capacity(n);
+        for i in 0..n {
+            assert!(t0.elapsed() < Duration::from_secs(120), "{datapath}: {i} connections in 120 s");
+            let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.write_all(format!("{i:08}").as_bytes()).unwrap();
+            clients.push(c);
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = [0u8; 8];
+            c.read_exact(&mut buf).unwrap_or_else(|e| panic!("{datapath}: connection {i}: {e}"));
+            assert_eq!(&buf, format!("{i:08}").as_bytes(), "{datapath}: connection {i}");
+        }
+        eprintln!("{datapath}: {n} connections open and echoed in {:?}", t0.elapsed());
+        let open = table_entries(&tables);
+        let in_map = if datapath == "sockmap" { 2 * n } else { 0 };
+        assert_eq!(open["GW_PROXY_SOCKS"], baseline["GW_PROXY_SOCKS"] + in_map, "{datapath}: {open:?}");
+        drop(clients);
+        let from = gw.events.len();
+        let mut ended = 0;
+        while ended < n {
+            let e = gw.expect_after(from + ended, "gateway_connection", |v| v["type"] == "gateway_connection");
+            assert_eq!(
+                (e["end"].as_str(), e["bytes_to_backend"].as_u64(), e["bytes_to_client"].as_u64()),
+                (Some("closed"), Some(8), Some(8)),
+                "{e}"
+            );
+            ended = gw.events[from..].iter().filter(|v| v["type"] == "gateway_connection").count();
+        }
+        assert_eq!(ended, n, "{datapath}");
+        let status = wait_bounded(&mut echo, Duration::from_secs(30));
+        assert!(status.success(), "{datapath}: the echo backend: {status}");
+        let mut out = String::new();
+        echo.0.stdout.as_mut().unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(out.trim(), format!("closed {n}"), "{datapath}");
+        // Every table back to where it started (bounded wait: the last
+        // closes are processed after their events are written).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = table_entries(&tables);
+            if now == baseline {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{datapath}: tables {now:?}, baseline {baseline:?}");
+            thread::sleep(Duration::from_millis(100));
+        }
+        gw.stop();
+    }
+}
+
+/// Both ends in one Python selectors (epoll) loop, through the proxy: each
+/// round one side sends a message and the other must be woken within 5 s,
+/// see FIONREAD > 0 when woken and read exactly the message; no socket is
+/// reported readable without data; then a half-close each way. Prints
+/// `ok ROUNDS UP DOWN` (bytes client to backend and back).
+const SELECTOR_READINESS: &str = r#"import selectors,socket,sys,fcntl,termios,array,os
+bport,pport=int(sys.argv[1]),int(sys.argv[2])
+l=socket.socket();l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);l.bind(('127.0.0.1',bport));l.listen(1)
+print('ready',flush=True);sys.stdin.readline()
+c=socket.create_connection(('127.0.0.1',pport));b,_=l.accept()
+sel=selectors.EpollSelector()
+sel.register(c,selectors.EVENT_READ);sel.register(b,selectors.EVENT_READ)
+def avail(s):
+    a=array.array('i',[0]);fcntl.ioctl(s.fileno(),termios.FIONREAD,a,True);return a[0]
+def fail(m): sys.exit(m)
+def receive(dst,n):
+    got=bytearray()
+    while len(got)<n:
+        ev=sel.select(timeout=5)
+        if not ev: fail('no wake-up after %d of %d bytes, FIONREAD %d'%(len(got),n,avail(dst)))
+        for k,_ in ev:
+            if k.fileobj is not dst: fail('readable without data: FIONREAD %d'%avail(k.fileobj))
+            a=avail(dst)
+            if a<=0: fail('woken with FIONREAD %d after %d of %d bytes'%(a,len(got),n))
+            d=dst.recv(a)
+            if not 0<len(d)<=a: fail('recv gave %d with FIONREAD %d'%(len(d),a))
+            got+=d
+    return bytes(got)
+sizes=[1,7,100,1448,4096,65536,262144,3]
+up=down=0;rounds=64
+for i in range(rounds):
+    n=sizes[i%len(sizes)];msg=os.urandom(n)
+    src,dst=(c,b) if i%2==0 else (b,c)
+    src.sendall(msg)
+    if receive(dst,n)!=msg: fail('round %d: bytes differ'%i)
+    if avail(dst)!=0 or sel.select(timeout=0): fail('round %d: still readable after the message'%i)
+    if src is c: up+=n
+    else: down+=n
+c.shutdown(socket.SHUT_WR)
+ev=sel.select(timeout=5)
+if [k.fileobj for k,_ in ev]!=[b] or avail(b)!=0 or b.recv(10)!=b'': fail('half-close did not reach the backend as EOF')
+sel.unregister(b)
+last=os.urandom(5000);b.sendall(last);b.shutdown(socket.SHUT_WR);down+=len(last)
+if receive(c,len(last))!=last: fail('bytes after the half-close differ')
+ev=sel.select(timeout=5)
+if [k.fileobj for k,_ in ev]!=[c] or c.recv(10)!=b'': fail('the backend FIN did not reach the client')
+c.close();b.close()
+print('ok',rounds,up,down,flush=True)
+"#;
+
+#[test]
+fn python_selector_sees_epoll_and_fionread_readiness() {
+    use std::io::BufRead;
+    for datapath in DATAPATHS {
+        let bport = free_port();
+        let port = free_port();
+        let mut py = Killed(
+            Command::new("python3")
+                .args(["-c", SELECTOR_READINESS, &bport.to_string(), &port.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut out = std::io::BufReader::new(py.0.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        let mut gw = start(&proxy("sel", port, &[format!("127.0.0.1:{bport}")], datapath), &[], datapath);
+        py.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let status = wait_bounded(&mut py, Duration::from_secs(60));
+        let mut err = String::new();
+        py.0.stderr.as_mut().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "{datapath}: {err}");
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let f: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f.len(), 3, "{line}");
+        let e = connection(&mut gw, 0);
+        assert_eq!((e["end"].as_str(), e["datapath"].as_str()), (Some("closed"), Some(datapath)), "{e}");
+        assert_eq!((e["bytes_to_backend"].as_u64(), e["bytes_to_client"].as_u64()), (Some(f[1]), Some(f[2])), "{datapath}: {e}");
+        gw.stop();
+    }
+}
+
+#[test]
+fn mariadb_through_the_proxy() {
+    let db = support::mariadb::MariaDb::start();
+    for datapath in DATAPATHS {
+        let port = free_port();
+        let mut gw = start(&proxy("db", port, &[format!("127.0.0.1:{}", db.port)], datapath), &[], datapath);
+        let from = gw.events.len();
+        // The server speaks first (its greeting is early data for the proxy).
+        let out = Command::new("mariadb")
+            .args(["-h127.0.0.1", "-uapp", "-psecret", "--ssl=0", "-N", "-B"])
+            .arg(format!("-P{port}"))
+            .arg("shop")
+            .arg("-e")
+            .arg("SELECT COUNT(*), SUM(n) FROM seq5000; SELECT pad FROM seq5000 ORDER BY n; INSERT INTO orders (item, qty) VALUES (2, 9); SELECT ROW_COUNT(); CALL two_sets();")
+            .output()
+            .expect("mariadb (apt-get install mariadb-client)");
+        assert!(out.status.success(), "{datapath}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut want = String::from("5000\t12502500\n");
+        for n in 1..=5000 {
+            want.push_str(&format!("row-{n}\n"));
+        }
+        want.push_str("1\n1\n2\nplum\n");
+        assert!(text == want, "{datapath}: {} lines, first {:?}", text.lines().count(), text.lines().take(3).collect::<Vec<_>>());
+        let e = connection(&mut gw, from);
+        assert_eq!(
+            (e["end"].as_str(), e["closed_by"].as_str(), e["datapath"].as_str()),
+            (Some("closed"), Some("client"), Some(datapath)),
+            "{e}"
+        );
+        assert!(e["bytes_to_client"].as_u64().unwrap() > 5000 * 8, "{e}");
+        gw.stop();
     }
 }

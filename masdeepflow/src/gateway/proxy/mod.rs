@@ -57,6 +57,8 @@ pub fn start(
     if specs.is_empty() {
         return Ok(running);
     }
+    let files = sys::raise_nofile();
+    log::info!("proxy: up to {files} open files (two per proxied connection)");
     // The sockmap data path, when any proxy may take it: loaded and probed once.
     let wants = specs.iter().any(|p| p.datapath != Datapath::Userspace);
     let mut sockmap: Result<Arc<engine::Kernel>, String> = Err("not needed".into());

@@ -306,3 +306,22 @@ impl Epoll {
         Ok(n as usize)
     }
 }
+
+/// Raises the soft RLIMIT_NOFILE to the hard one (every proxied connection
+/// holds two descriptors; the soft default of 1024 would cap a proxy at
+/// about 500 connections). Returns the soft limit now in force.
+pub fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut r) } != 0 {
+        return 0;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+        // SAFETY: lowering nothing, raising the soft limit up to the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    r.rlim_cur
+}
