@@ -544,28 +544,29 @@ fn table_entries(tables: &[(u64, String)]) -> std::collections::BTreeMap<String,
 /// A Python echo backend on a selectors (epoll) loop; exits after `n`
 /// connections have closed, printing `closed N`; fails if nothing happens
 /// for 60 s.
-const ECHO_MANY: &str = "import selectors,socket,sys,resource\n\
-h=resource.getrlimit(resource.RLIMIT_NOFILE)[1];resource.setrlimit(resource.RLIMIT_NOFILE,(h,h))\n\
-n=int(sys.argv[2]);l=socket.socket();l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-l.bind(('127.0.0.1',int(sys.argv[1])));l.listen(4096);l.setblocking(False)\n\
-sel=selectors.DefaultSelector();sel.register(l,selectors.EVENT_READ);closed=0\n\
-print('ready',flush=True)\n\
-while closed<n:\n\
- ev=sel.select(timeout=60)\n\
- if not ev: sys.exit('stalled with %d closed'%closed)\n\
- for k,_ in ev:\n\
-  if k.fileobj is l:\n\
-   while True:\n\
-    try: c,_=l.accept()\n\
-    except BlockingIOError: break\n\
-    c.setblocking(False);sel.register(c,selectors.EVENT_READ)\n\
-  else:\n\
-   c=k.fileobj\n\
-   try: d=c.recv(65536)\n\
-   except ConnectionError: d=b''\n\
-   if d: c.sendall(d)\n\
-   else: sel.unregister(c);c.close();closed+=1\n\
-print('closed',closed,flush=True)\n";
+const ECHO_MANY: &str = r#"import selectors,socket,sys,resource
+h=resource.getrlimit(resource.RLIMIT_NOFILE)[1];resource.setrlimit(resource.RLIMIT_NOFILE,(h,h))
+n=int(sys.argv[2]);l=socket.socket();l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+l.bind(('127.0.0.1',int(sys.argv[1])));l.listen(4096);l.setblocking(False)
+sel=selectors.DefaultSelector();sel.register(l,selectors.EVENT_READ);closed=0
+print('ready',flush=True)
+while closed<n:
+ ev=sel.select(timeout=60)
+ if not ev: sys.exit('stalled with %d closed'%closed)
+ for k,_ in ev:
+  if k.fileobj is l:
+   while True:
+    try: c,_=l.accept()
+    except BlockingIOError: break
+    c.setblocking(False);sel.register(c,selectors.EVENT_READ)
+  else:
+   c=k.fileobj
+   try: d=c.recv(65536)
+   except ConnectionError: d=b''
+   if d: c.sendall(d)
+   else: sel.unregister(c);c.close();closed+=1
+print('closed',closed,flush=True)
+"#;
 
 /// Waits (bounded) for `child` to exit; its status.
 fn wait_bounded(child: &mut Killed, limit: Duration) -> std::process::ExitStatus {
@@ -617,6 +618,7 @@ fn ten_thousand_concurrent_connections_and_tables_back_to_baseline() {
         }
         eprintln!("{datapath}: {n} connections open and echoed in {:?}", t0.elapsed());
         let open = table_entries(&tables);
+        eprintln!("{datapath}: tables at start {baseline:?}, with every connection open {open:?}");
         let in_map = if datapath == "sockmap" { 2 * n } else { 0 };
         assert_eq!(open["GW_PROXY_SOCKS"], baseline["GW_PROXY_SOCKS"] + in_map, "{datapath}: {open:?}");
         drop(clients);
