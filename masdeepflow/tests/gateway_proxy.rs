@@ -774,3 +774,37 @@ fn mariadb_through_the_proxy() {
         gw.stop();
     }
 }
+
+/// On this kernel every sockmap scenario above passes, so `auto` must take
+/// sockmap, say why at start, and `masdeepflow check` must report the
+/// probe's checks and the same choice.
+#[test]
+fn auto_takes_sockmap_where_the_probe_passes_and_check_says_so() {
+    let out = Command::new(gateway_support::BIN).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let probe: Vec<&str> = text.lines().filter(|l| l.contains("gateway proxy")).collect();
+    assert!(probe.iter().any(|l| l.contains("gateway proxy sockmap check ok:")), "{text}");
+    assert!(!probe.iter().any(|l| l.contains("FAILED")), "{probe:#?}");
+    assert!(probe.contains(&"gateway proxy: datapath \"auto\" takes sockmap (every check passed)"), "{probe:#?}");
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = l.local_addr().unwrap().to_string();
+    let port = free_port();
+    let mut gw = Gateway::start(&proxy("auto", port, std::slice::from_ref(&backend), "auto"), &[]);
+    let s = gw.expect("proxy_start", |v| v["type"] == "proxy_start");
+    assert_eq!((s["datapath"].as_str(), s["reason"].as_str()), (Some("sockmap"), Some("auto: the start-up probe passed")), "{s}");
+    let b = half_close_backend(l, 1 << 20, 4096);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = c.try_clone().unwrap();
+    let reader = thread::spawn(move || read_digest(&mut r).unwrap());
+    send_pattern(&mut c, 1, 1 << 20).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(reader.join().unwrap().1, (1 << 20) + 4096);
+    let up = b.join().unwrap();
+    let want = expected(1, 1 << 20);
+    assert_eq!((up.0, up.1), (want.0, want.1));
+    let e = connection(&mut gw, 0);
+    assert_eq!((e["datapath"].as_str(), e["end"].as_str()), (Some("sockmap"), Some("closed")), "{e}");
+    gw.stop();
+}

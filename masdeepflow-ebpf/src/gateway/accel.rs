@@ -109,7 +109,7 @@ pub fn gw_accel_sockops(ctx: SockOpsContext) -> u32 {
     let Some(key) = key_of(&sock_ops_tuple(&ctx)) else { return 1 };
     if op == BPF_SOCK_OPS_STATE_CB {
         if ctx.arg(1) == TCP_CLOSE {
-            let _ = GW_ACCEL_VIA_TCP.remove(&key);
+            let _ = GW_ACCEL_VIA_TCP.remove(key);
         }
         return 1;
     }
@@ -163,7 +163,7 @@ pub fn gw_accel_msg(ctx: SkMsgContext) -> u32 {
     let Some(key) = key_of(&msg_tuple(&ctx)) else { return SK_PASS };
     let draining = GW_ACCEL_CTL.get(0).is_some_and(|c| *c == ACCEL_DRAINING);
     // SAFETY: a lookup whose value is not kept.
-    if draining || unsafe { GW_ACCEL_VIA_TCP.get(&key) }.is_some() {
+    if draining || unsafe { GW_ACCEL_VIA_TCP.get(key) }.is_some() {
         proxy_count(PC_ACCEL_VIA_TCP);
         return SK_PASS;
     }
@@ -173,7 +173,7 @@ pub fn gw_accel_msg(ctx: SkMsgContext) -> u32 {
     }
     // The peer is not in the map (not yet established, gone, or not
     // accelerated): through TCP, from now on.
-    if GW_ACCEL_VIA_TCP.insert(&key, &1, 0).is_err() {
+    if GW_ACCEL_VIA_TCP.insert(key, 1, 0).is_err() {
         proxy_count(PC_ACCEL_MARK_FULL);
     }
     proxy_count(PC_ACCEL_VIA_TCP);

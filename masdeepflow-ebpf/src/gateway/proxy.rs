@@ -30,7 +30,7 @@ pub fn gw_proxy_verdict(ctx: SkBuffContext) -> u32 {
     // SAFETY: the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: a copy of a plain u32 value.
-    let Some(index) = (unsafe { GW_PROXY_PEERS.get(&cookie) }).copied() else {
+    let Some(index) = (unsafe { GW_PROXY_PEERS.get(cookie) }).copied() else {
         proxy_count(PC_UNKNOWN);
         return SK_PASS;
     };
