@@ -38,7 +38,10 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
     };
     let root = crate::containers::cgroup2_root().ok_or_else(|| anyhow!("no cgroup2 file system is mounted"))?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
+    // Proxied connections are served on one thread per CPU, as HAProxy and
+    // nginx do; the balancer alone needs one.
+    let workers = if proxies.is_empty() { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().map_err(anyhow::Error::from)?;
     let _in_runtime = runtime.enter();
     let mut signals = Signals {
         int: signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?,
