@@ -36,6 +36,9 @@ fn main() -> ExitCode {
             let (text, all_ok) = check::report(&items);
             print!("{text}");
             print!("{}", check::program_sizes());
+            for line in gateway::check_lines() {
+                println!("{line}");
+            }
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Some(cli::Command::Gateway(args)) => gateway::main(args),
