@@ -121,6 +121,9 @@ pub struct HttpExchange {
     pub version_minor: u8,
     pub error: Option<&'static str>,
     pub approximate: bool,
+    /// The TLS library the exchange was read from (`openssl`), None when
+    /// it went in the clear.
+    pub tls: Option<&'static str>,
 }
 
 /// One MySQL/MariaDB command and its response, seen from one side. Text
