@@ -25,6 +25,7 @@ mod pipeline;
 mod protocols;
 mod queue;
 mod sink;
+mod tls_probes;
 mod wakeups;
 
 fn main() -> ExitCode {
