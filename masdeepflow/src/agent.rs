@@ -7,7 +7,10 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
     payload::MYSQL_CAPTURE_BYTES,
-    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
+    stats::{
+        CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, TLS_CALLS_FULL, TLS_NO_CONNECTION,
+        lost_index,
+    },
     tcp::{PendingConnect, SockState},
 };
 use tokio::{
@@ -402,6 +405,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
             let m = pipeline.mysql_counters();
             BTreeMap::from([("statements_evicted", m.statements_evicted), ("unknown_statements", m.unknown_statements)])
         },
+        tls: BTreeMap::from([("calls_untracked", counter(TLS_CALLS_FULL)), ("no_connection", counter(TLS_NO_CONNECTION))]),
         tables,
     });
     // Counts are cumulative, so a periodic line that finds the queue full

@@ -250,6 +250,10 @@ pub struct AgentStats {
     pub untracked_connections: u64,
     /// The MySQL parsers' counters: `statements_evicted`, `unknown_statements`.
     pub mysql: BTreeMap<&'static str, u64>,
+    /// TLS plaintext not seen: `calls_untracked` (the kernel's table of
+    /// open calls was full), `no_connection` (a call returned plaintext on
+    /// an SSL object whose socket was never seen).
+    pub tls: BTreeMap<&'static str, u64>,
     /// Entries in every bounded table, kernel and user space.
     pub tables: BTreeMap<&'static str, u64>,
 }

@@ -201,6 +201,8 @@ fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, Si
             o.u64("untracked_connections", s.untracked_connections);
             o.key("mysql");
             counts(o.out, &s.mysql);
+            o.key("tls");
+            counts(o.out, &s.tls);
             o.key("tables");
             counts(o.out, &s.tables);
         }
