@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             let (text, all_ok) = check::report(&items);
             print!("{text}");
             print!("{}", check::program_sizes());
+            print!("{}", tls_probes::coverage_report());
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Some(cli::Command::Gateway(args)) => gateway::main(args),

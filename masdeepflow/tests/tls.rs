@@ -203,6 +203,15 @@ fn nginx_curl_and_python_over_tls_from_both_sides() {
     let nginx = TlsNginx::start(None);
     let port = nginx.port;
     let port_arg = port.to_string();
+
+    // `check` lists the library, its probed functions and nginx as a user.
+    let out = Command::new(support::AGENT).arg("check").output().expect("masdeepflow check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let head = format!("tls [covered] {LIBSSL} used by ");
+    let line = text.lines().find(|l| l.starts_with(&head)).unwrap_or_else(|| panic!("no `{head}` line in:\n{text}"));
+    assert!(line.contains(&format!(" {} (nginx)", nginx.child.id())), "{line}");
+    assert!(text.contains("    probed: SSL_write, SSL_read, SSL_write_ex, SSL_read_ex\n"), "{text}");
+
     let mut agent = Agent::start(&["--events", "http", "--port", &port_arg]);
 
     // curl: SSL_write / SSL_read, keep-alive.
