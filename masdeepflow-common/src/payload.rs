@@ -108,7 +108,17 @@ pub struct PayloadHeader {
     pub protocol: u32,
     /// Records of this connection lost since the previous one delivered.
     pub loss: PayloadLoss,
+    /// `TLS_*`: 0 for bytes a socket syscall moved, else the TLS library
+    /// whose call returned these plaintext bytes (`total_len` is the
+    /// call's count).
+    pub tls: u32,
+    pub _pad: u32,
 }
+
+/// [`PayloadHeader::tls`]: bytes of a socket syscall (not TLS plaintext).
+pub const TLS_NONE: u32 = 0;
+/// Plaintext returned by OpenSSL's `SSL_read`/`SSL_write` (and `_ex`).
+pub const TLS_OPENSSL: u32 = 1;
 
 /// Ring buffer record as the kernel reserves it: the header and room for
 /// `N` bytes, of which `captured_len` are written. The kernel picks the
@@ -125,4 +135,4 @@ pub struct PayloadRecord<const N: usize> {
 pub const CAPTURE_CLASSES: [usize; 4] = [256, 1024, CAPTURE_MAX, MYSQL_CAPTURE_BYTES];
 
 const _: () = assert!(core::mem::size_of::<PayloadLoss>() == 32);
-const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32 + 32);
+const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32 + 32 + 8);

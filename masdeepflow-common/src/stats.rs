@@ -13,5 +13,12 @@ pub const CONNECTING_FULL: u32 = 17;
 pub const HTTP_REQUESTS_LOST_AT_CLOSE: u32 = 18;
 /// The same for MySQL commands.
 pub const MYSQL_COMMANDS_LOST_AT_CLOSE: u32 = 19;
+/// A TLS library call could not be noted: `TLS_CALLS` was full (its
+/// plaintext is not seen).
+pub const TLS_CALLS_FULL: u32 = 20;
+/// A TLS call returned plaintext on an SSL object whose connection was
+/// never seen (no socket syscall inside any call on it since the agent
+/// started, or its binding was evicted): its plaintext is not reported.
+pub const TLS_NO_CONNECTION: u32 = 21;
 /// Number of slots in `COUNTERS`.
 pub const COUNTERS_LEN: u32 = 32;

@@ -22,6 +22,7 @@ mod syscall_abi;
 mod syscall_call;
 mod syscall_traffic;
 mod tcp_state;
+mod tls;
 mod traffic;
 
 #[cfg(not(test))]

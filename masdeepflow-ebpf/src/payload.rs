@@ -25,7 +25,7 @@ use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
     payload::{
         CAPTURE_CLASSES, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_MYSQL, PROTO_MYSQL_MIDSTREAM, PROTO_OTHER, PayloadHeader, PayloadLoss,
-        PayloadRecord,
+        PayloadRecord, TLS_NONE,
     },
     stats::lost_index,
     tcp::{ROLE_CLIENT, SockState},
@@ -153,6 +153,8 @@ struct Capture {
     sent: bool,
     len: u32,
     protocol: u32,
+    /// `PayloadHeader::tls`.
+    tls: u32,
 }
 
 /// Reserves a record with room for `N` bytes, copies `n` of them from
@@ -183,6 +185,8 @@ fn emit<const N: usize>(state: *mut SockState, c: &Capture, buf: u64, n: u64) ->
             role: (*state).role,
             protocol: c.protocol,
             loss: take_loss(&raw mut (*state).payload_loss),
+            tls: c.tls,
+            _pad: 0,
         };
     }
     entry.submit(wakeup_flags());
@@ -264,7 +268,7 @@ pub fn capture(sk: u64, state: *mut SockState, sent: bool, len: u32) {
         }
     }
     let limit = capture_limit(protocol);
-    let c = Capture { process, has_process: whole as u32, sent, len, protocol: detect::reported(protocol) };
+    let c = Capture { process, has_process: whole as u32, sent, len, protocol: detect::reported(protocol), tls: TLS_NONE };
     let (buf, mut n) = match buffer {
         Some((buf, buf_len)) => (buf, (len as u64).min(buf_len).min(limit).min(CAPTURE_CLASSES[3] as u64)),
         None => (0, 0),
@@ -272,21 +276,71 @@ pub fn capture(sk: u64, state: *mut SockState, sent: bool, len: u32) {
     if buf == 0 {
         n = 0;
     }
+    send(state, &c, buf, n, request);
+}
+
+/// Emits one record of `n` bytes at `buf` in the smallest class that holds
+/// them; when the ring buffer is full, counts it lost on the connection.
+#[inline(always)]
+fn send(state: *mut SockState, c: &Capture, buf: u64, n: u64, request: bool) {
     let sent_ok = if n <= CAPTURE_CLASSES[0] as u64 {
-        emit::<{ CAPTURE_CLASSES[0] }>(state, &c, buf, n)
+        emit::<{ CAPTURE_CLASSES[0] }>(state, c, buf, n)
     } else if n <= CAPTURE_CLASSES[1] as u64 {
-        emit::<{ CAPTURE_CLASSES[1] }>(state, &c, buf, n)
+        emit::<{ CAPTURE_CLASSES[1] }>(state, c, buf, n)
     } else if n <= CAPTURE_CLASSES[2] as u64 {
-        emit::<{ CAPTURE_CLASSES[2] }>(state, &c, buf, n)
+        emit::<{ CAPTURE_CLASSES[2] }>(state, c, buf, n)
     } else {
-        emit::<{ CAPTURE_CLASSES[3] }>(state, &c, buf, n)
+        emit::<{ CAPTURE_CLASSES[3] }>(state, c, buf, n)
     };
     if sent_ok {
         return;
     }
     count(lost_index(EventKind::Payload as u32));
     let first = if n == 0 { First { bytes: [0; 8], n: 0 } } else { first_bytes(buf, n) };
-    let start = detect::starts_message(c.protocol, &first, len as u64, request);
+    let start = detect::starts_message(c.protocol, &first, c.len as u64, request);
     // SAFETY: `state` points at the live map value of this socket.
-    unsafe { count_lost(&raw mut (*state).payload_loss, sent, start, len as u64) };
+    unsafe { count_lost(&raw mut (*state).payload_loss, c.sent, start, c.len as u64) };
+}
+
+/// Plaintext a TLS library call returned (`count` bytes at `buf`, sent or
+/// received by the owner of the socket `state`): decided and captured as
+/// a syscall's payload would be, with the connection's plaintext protocol
+/// kept in `*protocol` (the socket's own `protocol` is for its ciphertext,
+/// which is never parsed). `tls` is the library (`PayloadHeader::tls`).
+///
+/// # Safety
+/// `state` points at a live `SOCKETS` value, `protocol` at a live map value.
+#[inline(always)]
+pub unsafe fn capture_plaintext(state: *mut SockState, protocol: *mut u32, sent: bool, count: u64, buf: u64, tls: u32) {
+    let wanted = wanted();
+    if !wanted.http && !wanted.mysql {
+        return;
+    }
+    let len = if count > u32::MAX as u64 { u32::MAX } else { count as u32 };
+    // SAFETY: as the caller promised.
+    let mut proto = unsafe { *protocol };
+    if proto == PROTO_OTHER {
+        return;
+    }
+    if proto != PROTO_HTTP && proto != PROTO_MYSQL && proto != PROTO_MYSQL_MIDSTREAM {
+        let first = first_bytes(buf, count);
+        proto = detect::decide(proto, &first, count, wanted);
+        // SAFETY: as the caller promised.
+        unsafe { *protocol = proto };
+        if !detect::is_captured(proto) {
+            return;
+        }
+    }
+    // SAFETY: as the caller promised.
+    let client = unsafe { (*state).role } == ROLE_CLIENT;
+    let request = sent == client;
+    let whole = request || comm_filtered();
+    // SAFETY: as above.
+    let process = if whole { unsafe { request_process(state) } } else { current_ids() };
+    if whole && !comm_wanted(&process.comm) {
+        return;
+    }
+    let n = count.min(capture_limit(proto)).min(CAPTURE_CLASSES[3] as u64);
+    let c = Capture { process, has_process: whole as u32, sent, len, protocol: detect::reported(proto), tls };
+    send(state, &c, buf, n, request);
 }

@@ -190,6 +190,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 fn try_exit(ctx: &TracePointContext) {
     // The thread's recorded syscall (kernels before 5.15) goes with it.
     crate::syscall_call::forget();
+    crate::tls::forget_thread();
     let process = current_process();
     let group_dead_at = offset!(exit_group_dead);
     let last = if group_dead_at != 0 {

@@ -33,6 +33,11 @@ mod arch {
     pub const SYS_RECVFROM: u64 = 45;
     pub const SYS_SENDMSG: u64 = 46;
     pub const SYS_RECVMSG: u64 = 47;
+
+    /// `struct pt_regs` as a uprobe's context: `sp` and `ax` (the result
+    /// at a return instruction).
+    pub const UPROBE_SP: usize = 152;
+    pub const UPROBE_RET: usize = 80;
 }
 
 #[cfg(bpf_target_arch = "aarch64")]
@@ -67,6 +72,11 @@ mod arch {
     pub const SYS_RECVFROM: u64 = 207;
     pub const SYS_SENDMSG: u64 = 211;
     pub const SYS_RECVMSG: u64 = 212;
+
+    /// `struct user_pt_regs` as a uprobe's context: `sp` (after
+    /// `regs[31]`) and `x0` (the result at a return instruction).
+    pub const UPROBE_SP: usize = 248;
+    pub const UPROBE_RET: usize = 0;
 }
 
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]

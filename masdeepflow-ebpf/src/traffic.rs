@@ -10,7 +10,9 @@ use crate::{
     maps::{SOCKETS, atomic_add},
     payload::capture,
     syscall_abi::MSG_PEEK,
+    tls,
 };
+use masdeepflow_common::payload::{PROTO_OTHER, PROTO_UNKNOWN};
 
 /// `sock_send_length(struct sock *sk, int ret, int flags)`, attached raw:
 /// the arguments themselves, no trace record built and no helper calls to
@@ -60,6 +62,17 @@ pub fn count_and_capture(sk: u64, sent: bool, len: u32, adoptable: bool) {
     unsafe {
         let counter = if sent { &raw mut (*state).bytes_sent } else { &raw mut (*state).bytes_received };
         atomic_add(counter, len as u64);
+    }
+    // Inside a TLS library call: ciphertext, never parsed; the call's
+    // plaintext is captured at its return (see `tls`).
+    if tls::in_call(sk, state) {
+        // SAFETY: a plain store of a u32 in the live map value.
+        unsafe {
+            if (*state).protocol == PROTO_UNKNOWN {
+                (*state).protocol = PROTO_OTHER;
+            }
+        }
+        return;
     }
     capture(sk, state, sent, len);
 }

@@ -188,8 +188,10 @@ fn add_function(
     let (body, return_addresses, reenters_entry) = match (exits, function.needs_returns()) {
         (Ok(exits), true) => (exits.body, exits.returns, exits.reenters_entry),
         (Err(refusal), true) => return refuse(analysis, RefusalReason::Returns(refusal)),
-        // Entry-only functions need no clean exits, only the landing pad skipped.
-        (Ok(exits), false) => (exits.body, Vec::new(), exits.reenters_entry),
+        // Entry-only functions need no clean exits, only the landing pad
+        // skipped; their returns are kept when they have clean ones (the
+        // agent marks a handshake from its entry to its return).
+        (Ok(exits), false) => (exits.body, exits.returns, exits.reenters_entry),
         (Err(_), false) => (returns::body_start(image.arch(), address, code), Vec::new(), false),
     };
     let offsets: Option<Vec<u64>> = return_addresses.iter().map(|&a| image.file_offset(a)).collect();

@@ -7,7 +7,10 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
     payload::MYSQL_CAPTURE_BYTES,
-    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
+    stats::{
+        CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, TLS_CALLS_FULL, TLS_NO_CONNECTION,
+        lost_index,
+    },
     tcp::{PendingConnect, SockState},
 };
 use tokio::{
@@ -19,7 +22,7 @@ use tokio::{
 use crate::{
     cli::{Family, Format, RunArgs},
     clock::Clock,
-    decode::decode,
+    decode::{Record, decode},
     event::{AgentStats, Event, Lost, Output, Time},
     kernel::{config, privileges, tracefs},
     loader,
@@ -28,6 +31,7 @@ use crate::{
     queue::{self, Lines, Queue},
     sink::stdout::{self as writer, WriterEnd},
     sink::{json::JsonWriter, text},
+    tls_probes::{SWEEP_INTERVAL, TlsProbes},
     wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
 
@@ -80,6 +84,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let counters = PerCpuArray::try_from(take(&mut loaded.ebpf, "COUNTERS")?)?;
     let connecting = BpfHashMap::try_from(take(&mut loaded.ebpf, "CONNECTING")?)?;
     let polling = Array::try_from(take(&mut loaded.ebpf, "AGENT_POLLING")?)?;
+    let mut tls = if args.events.contains(&Family::Http) && args.capture_bytes != 0 { start_tls(&mut loaded) } else { None };
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Handle SIGINT/SIGTERM from before `agent_start` is written, so that a
@@ -129,7 +134,8 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
         let mut maps = Maps { ring, sockets, counters, connecting, polling };
-        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals, batch).await
+        let mut tls = tls.as_mut().map(|t| (t, &mut loaded.ebpf));
+        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals, batch, &mut tls).await
     })?;
 
     drop(tx);
@@ -152,7 +158,10 @@ async fn main_loop(
     mut writer_end: tokio::sync::oneshot::Receiver<()>,
     mut signals: Signals,
     mut batch: Batch,
+    tls: &mut Option<(&mut TlsProbes, &mut aya::Ebpf)>,
 ) -> Result<Outcome> {
+    let mut tls_timer = interval_at(tokio::time::Instant::now() + SWEEP_INTERVAL, SWEEP_INTERVAL);
+    tls_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let now = tokio::time::Instant::now();
     let mut flow_timer = interval_at(now + args.flow_interval, args.flow_interval);
     flow_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -201,6 +210,17 @@ async fn main_loop(
                 batch.send(tx);
                 send_stats(maps, clock, tx, &loss, pipeline, false);
             }
+            _ = tls_timer.tick(), if tls.is_some() => {
+                if let Some((probes, ebpf)) = tls.as_mut() {
+                    for pid in batch.execs.drain(..) {
+                        probes.on_exec(pid);
+                    }
+                    for pid in batch.exits.drain(..) {
+                        probes.on_exit(ebpf, pid);
+                    }
+                    probes.sweep(ebpf);
+                }
+            }
             _ = signals.int.recv() => break Outcome::Stopped,
             _ = signals.term.recv() => break Outcome::Stopped,
             _ = &mut writer_end => break Outcome::StdoutClosed,
@@ -243,7 +263,13 @@ struct Batch {
     /// per drain.
     pending: Lines,
     pending_since: Option<std::time::Instant>,
+    /// Processes that exec'd and exited since the last TLS sweep (bounded:
+    /// dropped past `PIDS_MAX`, the sweep finds them anyway).
+    execs: Vec<u32>,
+    exits: Vec<u32>,
 }
+
+const PIDS_MAX: usize = 65536;
 
 /// Formatted lines wait at most this long, or until this many bytes, for
 /// the output thread.
@@ -259,6 +285,8 @@ impl Batch {
             json: JsonWriter::default(),
             pending: Lines::default(),
             pending_since: None,
+            execs: Vec::new(),
+            exits: Vec::new(),
         }
     }
 
@@ -328,7 +356,14 @@ fn drain_ring(
     while let Some(item) = ring.next() {
         records += 1;
         match decode(&item, clock) {
-            Ok(record) => pipeline.on_record(record, &mut batch.events),
+            Ok(record) => {
+                match &record {
+                    Record::Event(Event::ProcessExec { process, .. }) if batch.execs.len() < PIDS_MAX => batch.execs.push(process.pid),
+                    Record::Event(Event::ProcessExit { process, .. }) if batch.exits.len() < PIDS_MAX => batch.exits.push(process.pid),
+                    _ => {}
+                }
+                pipeline.on_record(record, &mut batch.events)
+            }
             Err(e) => log::warn!("dropping a malformed ring buffer record: {e}"),
         }
         drop(item);
@@ -373,12 +408,46 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
             let m = pipeline.mysql_counters();
             BTreeMap::from([("statements_evicted", m.statements_evicted), ("unknown_statements", m.unknown_statements)])
         },
+        tls: BTreeMap::from([("calls_untracked", counter(TLS_CALLS_FULL)), ("no_connection", counter(TLS_NO_CONNECTION))]),
         tables,
     });
     // Counts are cumulative, so a periodic line that finds the queue full
     // is skipped without losing anything; the final one is always written.
     if last || tx.room() >= 1 {
         tx.push_stats(stats);
+    }
+}
+
+/// Loads the TLS uprobes and makes sure threads' open calls are dropped
+/// when they exit (`sched_process_exit`); None, with a warning, when this
+/// kernel cannot run them.
+fn start_tls(loaded: &mut loader::Loaded) -> Option<TlsProbes> {
+    const EXIT: &str = "sched:sched_process_exit";
+    if !loaded.attached.iter().any(|a| a == EXIT) {
+        let attach = |ebpf: &mut aya::Ebpf| -> Result<()> {
+            let p: &mut aya::programs::TracePoint =
+                ebpf.program_mut("sched_process_exit").context("program sched_process_exit missing")?.try_into()?;
+            p.load()?;
+            p.attach("sched", "sched_process_exit")?;
+            Ok(())
+        };
+        match attach(&mut loaded.ebpf) {
+            Ok(()) => loaded.attached.push(EXIT.to_string()),
+            Err(e) => {
+                log::warn!("TLS plaintext is not captured: {e:#}");
+                return None;
+            }
+        }
+    }
+    match TlsProbes::start(&mut loaded.ebpf) {
+        Ok(t) => {
+            loaded.attached.push("uprobe:openssl".to_string());
+            Some(t)
+        }
+        Err(e) => {
+            log::warn!("TLS plaintext is not captured: {e:#}");
+            None
+        }
     }
 }
 

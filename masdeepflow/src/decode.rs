@@ -61,6 +61,8 @@ pub struct Payload<'a> {
     pub loss: PayloadLoss,
     /// The kernel's `PROTO_*` for the connection: which parser reads it.
     pub protocol: u32,
+    /// The TLS library that returned these plaintext bytes, if any.
+    pub tls: Option<&'static str>,
 }
 
 /// A decoded ring buffer record: an event to report, or input for a
@@ -118,7 +120,16 @@ fn payload<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Payload<'a>, DecodeErro
         data: &data[..captured],
         loss: h.loss,
         protocol: h.protocol,
+        tls: tls_library(h.tls),
     })
+}
+
+/// `PayloadHeader::tls` as events name the library.
+pub fn tls_library(tls: u32) -> Option<&'static str> {
+    match tls {
+        masdeepflow_common::payload::TLS_OPENSSL => Some("openssl"),
+        _ => None,
+    }
 }
 
 impl Payload<'_> {
@@ -426,6 +437,8 @@ mod tests {
             role: ROLE_SERVER,
             protocol: masdeepflow_common::payload::PROTO_HTTP,
             loss: PayloadLoss { sent_starts: 0, received_starts: 5, sent_bytes: 0, received_bytes: 60 },
+            tls: masdeepflow_common::payload::TLS_OPENSSL,
+            _pad: 0,
         };
         let mut bytes = bytes_of(&h);
         bytes.extend_from_slice(b"GET ");
@@ -433,6 +446,7 @@ mod tests {
         assert_eq!((p.conn_id, p.sent, p.total_len, p.role()), (9, false, 100, Role::Server));
         assert_eq!((p.loss.received_starts, p.loss.received_bytes), (5, 60));
         assert_eq!(p.data, b"GET ");
+        assert_eq!(p.tls, Some("openssl"));
         assert_eq!(p.conn().src.port, 8080);
         // A captured length past the record's end is cut to what is there.
         h.captured_len = 5000;

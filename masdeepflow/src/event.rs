@@ -121,6 +121,9 @@ pub struct HttpExchange {
     pub version_minor: u8,
     pub error: Option<&'static str>,
     pub approximate: bool,
+    /// The TLS library the exchange was read from (`openssl`), None when
+    /// it went in the clear.
+    pub tls: Option<&'static str>,
 }
 
 /// One MySQL/MariaDB command and its response, seen from one side. Text
@@ -250,6 +253,10 @@ pub struct AgentStats {
     pub untracked_connections: u64,
     /// The MySQL parsers' counters: `statements_evicted`, `unknown_statements`.
     pub mysql: BTreeMap<&'static str, u64>,
+    /// TLS plaintext not seen: `calls_untracked` (the kernel's table of
+    /// open calls was full), `no_connection` (a call returned plaintext on
+    /// an SSL object whose socket was never seen).
+    pub tls: BTreeMap<&'static str, u64>,
     /// Entries in every bounded table, kernel and user space.
     pub tables: BTreeMap<&'static str, u64>,
 }

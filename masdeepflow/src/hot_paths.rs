@@ -118,6 +118,8 @@ fn payload_of(protocol: u32, ts: u64, conn_id: u64, role: u32, sent: bool, data:
         role,
         protocol,
         loss: PayloadLoss::NONE,
+        tls: 0,
+        _pad: 0,
     };
     let mut b = bytes_of(&h);
     b.extend_from_slice(data);

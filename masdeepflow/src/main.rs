@@ -25,6 +25,7 @@ mod pipeline;
 mod protocols;
 mod queue;
 mod sink;
+mod tls_probes;
 mod wakeups;
 
 fn main() -> ExitCode {
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
             for line in gateway::check_lines() {
                 println!("{line}");
             }
+            print!("{}", tls_probes::coverage_report());
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Some(cli::Command::Gateway(args)) => gateway::main(args),

@@ -286,6 +286,7 @@ mod tests {
             version_minor: 1,
             error: None,
             approximate: false,
+            tls: None,
         })
     }
 

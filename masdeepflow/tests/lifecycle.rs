@@ -26,6 +26,8 @@ fn our_programs() -> usize {
         "sock_recv_lengt",
         "cgroup_mkdir",
         "cgroup_rmdir",
+        // TLS uprobes (`tls_probes`): five entries and the return program.
+        "ssl_",
     ];
     text.lines().filter(|l| ours.iter().any(|n| l.contains(&format!("name {n}")))).count()
 }
@@ -84,10 +86,10 @@ fn agent_lifecycle() {
 
     // SIGTERM: flush, final stats, exit 0, nothing stays attached.
     let agent = Agent::start(&[]);
-    assert_eq!(our_programs(), 9, "the agent's programs are not all loaded");
+    assert_eq!(our_programs(), 15, "the agent's programs are not all loaded");
     let start = agent.events[0].clone();
     assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(start["probes"].as_array().unwrap().len(), 10, "{start}");
+    assert_eq!(start["probes"].as_array().unwrap().len(), 11, "{start}");
     let (events, status, stderr) = agent.stop_with(libc::SIGTERM);
     assert!(status.success(), "exit status {status}: {stderr}");
     assert_eq!(events.last().unwrap()["type"], "agent_stats");

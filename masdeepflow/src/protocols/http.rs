@@ -35,5 +35,6 @@ pub(super) fn to_event(x: Exchange, side: &Side) -> Event {
         version_minor: x.version,
         error: x.error.map(error_name),
         approximate: x.approximate,
+        tls: side.tls,
     })
 }

@@ -67,6 +67,9 @@ struct Side {
     /// The process that sent (client) or received (server) the last request
     /// bytes, as the kernel reported it (strings are made per exchange).
     process: Option<ProcessInfo>,
+    /// The TLS library whose calls returned the connection's plaintext
+    /// (None: its syscalls' bytes, in the clear).
+    tls: Option<&'static str>,
 }
 
 struct Tracked {
@@ -181,7 +184,7 @@ impl Tracker {
             };
             Tracked {
                 parser,
-                side: Side { conn: p.conn(), role: p.role(), process: None },
+                side: Side { conn: p.conn(), role: p.role(), process: None, tls: p.tls },
                 missing: false,
                 lost_counted: 0,
                 mysql_counted: MysqlCounters::default(),

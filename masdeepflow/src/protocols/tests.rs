@@ -28,6 +28,7 @@ fn payload<'a>(conn_id: u64, role: Role, sent: bool, data: &'a [u8], total: u64,
         data,
         loss: PayloadLoss::default(),
         protocol: PROTO_HTTP,
+        tls: None,
     }
 }
 

@@ -202,6 +202,8 @@ fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, Si
             o.u64("untracked_connections", s.untracked_connections);
             o.key("mysql");
             counts(o.out, &s.mysql);
+            o.key("tls");
+            counts(o.out, &s.tls);
             o.key("tables");
             counts(o.out, &s.tables);
         }
@@ -223,6 +225,11 @@ fn http(o: &mut Obj<'_>, h: &HttpExchange) {
         None => o.null("error"),
     }
     o.bool("approximate", h.approximate);
+    o.bool("tls", h.tls.is_some());
+    match h.tls {
+        Some(library) => o.raw_str("tls_library", library),
+        None => o.null("tls_library"),
+    }
 }
 
 fn mysql(o: &mut Obj<'_>, m: &MysqlExchange) {
@@ -589,9 +596,10 @@ pub mod tests {
             let h = HttpExchange {
                 time: Time(n), process: Some(p), role: Role::Server, conn: conn(), method: masdeepflow_proto::http1::Method::Get,
                 path: a.clone(), path_truncated: false, host: Some(b.clone()), status: Some(200), latency_ns: Some(n),
-                request_bytes: n, response_bytes: 0, version_minor: 1, error: None, approximate: false,
+                request_bytes: n, response_bytes: 0, version_minor: 1, error: None, approximate: false, tls: Some("openssl"),
             };
             let v = event_value(&Event::Http(h));
+            prop_assert_eq!((v["tls"].as_bool(), v["tls_library"].as_str()), (Some(true), Some("openssl")));
             prop_assert_eq!(v["path"].as_str().unwrap(), lossy(&a));
             prop_assert_eq!(v["host"].as_str().unwrap(), lossy(&b));
             prop_assert_eq!(v["latency_ns"].as_u64(), Some(n));

@@ -81,6 +81,9 @@ fn write_text(out: &mut Vec<u8>, event: &Event) -> io::Result<()> {
             if let Some(l) = h.latency_ns {
                 write!(out, " {}", ms(l))?;
             }
+            if let Some(library) = h.tls {
+                write!(out, " tls={library}")?;
+            }
             Ok(())
         }
         Event::Mysql(m) => {
