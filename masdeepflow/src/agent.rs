@@ -24,7 +24,10 @@ use crate::{
     loader,
     pipeline::Pipeline,
     queue::{self, Queue},
-    sink::stdout::{self as writer, WriterEnd},
+    sink::{
+        metrics::Live,
+        stdout::{self as writer, WriterEnd},
+    },
     wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
 
@@ -55,6 +58,8 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
     }
+    // The metrics port and the OTLP options, checked before anything loads.
+    let export_plan = crate::sink::export::prepare(&args)?;
     if args.events.contains(&crate::cli::Family::Http) && !crate::kernel::features::has_task_pt_regs() {
         // The capture code is then dead and the verifier drops it.
         log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http events are not reported");
@@ -89,10 +94,12 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     let mut pipeline = Pipeline::new(&args, clock, containers, pods_index.clone());
     let (tx, rx) = queue::bounded(args.queue_size as usize);
     let (end_tx, end_rx) = tokio::sync::oneshot::channel();
-    let format = args.format;
+    let live =
+        Live { queue: Some(tx.depth()), queue_capacity: u64::from(args.queue_size), ring_buffer_size: u64::from(args.ring_buffer_size) };
+    let (sinks, export) = export_plan.start(live, clock.wall_ns(Clock::ktime_now()))?;
     let types = pipeline.event_types();
     let writer = std::thread::Builder::new().name("output".into()).spawn(move || {
-        let end = writer::run(rx, format, types, std::io::stdout().lock());
+        let end = writer::run(rx, sinks, types, std::io::stdout().lock());
         let _ = end_tx.send(());
         end
     })?;
@@ -125,6 +132,9 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     drop(tx);
     let end = writer.join().map_err(|_| anyhow!("output thread panicked"))?;
     drop(loaded);
+    if let Some(export) = export {
+        export.stop();
+    }
     match (outcome, end) {
         (Outcome::StdoutClosed, _) | (_, WriterEnd::StdoutClosed) => Ok(Outcome::StdoutClosed),
         (_, WriterEnd::Failed(e)) => Err(anyhow::Error::new(e).context("writing to stdout")),
@@ -274,7 +284,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         tables.insert(name, n);
     }
     let counter = |i: u32| maps.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-    let mut lost = Lost { kernel_ring_buffer: BTreeMap::new(), user_queue: pipeline.event_types() };
+    let mut lost = Lost { kernel_ring_buffer: BTreeMap::new(), user_queue: pipeline.event_types(), export: BTreeMap::new() };
     for kind in EventKind::ALL {
         let name = kind.name();
         lost.kernel_ring_buffer.insert(name, counter(lost_index(kind as u32)));

@@ -35,6 +35,10 @@ fn main() -> ExitCode {
             print!("{text}");
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
+        None if cli.run.validate().is_err() => {
+            eprintln!("masdeepflow: error: {}", cli.run.validate().unwrap_err());
+            ExitCode::from(2)
+        }
         None => match agent::run(cli.run) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {

@@ -46,6 +46,11 @@ impl Queue {
         let _ = self.tx.send(std::mem::take(batch));
     }
 
+    /// The number of events waiting, shared (for the metrics).
+    pub fn depth(&self) -> Arc<AtomicUsize> {
+        self.queued.clone()
+    }
+
     /// Whether the queue has room for `n` more events.
     pub fn has_room(&self, n: usize) -> bool {
         self.queued.load(Ordering::Acquire) + n <= self.capacity

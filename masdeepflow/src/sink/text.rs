@@ -32,9 +32,8 @@ fn write_text(out: &mut Vec<u8>, event: &Event) -> io::Result<()> {
     // HH:MM:SS.micros of the RFC 3339 time.
     let time = rfc3339(event.time().0);
     let clock = &time[11..26];
-    let (pid, comm) = event
-        .process()
-        .map_or((String::from("-"), String::from("-")), |p| (p.pid.to_string(), p.comm.lossy().escape_debug().to_string()));
+    let (pid, comm) =
+        event.process().map_or((String::from("-"), String::from("-")), |p| (p.pid.to_string(), p.comm.lossy().escape_debug().to_string()));
     write!(out, "{clock} {:<12} {pid:>7} {comm:<16} ", event.type_name())?;
     match event {
         Event::ProcessExec { filename, args, .. } => {
