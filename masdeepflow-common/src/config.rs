@@ -33,7 +33,9 @@ pub struct KernelConfig {
     pub capture_bytes: u32,
     /// Number of names in `comm_filter` in use; 0 reports every process.
     pub comm_filter_len: u32,
-    pub _pad: u32,
+    /// 1 when `bpf_task_pt_regs` exists (5.15+): syscall arguments are read
+    /// from the saved registers; 0: from their recorded entries.
+    pub has_task_pt_regs: u32,
     /// Only processes with one of these command names (NUL padded) are
     /// reported, so that losses are counted for them alone.
     pub comm_filter: [[u8; crate::COMM_LEN]; COMM_FILTER_MAX],

@@ -9,6 +9,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod gateway;
 pub mod payload;
 pub mod process;
 pub mod stats;

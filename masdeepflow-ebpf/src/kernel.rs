@@ -26,7 +26,7 @@ pub static OFFSETS: KernelConfig = KernelConfig {
     close_on_state: 0,
     capture_bytes: 0,
     comm_filter_len: 0,
-    _pad: 0,
+    has_task_pt_regs: 0,
     comm_filter: [[0; 16]; masdeepflow_common::config::COMM_FILTER_MAX],
 };
 

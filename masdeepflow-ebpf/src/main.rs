@@ -17,6 +17,7 @@ mod maps;
 mod payload;
 mod process;
 mod syscall_abi;
+mod syscall_call;
 mod syscall_traffic;
 mod tcp_state;
 mod traffic;

@@ -1,8 +1,8 @@
 //! Payload capture for parsed protocols, called from the traffic hooks
 //! (`sock_send_length`/`sock_recv_length`, or their fallbacks) in the
 //! process that moved the bytes. The user buffer is found from the
-//! syscall's saved registers (`bpf_task_pt_regs`), so no syscall entry
-//! hooks are needed.
+//! syscall's saved registers (`bpf_task_pt_regs`, 5.15+) or, before 5.15,
+//! from its arguments recorded at its entry (see `syscall_call`).
 //!
 //! A connection's first payload decides: if it starts like HTTP/1.x every
 //! later send/receive is captured (up to `capture_bytes` of each); else
@@ -11,14 +11,13 @@
 //!
 //! Cost per captured syscall is what the traced program pays, so the path
 //! is short: registers are read with plain loads through the task's BTF
-//! pointer (no helper calls), the bytes are copied from the program's
+//! pointer (no helper calls; 5.15+), the bytes are copied from the program's
 //! buffer straight into a ring buffer reservation (no per-CPU staging
 //! copy), the process of a request is taken from the connection's owner
 //! when the same process moves it, and the agent is woken only when it
 //! sleeps ([`wakeup_flags`]).
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-    bpf_probe_read_user_buf, generated,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated,
 };
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
@@ -31,32 +30,25 @@ use masdeepflow_common::{
 };
 
 use crate::{
-    kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset, syscall_regs},
+    kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset},
     maps::{EVENTS, atomic_add, count, wakeup_flags},
     syscall_abi::{
-        MSGHDR_IOV, REGS_ORIG_AX, REGS_SI, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG,
-        SYS_SENDTO, SYS_WRITE, SYS_WRITEV,
+        MSGHDR_IOV, SYS_PREAD64, SYS_PWRITE64, SYS_READ, SYS_READV, SYS_RECVFROM, SYS_RECVMSG, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE,
+        SYS_WRITEV,
     },
+    syscall_call,
 };
 
 /// How HTTP/1.x messages start: request methods, or a status line.
 const HTTP_STARTS: [[u8; 4]; 10] = [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
 
-/// A `u64` in the task's saved registers: a plain load, which the verifier
-/// allows through the BTF pointer `bpf_task_pt_regs` returns.
+/// The first user buffer of the running syscall (moving bytes on `sk`)
+/// and its length.
 #[inline(always)]
-fn reg(regs: u64, off: u32) -> u64 {
-    // SAFETY: `regs` is the current task's `struct pt_regs *` (BTF typed);
-    // `off` is a field of it (see `syscall_abi`).
-    unsafe { core::ptr::read_volatile((regs + off as u64) as *const u64) }
-}
-
-/// The first user buffer of the running syscall and its length.
-#[inline(always)]
-fn user_buffer() -> Option<(u64, u64)> {
-    let regs = syscall_regs();
-    let (nr, arg1) = (reg(regs, REGS_ORIG_AX), reg(regs, REGS_SI));
-    let iov = match nr {
+fn user_buffer(sk: u64) -> Option<(u64, u64)> {
+    let call = syscall_call::current_on(sk)?;
+    let arg1 = call.args[1];
+    let iov = match call.nr {
         SYS_READ | SYS_WRITE | SYS_PREAD64 | SYS_PWRITE64 | SYS_SENDTO | SYS_RECVFROM => return Some((arg1, u64::MAX)),
         SYS_READV | SYS_WRITEV => arg1,
         SYS_SENDMSG | SYS_RECVMSG => {
@@ -74,12 +66,26 @@ fn user_buffer() -> Option<(u64, u64)> {
 #[inline(always)]
 fn first_bytes(buf: u64, len: u64) -> ([u8; 4], usize) {
     let mut first = [0u8; 4];
-    let n = if len < 4 { len as usize } else { 4 };
-    // SAFETY: user memory read with the fault-tolerant helper.
-    if n == 0 || unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut first[..n]) }.is_err() {
+    let n = if len < 4 { len } else { 4 };
+    if !read_first(&mut first, buf, n) {
         return (first, 0);
     }
-    (first, n)
+    (first, n as usize)
+}
+
+/// Copies `n` (1 to 4) bytes of user memory at `src` to `dst`: a function
+/// of its own for the reason [`read_user`] is (6.1's verifier lost the
+/// bound of an inlined `n`).
+#[inline(never)]
+fn read_first(dst: &mut [u8; 4], src: u64, n: u64) -> bool {
+    // SAFETY: reading a local (opaque to the optimiser).
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    if n == 0 || n > 4 {
+        return false;
+    }
+    // SAFETY: `dst` has room for 4 bytes; user memory is read with the
+    // fault-tolerant helper.
+    unsafe { generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), n as u32, src as *const core::ffi::c_void) == 0 }
 }
 
 /// Whether the first `n` (1..=4) of `first` start an HTTP/1.x message. A
@@ -204,34 +210,36 @@ fn emit<const N: usize>(state: *mut SockState, c: &Capture, buf: u64, n: u64) ->
     true
 }
 
-/// The process of a request's bytes: the connection's owner when it is the
-/// same process (threads may differ: tid, comm and cgroup are the current
-/// thread's), else the current task read whole.
+/// The process of a request's bytes: the connection's owner as recorded at
+/// connect or accept when the same thread moves them (the common case:
+/// one helper call), else the owner's process with the current thread's
+/// id, name and cgroup, else the current task read whole.
 ///
 /// # Safety
 /// `state` points at a live `SOCKETS` value.
 #[inline(always)]
 unsafe fn request_process(state: *const SockState) -> ProcessInfo {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
+    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: as the caller promised.
-    let (has_owner, owner) = unsafe { ((*state).has_owner, &(*state).owner) };
+    let (has_owner, owner) = unsafe { ((*state).has_owner, (*state).owner) };
     if has_owner == 0 || owner.pid != pid {
         return current_process();
+    }
+    if owner.tid == tid {
+        return owner;
     }
     ProcessInfo {
         // SAFETY: a helper with no preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        pid,
-        tid: pid_tgid as u32,
-        ppid: owner.ppid,
-        uid: owner.uid,
+        tid,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        ..owner
     }
 }
 
 #[inline(always)]
-pub fn capture(state: *mut SockState, sent: bool, len: u32) {
+pub fn capture(sk: u64, state: *mut SockState, sent: bool, len: u32) {
     let limit = offset!(capture_bytes) as u64;
     if limit == 0 {
         return;
@@ -252,7 +260,7 @@ pub fn capture(state: *mut SockState, sent: bool, len: u32) {
     if whole && !comm_wanted(&process.comm) {
         return;
     }
-    let buffer = user_buffer();
+    let buffer = user_buffer(sk);
     if protocol == PROTO_UNKNOWN {
         let Some((buf, buf_len)) = buffer else { return };
         let (first, n) = first_bytes(buf, buf_len.min(len as u64));

@@ -83,6 +83,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext) {
+    // The thread's recorded syscall (kernels before 5.15) goes with it.
+    crate::syscall_call::forget();
     let process = current_process();
     let group_dead_at = offset!(exit_group_dead);
     let last = if group_dead_at != 0 {

@@ -1,7 +1,10 @@
 //! The syscall ABI as the programs read it (x86_64 for the registers): where `struct pt_regs`
 //! keeps the arguments (uapi layout, stable), and syscall numbers.
 
-/// Offsets in `struct pt_regs` of the syscall number and arguments 1-4.
+/// Offsets in `struct pt_regs` of the syscall number and arguments 1-4
+/// (at syscall exit too: x86_64 keeps the arguments' registers).
+pub const REGS_NR: u32 = REGS_ORIG_AX;
+pub const REGS_ARGS: [u32; 4] = [REGS_DI, REGS_SI, REGS_DX, REGS_R10];
 pub const REGS_ORIG_AX: u32 = 120;
 pub const REGS_DI: u32 = 112;
 pub const REGS_SI: u32 = 104;

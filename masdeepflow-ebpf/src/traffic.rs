@@ -53,5 +53,5 @@ pub fn count_and_capture(sk: u64, sent: bool, len: u32) {
         let counter = if sent { &raw mut (*state).bytes_sent } else { &raw mut (*state).bytes_received };
         atomic_add(counter, len as u64);
     }
-    capture(state, sent, len);
+    capture(sk, state, sent, len);
 }

@@ -69,10 +69,12 @@ use std::time::Duration;
 mod backoff;
 mod index;
 mod pod_record;
+mod services;
 mod state;
 mod watch;
 
 pub use index::{IndexStats, PodIndex};
+pub use services::{ClusterService, cluster_services, spawn_service_watcher};
 pub use watch::{ClientSource, InvalidUrl, WatchConfig, run_watcher, spawn_watcher};
 
 /// Default maximum number of pods held by a [`PodIndex`].

@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use crate::{
+    cli::Format,
     cli::RunArgs,
     clock::Clock,
     decode::decode,
@@ -23,10 +24,13 @@ use crate::{
     kernel::{config, privileges, tracefs},
     loader,
     pipeline::Pipeline,
-    queue::{self, Queue},
+    queue::{self, Lines, Queue},
     sink::{
+        export::Taps,
+        json::JsonWriter,
         metrics::Live,
         stdout::{self as writer, WriterEnd},
+        text,
     },
     wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
@@ -54,19 +58,15 @@ struct QueueLoss {
     by_type: BTreeMap<&'static str, u64>,
 }
 
-pub fn run(mut args: RunArgs) -> Result<Outcome> {
+pub fn run(args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
     }
     // The metrics port and the OTLP options, checked before anything loads.
     let export_plan = crate::sink::export::prepare(&args)?;
-    if args.events.contains(&crate::cli::Family::Http) && !crate::kernel::features::has_task_pt_regs() {
-        // The capture code is then dead and the verifier drops it.
-        log::warn!("this kernel lacks the BPF helper bpf_task_pt_regs (Linux 5.15+): http events are not reported");
-        args.events.retain(|f| *f != crate::cli::Family::Http);
-    }
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
+    kernel_config.has_task_pt_regs = u32::from(crate::kernel::features::has_task_pt_regs() && !args.record_syscall_entries);
     if args.events.contains(&crate::cli::Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
     }
@@ -96,7 +96,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
     let (end_tx, end_rx) = tokio::sync::oneshot::channel();
     let live =
         Live { queue: Some(tx.depth()), queue_capacity: u64::from(args.queue_size), ring_buffer_size: u64::from(args.ring_buffer_size) };
-    let (sinks, export) = export_plan.start(live, clock.wall_ns(Clock::ktime_now()))?;
+    let (sinks, taps, export) = export_plan.start(live, clock.wall_ns(Clock::ktime_now()))?;
     let types = pipeline.event_types();
     let writer = std::thread::Builder::new().name("output".into()).spawn(move || {
         let end = writer::run(rx, sinks, types, std::io::stdout().lock());
@@ -111,7 +111,12 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
         probes: loaded.attached.clone(),
         events: args.events.iter().map(|f| f.name()).collect(),
     };
-    tx.push_always(Output::plain(start));
+    let mut batch = Batch::new(args.format, taps);
+    let mut start_line = crate::queue::Lines::default();
+    let start = [Output::plain(start)];
+    batch.taps.feed(&start);
+    batch.write(&mut start_line, &start[0]);
+    tx.push(start_line);
 
     let outcome = runtime.block_on(async {
         let watcher = match (&pods_index, &args.node_name) {
@@ -126,7 +131,7 @@ pub fn run(mut args: RunArgs) -> Result<Outcome> {
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow!("watching the ring buffer: {e}"))?;
         let mut maps = Maps { ring, sockets, counters, connecting, polling };
-        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals).await
+        main_loop(&args, &mut maps, &mut pipeline, &clock, &tx, end_rx, signals, batch).await
     })?;
 
     drop(tx);
@@ -150,6 +155,7 @@ async fn main_loop(
     tx: &Queue,
     mut writer_end: tokio::sync::oneshot::Receiver<()>,
     mut signals: Signals,
+    mut batch: Batch,
 ) -> Result<Outcome> {
     let now = tokio::time::Instant::now();
     let mut flow_timer = interval_at(now + args.flow_interval, args.flow_interval);
@@ -158,12 +164,11 @@ async fn main_loop(
     stats_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Woken by the kernel while asleep, polling while records flow.
     let mut wakeups = Wakeups::new(args.ring_buffer_size);
-    let mut poll_timer = tokio::time::interval(POLL_INTERVAL);
-    poll_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let poll_sleep = tokio::time::sleep(POLL_INTERVAL);
+    tokio::pin!(poll_sleep);
     let mut backstop_timer = interval_at(now + BACKSTOP_INTERVAL, BACKSTOP_INTERVAL);
     backstop_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut loss = QueueLoss::default();
-    let mut batch = Batch::default();
 
     let outcome = loop {
         tokio::select! {
@@ -173,15 +178,18 @@ async fn main_loop(
                 guard.clear_ready();
                 if let Some(polling) = wakeups.on_woken() {
                     set_polling(&mut maps.polling, polling);
-                    poll_timer.reset();
+                    poll_sleep.as_mut().reset(tokio::time::Instant::now() + wakeups.interval());
                 }
             }
-            _ = poll_timer.tick(), if wakeups.polling() => {
+            _ = &mut poll_sleep, if wakeups.polling() => {
                 let records = drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
                 if let Some(polling) = wakeups.on_poll(records) {
                     set_polling(&mut maps.polling, polling);
                     drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+                    // Asleep from now: nothing waits for a later drain.
+                    batch.send(tx);
                 }
+                poll_sleep.as_mut().reset(tokio::time::Instant::now() + wakeups.interval());
             }
             _ = backstop_timer.tick() => {
                 drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
@@ -192,6 +200,7 @@ async fn main_loop(
                 batch.flush(pipeline, tx, &mut loss);
             }
             _ = stats_timer.tick() => {
+                batch.send(tx);
                 send_stats(maps, clock, tx, &loss, pipeline, false);
             }
             _ = signals.int.recv() => break Outcome::Stopped,
@@ -202,6 +211,7 @@ async fn main_loop(
     if let Outcome::Stopped = outcome {
         // What the kernel wrote before we stopped is still reported.
         drain_ring(maps.ring.get_mut(), pipeline, clock, tx, &mut loss, &mut batch);
+        batch.send(tx);
         send_stats(maps, clock, tx, &loss, pipeline, true);
     }
     Ok(outcome)
@@ -223,19 +233,85 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Events on their way from the pipeline to the queue.
-#[derive(Default)]
+/// Events on their way from the pipeline to the queue, and the line
+/// formatter (lines are made here, in the thread that made the events).
 struct Batch {
     events: Vec<Event>,
     lines: Vec<Output>,
+    format: Format,
+    json: JsonWriter,
+    /// The metrics and OTLP, fed every event (whether or not the output
+    /// queue has room for its line).
+    taps: Taps,
+    /// Lines formatted and not yet handed to the output thread, and since
+    /// when: they go in chunks, so the output thread wakes per chunk, not
+    /// per drain.
+    pending: Lines,
+    pending_since: Option<std::time::Instant>,
 }
 
+/// Formatted lines wait at most this long, or until this many bytes, for
+/// the output thread.
+const OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+const OUTPUT_CHUNK: usize = 64 * 1024;
+
 impl Batch {
-    /// Enriches the events and hands them to the writer without waiting;
-    /// what does not fit is lost and counted.
+    fn new(format: Format, taps: Taps) -> Batch {
+        Batch {
+            events: Vec::with_capacity(512),
+            lines: Vec::with_capacity(512),
+            format,
+            json: JsonWriter::default(),
+            taps,
+            pending: Lines::default(),
+            pending_since: None,
+        }
+    }
+
+    fn write(&mut self, out: &mut Lines, line: &Output) {
+        match self.format {
+            Format::Json => self.json.write(&mut out.text, line),
+            // Writing to a Vec cannot fail.
+            Format::Text => text::write(&mut out.text, line).expect("writing to memory"),
+            Format::None => {}
+        }
+    }
+
+    /// Enriches the events, formats as many as the queue has room for and
+    /// hands them to the writer without waiting; the rest are lost and
+    /// counted.
     fn flush(&mut self, pipeline: &mut Pipeline, tx: &Queue, loss: &mut QueueLoss) {
         pipeline.enrich_into(&mut self.events, &mut self.lines);
-        tx.push(&mut self.lines, |l| *loss.by_type.entry(l.event.type_name()).or_insert(0) += 1);
+        self.taps.feed(&self.lines);
+        if !self.lines.is_empty() {
+            let room = tx.room().saturating_sub(self.pending.events);
+            let mut out = std::mem::take(&mut self.pending);
+            let mut lines = std::mem::take(&mut self.lines);
+            for (i, line) in lines.drain(..).enumerate() {
+                if i < room {
+                    self.write(&mut out, &line);
+                    out.count(line.event.type_name());
+                } else {
+                    *loss.by_type.entry(line.event.type_name()).or_insert(0) += 1;
+                }
+            }
+            self.lines = lines;
+            self.pending = out;
+            self.pending_since.get_or_insert_with(std::time::Instant::now);
+        }
+        if self.pending.text.len() >= OUTPUT_CHUNK || self.pending_since.is_some_and(|t| t.elapsed() >= OUTPUT_DELAY) {
+            self.send(tx);
+        }
+    }
+
+    /// Hands the pending lines to the output thread now.
+    fn send(&mut self, tx: &Queue) {
+        self.pending_since = None;
+        let out = std::mem::take(&mut self.pending);
+        if !out.text.is_empty() || out.events > 0 {
+            self.pending.text = Vec::with_capacity(out.text.capacity());
+            tx.push(out);
+        }
     }
 }
 
@@ -294,20 +370,17 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
     for (k, v) in &loss.by_type {
         lost.user_queue.insert(k, *v);
     }
-    let stats = Event::AgentStats(Box::new(AgentStats {
+    let stats = Box::new(AgentStats {
         time: Time(clock.wall_ns(Clock::ktime_now())),
         emitted: BTreeMap::new(),
         lost,
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
         tables,
-    }));
+    });
     // Counts are cumulative, so a periodic line that finds the queue full
     // is skipped without losing anything; the final one is always written.
-    if last {
-        tx.push_always(Output::plain(stats));
-    } else if tx.has_room(1) {
-        let mut one = vec![Output::plain(stats)];
-        tx.push(&mut one, |_| {});
+    if last || tx.room() >= 1 {
+        tx.push_stats(stats);
     }
 }
 

@@ -31,8 +31,9 @@ fn tracepoint_of(item: &Item) -> Option<&str> {
     item.what.strip_prefix("tracepoint ")?.split(' ').next()
 }
 
-/// What the `bpf_task_pt_regs` item is called (HTTP needs it).
-pub const PT_REGS_ITEM: &str = "BPF helper bpf_task_pt_regs (5.15+, for http)";
+/// What the `bpf_task_pt_regs` item is called (where syscall buffers and
+/// fds are found).
+pub const PT_REGS_ITEM: &str = "BPF helper bpf_task_pt_regs (5.15+, finds syscall buffers for http)";
 
 /// What the fexit traffic hooks' item is called.
 pub const FEXIT_ITEM: &str = "fexit on tcp_sendmsg, tcp_sendpage, tcp_recvmsg";
@@ -44,6 +45,10 @@ pub fn mark_replaced(items: &mut [Item]) {
     let fexit = items.iter().any(|i| i.ok && i.what.starts_with(FEXIT_ITEM));
     let chosen = crate::loader::traffic_source(crate::loader::TrafficSource::Auto, |c, n| present(items, c, n), fexit);
     for item in items.iter_mut().filter(|i| !i.ok) {
+        if item.what == PT_REGS_ITEM {
+            item.replaced = true;
+            continue;
+        }
         if item.what.starts_with(FEXIT_ITEM) {
             item.replaced = chosen != crate::loader::TrafficSource::Fexit;
             continue;
@@ -88,7 +93,7 @@ pub fn items() -> Vec<Item> {
     items.push(Item::new(
         features::has_task_pt_regs(),
         PT_REGS_ITEM,
-        "http cannot be reported (payload capture cannot find syscall buffers)",
+        "the socket I/O syscalls' entries are recorded instead (syscalls:sys_enter_read etc.: every read and write on the host passes one more tracepoint)",
     ));
     let root = tracefs::root();
     items.push(Item::new(
@@ -121,8 +126,7 @@ pub fn items() -> Vec<Item> {
 
 /// Families that will work given `items` (all hooks without a fallback present).
 pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
-    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ") && i.what != PT_REGS_ITEM).all(|i| i.ok || i.replaced);
-    let pt_regs = items.iter().all(|i| i.what != PT_REGS_ITEM || i.ok);
+    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ")).all(|i| i.ok || i.replaced);
     [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]
         .into_iter()
         .map(|f| {
@@ -130,9 +134,33 @@ pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
                 .iter()
                 .filter(|h| h.families.contains(&f) && h.fallback.is_none())
                 .all(|h| items.iter().any(|i| i.ok && i.what.starts_with(&format!("tracepoint {}:{} ", h.category, h.tracepoint))));
-            (f, base_ok && hooks_ok && (f != Family::Http || pt_regs))
+            (f, base_ok && hooks_ok)
         })
         .collect()
+}
+
+/// Each program's verified instruction count against its bound, as lines
+/// `program NAME: N instructions verified (bound B)`.
+pub fn program_sizes() -> String {
+    let mut out = String::new();
+    let sizes = tracefs::root()
+        .ok_or_else(|| anyhow::anyhow!("tracefs is not mounted"))
+        .and_then(|root| config::for_running_kernel(&root))
+        .and_then(|c| crate::loader::verified_sizes(&c));
+    match sizes {
+        Ok(sizes) => {
+            for (name, n) in sizes {
+                let bound = crate::loader::VERIFIED_BOUNDS.iter().find(|(b, _)| *b == name).map(|(_, b)| *b);
+                let count = n.map_or_else(|| "unknown (kernel before 5.16)".to_string(), |n| n.to_string());
+                let bound = bound.map_or_else(|| "none".to_string(), |b| b.to_string());
+                let _ = writeln!(out, "program {name}: {count} instructions verified (bound {bound})");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "programs: cannot load ({})", crate::fexit_hooks::one_line(&e));
+        }
+    }
+    out
 }
 
 /// The report text and whether everything is available.
@@ -204,15 +232,14 @@ mod tests {
         mark_replaced(&mut neither);
         assert!(!report(&neither).1);
 
-        // A 5.10-like kernel: no bpf_task_pt_regs; http is unavailable.
+        // A 5.10-like kernel: no bpf_task_pt_regs; syscall entries are
+        // recorded instead and every family works.
         let mut no_regs = full.clone();
         no_regs.push(item(false, PT_REGS_ITEM));
-        let fams = working_families(&no_regs);
-        assert_eq!(
-            fams,
-            vec![(Family::Exec, true), (Family::Exit, true), (Family::Tcp, true), (Family::Flow, true), (Family::Http, false)]
-        );
-        assert!(!report(&no_regs).1);
+        mark_replaced(&mut no_regs);
+        assert!(working_families(&no_regs).iter().all(|(_, ok)| *ok));
+        let (text, all) = report(&no_regs);
+        assert!(all && text.contains(&format!("[replaced] {PT_REGS_ITEM}")), "{text}");
 
         // No sched_process_exit: exit is unavailable, the rest works.
         let no_exit: Vec<Item> = full.iter().map(|i| item(!i.what.contains(":sched_process_exit "), &i.what)).collect();

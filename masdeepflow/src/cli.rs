@@ -16,6 +16,9 @@ pub struct Cli {
 pub enum Command {
     /// Report what this kernel supports and which features will work.
     Check,
+    /// Run the gateway: connect-time load balancing of VIPs to backends
+    /// (see docs/gateway.md).
+    Gateway(crate::gateway::GatewayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -102,11 +105,16 @@ pub struct RunArgs {
     pub node_name: Option<String>,
     /// Payload bytes copied per send/receive on HTTP connections (bytes past
     /// them are counted, not read).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=4096))]
+    #[arg(long, default_value_t = DEFAULT_CAPTURE_BYTES, value_parser = clap::value_parser!(u32).range(64..=4096))]
     pub capture_bytes: u32,
     /// Where socket byte counts and HTTP payloads come from.
     #[arg(long, value_enum, default_value_t = crate::loader::TrafficSource::Auto)]
     pub traffic_source: crate::loader::TrafficSource,
+    /// Find syscall buffers from the syscalls' recorded entries, as on
+    /// kernels before 5.15, even where their saved registers can be read
+    /// (for tests of that path).
+    #[arg(long, hide = true)]
+    pub record_syscall_entries: bool,
     /// Period of flow records, e.g. 10s, 500ms.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub flow_interval: Duration,
@@ -159,6 +167,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_size: u32,
 }
+
+/// `--capture-bytes` when not given.
+pub const DEFAULT_CAPTURE_BYTES: u32 = 1024;
 
 /// `10s`, `500ms`, `2m`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

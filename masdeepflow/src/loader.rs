@@ -162,6 +162,23 @@ pub const HOOKS: [Hook; 19] = [
     },
 ];
 
+/// Entries of the socket I/O syscalls, recorded on kernels without
+/// `bpf_task_pt_regs` (before 5.15) so that payload capture and the
+/// syscall traffic hooks find the call's buffer and fd (`syscall_call` in
+/// the kernel programs). Every read and write on the host then passes one
+/// more tracepoint.
+pub const SYSCALL_ENTRIES: [&str; 9] = [
+    "sys_enter_read",
+    "sys_enter_readv",
+    "sys_enter_recvfrom",
+    "sys_enter_recvmsg",
+    "sys_enter_write",
+    "sys_enter_writev",
+    "sys_enter_sendto",
+    "sys_enter_sendmsg",
+    "sys_enter_sendfile64",
+];
+
 /// A syscall-exit hook of the traffic fallback.
 const fn sys_exit(program: &'static str, tracepoint: &'static str) -> Hook {
     Hook {
@@ -239,6 +256,20 @@ pub fn load(
         }
         attached.push(format!("{}:{}", hook.category, hook.tracepoint));
     }
+    let tcp = TCP.iter().any(|f| families.contains(f));
+    if config.has_task_pt_regs == 0 && tcp && (traffic == TrafficSource::Syscalls || config.capture_bytes != 0) {
+        let program: &mut TracePoint =
+            ebpf.program_mut("sys_enter_io").context("program sys_enter_io missing from the object")?.try_into()?;
+        program.load().context("loading program sys_enter_io")?;
+        for name in SYSCALL_ENTRIES {
+            if !tracefs::has_tracepoint(tracefs_root, "syscalls", name) {
+                log::warn!("tracepoint syscalls:{name} is missing: its payloads and bytes are not seen on this kernel");
+                continue;
+            }
+            program.attach("syscalls", name).with_context(|| format!("attaching to tracepoint syscalls:{name}"))?;
+            attached.push(format!("syscalls:{name}"));
+        }
+    }
     Ok(Loaded { ebpf, attached })
 }
 
@@ -256,6 +287,57 @@ pub fn fexit_works(config: &KernelConfig) -> Result<()> {
     raise_memlock_limit();
     let mut ebpf = load_object(config, 4096)?;
     fexit_hooks::attach(&mut ebpf).map(|_| ())
+}
+
+/// Most instructions the verifier may process for each tracepoint program
+/// (`verified_insns`, 5.16+, with payload capture on as by default): a
+/// measure of a program's size and branching that does not move with the
+/// machine's load (set about a tenth above the counts on Linux 6.18). `check` prints each
+/// program's count against its bound and `tests/program_size.rs` fails
+/// when one grows past it. Raise a bound only with a measured reason
+/// (docs/benchmarks.md keeps the table).
+pub const VERIFIED_BOUNDS: [(&str, u32); 11] = [
+    ("sched_process_exec", 950),
+    ("sched_process_exit", 350),
+    ("inet_sock_set_state", 6800),
+    ("tcp_destroy_sock", 1500),
+    ("sys_exit_accept", 900),
+    ("sock_send_length", 9000),
+    ("sock_recv_length", 9000),
+    ("sys_exit_sent", 8600),
+    ("sys_exit_received", 8600),
+    ("cgroup_mkdir", 400),
+    ("cgroup_rmdir", 400),
+];
+
+/// Loads (without attaching) each tracepoint program of the object with
+/// this kernel's configuration and returns how many instructions the
+/// verifier processed for it, by program name (None where the kernel does
+/// not report it, before 5.16). Programs the kernel refuses are reported
+/// as errors.
+pub fn verified_sizes(config: &KernelConfig) -> Result<Vec<(&'static str, Option<u32>)>> {
+    raise_memlock_limit();
+    // As the agent runs by default: payload capture on.
+    let config = KernelConfig { capture_bytes: crate::cli::DEFAULT_CAPTURE_BYTES, ..*config };
+    let mut ebpf = load_object(&config, 4096)?;
+    let mut sizes = Vec::new();
+    for hook in &HOOKS {
+        if sizes.iter().any(|(n, _)| *n == hook.program) {
+            continue;
+        }
+        let program = ebpf.program_mut(hook.program).with_context(|| format!("program {} missing from the object", hook.program))?;
+        let info = if hook.raw {
+            let p: &mut RawTracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading program {}", hook.program))?;
+            p.info()?
+        } else {
+            let p: &mut TracePoint = program.try_into()?;
+            p.load().with_context(|| format!("loading program {}", hook.program))?;
+            p.info()?
+        };
+        sizes.push((hook.program, info.verified_instruction_count()));
+    }
+    Ok(sizes)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Newer ones use

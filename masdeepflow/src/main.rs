@@ -13,6 +13,7 @@ mod decode;
 mod event;
 mod fexit_hooks;
 mod flows;
+mod gateway;
 #[cfg(test)]
 mod hot_paths;
 mod http;
@@ -33,8 +34,10 @@ fn main() -> ExitCode {
             let items = check::items();
             let (text, all_ok) = check::report(&items);
             print!("{text}");
+            print!("{}", check::program_sizes());
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
+        Some(cli::Command::Gateway(args)) => gateway::main(args),
         None if cli.run.validate().is_err() => {
             eprintln!("masdeepflow: error: {}", cli.run.validate().unwrap_err());
             ExitCode::from(2)
@@ -52,7 +55,7 @@ fn main() -> ExitCode {
 
 /// Errors from the kernel can carry a whole verifier log: the user gets its
 /// first line (the full text is logged at debug level, RUST_LOG=debug).
-fn one_line(message: &str) -> String {
+pub(crate) fn one_line(message: &str) -> String {
     let mut lines = message.lines();
     let first = lines.next().unwrap_or_default();
     match lines.count() {

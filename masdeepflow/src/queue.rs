@@ -1,22 +1,52 @@
-//! The bounded queue between the main loop and the output thread. Events
-//! travel in batches (one wake-up per batch, not per event), but the bound
-//! is in events: what does not fit is handed back to be counted as lost.
+//! The bounded queue between the main loop and the output thread. Lines
+//! are formatted by the main loop, where the events were made (their data
+//! is still in cache, and they are freed by the thread that allocated
+//! them); the output thread only writes. The bound is in events: a batch
+//! formats only as many events as there is room for, and the rest are
+//! counted as lost by the sender.
 use std::sync::{
     Arc,
     atomic::{AtomicUsize, Ordering},
     mpsc::{Receiver, Sender, TryRecvError, channel},
 };
 
-use crate::event::Output;
+use crate::event::AgentStats;
+
+/// Formatted lines, and how many events of each type they hold.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pub text: Vec<u8>,
+    /// Events per type (a short list: a batch holds few types).
+    pub counts: Vec<(&'static str, u64)>,
+    /// Events counted against the bound (`agent_start` is not).
+    pub events: usize,
+}
+
+impl Lines {
+    /// Counts one event of `type_name` written to `text`.
+    pub fn count(&mut self, type_name: &'static str) {
+        self.events += 1;
+        match self.counts.iter_mut().find(|(t, _)| std::ptr::eq(*t, type_name) || *t == type_name) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((type_name, 1)),
+        }
+    }
+}
+
+pub enum Item {
+    Lines(Lines),
+    /// Formatted by the output thread, with the counts of what it wrote.
+    Stats(Box<AgentStats>),
+}
 
 pub struct Queue {
-    tx: Sender<Vec<Output>>,
+    tx: Sender<Item>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 pub struct QueueReader {
-    rx: Receiver<Vec<Output>>,
+    rx: Receiver<Item>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -27,23 +57,9 @@ pub fn bounded(capacity: usize) -> (Queue, QueueReader) {
 }
 
 impl Queue {
-    /// Queues as much of `batch` as fits and calls `lost` for the rest.
-    /// Leaves `batch` empty.
-    pub fn push(&self, batch: &mut Vec<Output>, mut lost: impl FnMut(&Output)) {
-        if batch.is_empty() {
-            return;
-        }
-        let room = self.capacity.saturating_sub(self.queued.load(Ordering::Acquire));
-        if batch.len() > room {
-            for e in batch.drain(room..) {
-                lost(&e);
-            }
-        }
-        if batch.is_empty() {
-            return;
-        }
-        self.queued.fetch_add(batch.len(), Ordering::AcqRel);
-        let _ = self.tx.send(std::mem::take(batch));
+    /// Events that can be queued now.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.queued.load(Ordering::Acquire))
     }
 
     /// The number of events waiting, shared (for the metrics).
@@ -51,22 +67,26 @@ impl Queue {
         self.queued.clone()
     }
 
-    /// Whether the queue has room for `n` more events.
-    pub fn has_room(&self, n: usize) -> bool {
-        self.queued.load(Ordering::Acquire) + n <= self.capacity
+    /// Queues formatted lines (the caller made them fit [`Queue::room`]);
+    /// with `--output none` the lines have no text, only their counts.
+    pub fn push(&self, lines: Lines) {
+        if lines.text.is_empty() && lines.events == 0 {
+            return;
+        }
+        self.queued.fetch_add(lines.events, Ordering::AcqRel);
+        let _ = self.tx.send(Item::Lines(lines));
     }
 
-    /// Queues one event regardless of the bound (agent_start, the final
-    /// agent_stats).
-    pub fn push_always(&self, e: Output) {
+    pub fn push_stats(&self, stats: Box<AgentStats>) {
         self.queued.fetch_add(1, Ordering::AcqRel);
-        let _ = self.tx.send(vec![e]);
+        let _ = self.tx.send(Item::Stats(stats));
     }
 }
 
 impl QueueReader {
-    /// The next batch, waiting if `wait`; None when empty (not waiting) or closed.
-    pub fn next(&self, wait: bool) -> Result<Vec<Output>, bool> {
+    /// The next item; `Err(true)` once the sender is gone and everything
+    /// was read, `Err(false)` when nothing waits and `wait` is false.
+    pub fn next(&self, wait: bool) -> Result<Item, bool> {
         match self.rx.try_recv() {
             Ok(b) => Ok(b),
             Err(TryRecvError::Disconnected) => Err(true),
@@ -75,7 +95,7 @@ impl QueueReader {
         }
     }
 
-    /// `n` events of a batch were written.
+    /// `n` events were written.
     pub fn done(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::AcqRel);
     }
@@ -84,32 +104,34 @@ impl QueueReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Time};
 
-    fn ev() -> Output {
-        Output::plain(Event::AgentStart { time: Time(0), version: "", kernel: String::new(), probes: vec![], events: vec![] })
+    fn lines(n: usize) -> Lines {
+        let mut l = Lines::default();
+        for _ in 0..n {
+            l.text.extend_from_slice(b"{}\n");
+            l.count("http");
+        }
+        l
     }
 
     #[test]
-    fn bound_is_in_events_and_overflow_is_counted() {
+    fn bound_is_in_events() {
         let (q, r) = bounded(3);
-        let mut lost = 0;
-        let mut batch = vec![ev(), ev()];
-        q.push(&mut batch, |_| lost += 1);
-        let mut batch = vec![ev(), ev()];
-        q.push(&mut batch, |_| lost += 1);
-        assert_eq!(lost, 1);
-        assert!(batch.is_empty());
-        assert!(!q.has_room(1));
-        assert_eq!(r.next(false).unwrap().len(), 2);
-        r.done(2);
-        assert_eq!(r.next(false).unwrap().len(), 1);
-        r.done(1);
-        assert!(q.has_room(3));
+        assert_eq!(q.room(), 3);
+        q.push(lines(2));
+        assert_eq!(q.room(), 1);
+        q.push(lines(1));
+        assert_eq!(q.room(), 0);
+        let Ok(Item::Lines(l)) = r.next(false) else { panic!("lines first") };
+        assert_eq!((l.events, l.counts.as_slice()), (2, &[("http", 2)][..]));
+        r.done(l.events);
+        assert_eq!(q.room(), 2);
+        let Ok(Item::Lines(l)) = r.next(false) else { panic!("second batch") };
+        r.done(l.events);
         assert!(matches!(r.next(false), Err(false)));
-        q.push_always(ev());
+        q.push_stats(Box::default());
         drop(q);
-        assert_eq!(r.next(true).unwrap().len(), 1);
+        assert!(matches!(r.next(true), Ok(Item::Stats(_))));
         assert!(matches!(r.next(true), Err(true)));
     }
 }

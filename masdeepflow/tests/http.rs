@@ -42,19 +42,33 @@ fn curl(args: &[&str], urls: &[String]) -> (Vec<(u16, u64, u64)>, u32) {
 
 #[test]
 fn nginx_and_curl_keep_alive_static_files_sendfile_and_404() {
-    nginx_and_curl("auto");
+    nginx_and_curl(&["--traffic-source", "auto"]);
 }
 
 /// The same through the syscall fallback (kernels before 6.3), forced.
 #[test]
 fn nginx_and_curl_through_the_syscall_fallback() {
-    nginx_and_curl("syscalls");
+    nginx_and_curl(&["--traffic-source", "syscalls"]);
 }
 
-fn nginx_and_curl(traffic_source: &str) {
+/// The same with syscall buffers and fds found from the syscalls' recorded
+/// entries, as on kernels without `bpf_task_pt_regs` (before 5.15), forced:
+/// through the syscall traffic hooks, and through the sock tracepoints
+/// (where the recorded fd must name the hook's socket).
+#[test]
+fn nginx_and_curl_from_recorded_syscall_entries() {
+    nginx_and_curl(&["--traffic-source", "syscalls", "--record-syscall-entries"]);
+    nginx_and_curl(&["--traffic-source", "sock", "--record-syscall-entries"]);
+}
+
+fn nginx_and_curl(source: &[&str]) {
     let nginx = Nginx::start();
     let port = nginx.port;
-    let mut agent = Agent::start(&["--events", "http", "--port", &port.to_string(), "--traffic-source", traffic_source]);
+    let mut args = vec!["--events", "http", "--port"];
+    let port_arg = port.to_string();
+    args.push(&port_arg);
+    args.extend_from_slice(source);
+    let mut agent = Agent::start(&args);
     let paths = ["/small.txt", "/big.bin", "/missing", "/small.txt?x=1&y=%20"];
     let urls: Vec<String> = paths.iter().map(|p| format!("http://127.0.0.1:{port}{p}")).collect();
     let (rows, curl_pid) = curl(&[], &urls);

@@ -1,9 +1,13 @@
-//! `cargo xtask bench` HTTP cases: nginx serving a small static file to
-//! wrk over keep-alive connections, at saturation and at a fixed rate
-//! (about 10k req/s, paced with wrk's Lua `delay`), in rounds of three runs:
-//! no tracer, the agent (`--events http`), and a bpftrace peer that
-//! captures the same syscalls' payloads. Reports medians and median ratios.
+//! `cargo xtask bench` HTTP cases: nginx serving a 6-byte file to wrk
+//! (`-t1 -c32`, keep-alive) at saturation, and at a fixed rate of about
+//! 10k requests/s (12 connections paced with wrk's Lua `delay`), in rounds
+//! of three runs: no tracer, the agent (no arguments: every family on, both
+//! sides of each exchange reported as JSON), and a bpftrace peer that
+//! captures the same syscalls' payloads. Reports medians and median ratios,
+//! the CPU added per request (workload + tracer), the agent's own CPU and
+//! the kernel programs' time per request (per program, from bpf_stats).
 use std::{
+    collections::BTreeMap,
     fs::File,
     io::{BufRead as _, BufReader},
     path::PathBuf,
@@ -12,8 +16,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
 
-use crate::setup::agent_path;
+use crate::{
+    bench::{bpf_delta, bpf_stats, median, output_path},
+    setup::agent_path,
+};
 
 /// The peer: the payload of every socket read/write of nginx and wrk,
 /// 64 bytes of it, printed (the classic bpftrace way of doing this).
@@ -52,14 +60,23 @@ struct Run {
     requests: u64,
     /// CPU seconds of nginx + wrk + the tracer.
     cpu: f64,
+    /// CPU seconds of the tracer alone.
+    tracer_cpu: f64,
     /// Events reported / requests made (agent: http events of both sides / 2).
     completeness: f64,
     lost: u64,
+    /// Kernel program time during the run (name -> ns, runs).
+    bpf: BTreeMap<String, (u64, u64)>,
 }
 
 /// CPU seconds of a process and its waited-for children (0 once gone).
 fn proc_cpu(pid: u32) -> f64 {
     crate::procfs::cpu_seconds(pid).unwrap_or(0.0)
+}
+
+/// CPU seconds of a process's threads, nanosecond precise (0 once gone).
+fn thread_cpu(pid: u32) -> f64 {
+    crate::procfs::thread_cpu_seconds(pid).unwrap_or(0.0)
 }
 
 /// CPU of nginx: master and its workers.
@@ -83,11 +100,12 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    pub fn start() -> Result<Nginx> {
+    /// nginx serving `body` at `/index.html` on a free loopback port.
+    pub fn start(body: &[u8]) -> Result<Nginx> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("masdeepflow-bench-nginx-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("www"))?;
-        std::fs::write(dir.join("www/index.html"), vec![b'x'; 612])?;
+        std::fs::write(dir.join("www/index.html"), body)?;
         std::fs::write(
             dir.join("nginx.conf"),
             format!(
@@ -126,20 +144,12 @@ struct Traced {
     out: PathBuf,
 }
 
-/// Where tracer output goes: tmpfs when there is one (no disk write-back
-/// during the runs), else the temp directory.
-fn output_path(tracer: Tracer) -> PathBuf {
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-    dir.join(format!("masdeepflow-bench-{}-{}.out", tracer.name(), std::process::id()))
-}
-
-fn start_tracer(tracer: Tracer, port: u16) -> Result<Option<Traced>> {
+fn start_tracer(tracer: Tracer) -> Result<Option<Traced>> {
     let mut cmd = match tracer {
         Tracer::None => return Ok(None),
         Tracer::Agent => {
             let mut c = Command::new(agent_path());
-            c.args(["--events", "http", "--port", &port.to_string(), "--stats-interval", "3600s"]);
+            c.args(["--stats-interval", "3600s"]);
             c
         }
         Tracer::Bpftrace => {
@@ -148,7 +158,7 @@ fn start_tracer(tracer: Tracer, port: u16) -> Result<Option<Traced>> {
             c
         }
     };
-    let out = output_path(tracer);
+    let out = output_path(tracer.name());
     let child = cmd
         .stdout(File::create(&out).with_context(|| format!("creating {}", out.display()))?)
         .stderr(Stdio::null())
@@ -176,8 +186,9 @@ fn start_tracer(tracer: Tracer, port: u16) -> Result<Option<Traced>> {
 }
 
 impl Traced {
-    /// Stops the tracer; returns its `http` lines and last `agent_stats` line.
-    fn stop(mut self) -> Result<(u64, String)> {
+    /// Stops the tracer; returns its `http` lines of the server on `port`
+    /// and its last `agent_stats` line.
+    fn stop(mut self, port: u16) -> Result<(u64, String)> {
         // bpftrace has been seen to miss a SIGINT: repeat it each second,
         // and kill after ten.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -197,9 +208,10 @@ impl Traced {
             std::thread::sleep(Duration::from_millis(20));
         }
         let (mut http, mut stats) = (0, String::new());
+        let server = format!("\"dst\":{{\"ip\":\"127.0.0.1\",\"port\":{port}}}");
         for line in BufReader::new(File::open(&self.out)?).split(b'\n') {
             let line = line?;
-            if line.windows(13).any(|w| w == b"\"type\":\"http\"") {
+            if line.starts_with(b"{\"type\":\"http\"") && line.windows(server.len()).any(|w| w == server.as_bytes()) {
                 http += 1;
             } else if line.windows(11).any(|w| w == b"agent_stats") {
                 stats = String::from_utf8_lossy(&line).into_owned();
@@ -219,7 +231,7 @@ impl Drop for Traced {
 fn wrk(port: u16, secs: u64, paced: bool) -> Result<(f64, f64, u64, f64)> {
     let cpu0 = crate::bench::cpu_seconds();
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "--latency", "-d", &format!("{secs}s")]);
+    cmd.args(["-t1", "--latency", "-d", &format!("{secs}s")]);
     let script;
     if paced {
         // 12 connections, each waiting 1 ms between requests: about 10k req/s.
@@ -227,7 +239,7 @@ fn wrk(port: u16, secs: u64, paced: bool) -> Result<(f64, f64, u64, f64)> {
         std::fs::write(&script, "function delay() return 1 end\n")?;
         cmd.args(["-c12", "-s"]).arg(&script);
     } else {
-        cmd.arg("-c50");
+        cmd.arg("-c32");
     }
     let out = cmd.arg(format!("http://127.0.0.1:{port}/index.html")).output().context("wrk (apt-get install wrk)")?;
     if !out.status.success() {
@@ -255,17 +267,19 @@ fn wrk(port: u16, secs: u64, paced: bool) -> Result<(f64, f64, u64, f64)> {
 }
 
 fn one_run(nginx: &Nginx, tracer: Tracer, secs: u64, paced: bool) -> Result<Run> {
-    let traced = start_tracer(tracer, nginx.port)?;
+    let traced = start_tracer(tracer)?;
     let n0 = nginx_cpu(nginx.child.id());
-    let t0 = traced.as_ref().map_or(0.0, |t| proc_cpu(t.child.id()));
+    let t0 = traced.as_ref().map_or(0.0, |t| thread_cpu(t.child.id()));
+    let b0 = bpf_stats();
     let (rps, p99_ms, requests, wrk_cpu) = wrk(nginx.port, secs, paced)?;
+    let bpf = bpf_delta(&b0, &bpf_stats());
     // Let the tracer drain what the kernel queued, then stop it.
     std::thread::sleep(Duration::from_millis(500));
-    let tracer_cpu = traced.as_ref().map_or(0.0, |t| proc_cpu(t.child.id()) - t0);
+    let tracer_cpu = traced.as_ref().map_or(0.0, |t| thread_cpu(t.child.id()) - t0);
     let nginx_cpu = nginx_cpu(nginx.child.id()) - n0;
     let (mut completeness, mut lost) = (1.0, 0);
     if let Some(t) = traced {
-        let (http, stats) = t.stop()?;
+        let (http, stats) = t.stop(nginx.port)?;
         if tracer == Tracer::Agent {
             completeness = (http as f64 / 2.0 / requests as f64).min(1.0);
             let stats: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
@@ -273,22 +287,21 @@ fn one_run(nginx: &Nginx, tracer: Tracer, secs: u64, paced: bool) -> Result<Run>
             lost = sum(&stats["lost"]["kernel_ring_buffer"]) + sum(&stats["lost"]["user_queue"]);
         }
     }
-    Ok(Run { rps, p99_ms, requests, cpu: wrk_cpu + nginx_cpu + tracer_cpu, completeness, lost })
+    Ok(Run { rps, p99_ms, requests, cpu: wrk_cpu + nginx_cpu + tracer_cpu, tracer_cpu, completeness, lost, bpf })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
-}
-
-pub fn run(pairs: usize, secs: u64) -> Result<()> {
+pub fn run(pairs: usize, secs: u64) -> Result<Value> {
     for tool in ["nginx", "wrk", "bpftrace"] {
         if Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.stdout.is_empty() {
             bail!("{tool} is missing (apt-get install nginx wrk bpftrace)");
         }
     }
-    let nginx = Nginx::start()?;
-    for (label, paced) in [("saturation (wrk -c50)", false), ("fixed rate (~10k req/s, wrk -c12 with a 1 ms Lua delay)", true)] {
+    let nginx = Nginx::start(b"hello\n")?;
+    let mut results = serde_json::Map::new();
+    for (key, label, paced) in [
+        ("saturation", "saturation (wrk -t1 -c32, keep-alive, 6-byte body)", false),
+        ("fixed_rate", "fixed rate (~10k req/s, wrk -t1 -c12 with a 1 ms Lua delay)", true),
+    ] {
         let tracers = [Tracer::None, Tracer::Agent, Tracer::Bpftrace];
         let mut runs: Vec<Vec<Run>> = tracers.iter().map(|_| Vec::new()).collect();
         for round in 0..pairs {
@@ -299,14 +312,19 @@ pub fn run(pairs: usize, secs: u64) -> Result<()> {
         }
         println!("## http, {label}, {pairs} rounds of {secs} s");
         let base = &runs[0];
+        let mut case = serde_json::Map::new();
         for (i, t) in tracers.iter().enumerate() {
             let r = &runs[i];
             let thr_ratio = median(r.iter().zip(base).map(|(x, b)| x.rps / b.rps).collect());
             let p99_ratio = median(r.iter().zip(base).map(|(x, b)| x.p99_ms / b.p99_ms).collect());
             let us_per_req = median(r.iter().map(|x| x.cpu / x.requests as f64 * 1e6).collect());
             let added = median(r.iter().zip(base).map(|(x, b)| (x.cpu / x.requests as f64 - b.cpu / b.requests as f64) * 1e6).collect());
+            let tracer_us = median(r.iter().map(|x| x.tracer_cpu / x.requests as f64 * 1e6).collect());
+            let completeness = r.iter().map(|x| x.completeness).fold(f64::INFINITY, f64::min);
+            let lost = r.iter().map(|x| x.lost).max().unwrap_or(0);
+            let bpf_ns = median(r.iter().map(|x| x.bpf.values().map(|v| v.0).sum::<u64>() as f64 / x.requests as f64).collect());
             println!(
-                "{:<12} req/s median {:>9.0}  throughput ratio {:.3}  p99 {:.3} ms (ratio {:.2})  CPU {:.1} us/req (added {:+.1})  completeness min {:.4}  lost max {}",
+                "{:<12} req/s median {:>9.0}  throughput ratio {:.3}  p99 {:.3} ms (ratio {:.2})  CPU {:.1} us/req (added {:+.2}; tracer {:.2}; kernel programs {:.2})  completeness min {:.4}  lost max {}",
                 t.name(),
                 median(r.iter().map(|x| x.rps).collect()),
                 thr_ratio,
@@ -314,10 +332,34 @@ pub fn run(pairs: usize, secs: u64) -> Result<()> {
                 p99_ratio,
                 us_per_req,
                 added,
-                r.iter().map(|x| x.completeness).fold(f64::INFINITY, f64::min),
-                r.iter().map(|x| x.lost).max().unwrap_or(0)
+                tracer_us,
+                bpf_ns / 1e3,
+                completeness,
+                lost
+            );
+            let mut programs = serde_json::Map::new();
+            if *t == Tracer::Agent {
+                let mut names: Vec<&String> = r.iter().flat_map(|x| x.bpf.keys()).collect();
+                names.sort();
+                names.dedup();
+                for n in names {
+                    let per_run = median(r.iter().filter_map(|x| x.bpf.get(n)).map(|(ns, c)| *ns as f64 / (*c).max(1) as f64).collect());
+                    let per_req = median(r.iter().map(|x| x.bpf.get(n).map_or(0.0, |v| v.1 as f64 / x.requests as f64)).collect());
+                    println!("  {n:<24} {per_run:>6.0} ns per run, {per_req:.2} runs per request");
+                    programs.insert(n.clone(), json!({ "ns_per_run": per_run.round(), "runs_per_request": per_req }));
+                }
+            }
+            case.insert(
+                t.name().into(),
+                json!({
+                    "rps": median(r.iter().map(|x| x.rps).collect()), "throughput_ratio": thr_ratio, "p99_ms": median(r.iter().map(|x| x.p99_ms).collect()),
+                    "p99_ratio": p99_ratio, "cpu_us_per_request": us_per_req, "added_cpu_us_per_request": added,
+                    "tracer_cpu_us_per_request": tracer_us, "bpf_ns_per_request": bpf_ns, "bpf_programs": programs,
+                    "completeness_min": completeness, "lost_max": lost,
+                }),
             );
         }
+        results.insert(key.into(), Value::Object(case));
     }
-    Ok(())
+    Ok(Value::Object(results))
 }

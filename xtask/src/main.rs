@@ -4,10 +4,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_gateway;
 mod bench_http;
 mod procfs;
 mod setup;
 mod soak;
+mod tls_fixtures;
 mod vm;
 
 #[derive(Parser)]
@@ -28,13 +30,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fetch the TLS test fixtures (OpenSSL 1.1/3.5, arm64 libraries, Go 1.24) once.
+    TlsFixtures,
     /// Set up, build and run every test, privileged ones included.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP).
+    /// Set up, build and run the benchmarks (exec storm, TCP churn, idle, HTTP, gateway).
     Bench(bench::Options),
     /// Set up, build and run the agent under mixed load for a while,
     /// failing when its memory or any table keeps growing.
@@ -49,7 +53,10 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(),
         Task::Build => setup::setup().and_then(|()| setup::build_release()),
         Task::Run { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::run_agent(&args)),
-        Task::Test { args } => setup::setup().and_then(|()| setup::build_release()).and_then(|()| setup::test(&args)),
+        Task::TlsFixtures => tls_fixtures::ensure(),
+        Task::Test { args } => {
+            setup::setup().and_then(|()| tls_fixtures::ensure()).and_then(|()| setup::build_release()).and_then(|()| setup::test(&args))
+        }
         Task::Bench(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| bench::run(&opts)),
         Task::VmTest => setup::setup().and_then(|()| setup::build_release()).and_then(|()| vm::run_vm_test()),
         Task::Soak(opts) => setup::setup().and_then(|()| setup::build_release()).and_then(|()| soak::run(&opts)),

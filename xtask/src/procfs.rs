@@ -19,3 +19,14 @@ pub fn memory_mb(pid: u32, field: &str) -> Option<f64> {
         status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb / 1024.0)
 }
+
+/// CPU seconds of every thread of `pid`, from `/proc/<pid>/task/*/schedstat`
+/// (time on CPU in nanoseconds: finer than clock ticks); None once gone.
+pub fn thread_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut ns: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(ns as f64 / 1e9)
+}

@@ -77,7 +77,7 @@ pub fn run(opts: &Options) -> Result<()> {
     ready_rx.recv_timeout(Duration::from_secs(60)).context("the agent did not start")?;
 
     // Keep-alive HTTP: wrk paced at about 800 req/s.
-    let nginx = Nginx::start()?;
+    let nginx = Nginx::start(&[b'x'; 612])?;
     let script = std::env::temp_dir().join(format!("masdeepflow-soak-{}.lua", std::process::id()));
     std::fs::write(&script, "function delay() return 5 end\n")?;
     let mut wrk = Command::new("wrk")

@@ -65,7 +65,7 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         close_on_state,
         capture_bytes: 0,
         comm_filter_len: 0,
-        _pad: 0,
+        has_task_pt_regs: 0,
         comm_filter: Default::default(),
     })
 }

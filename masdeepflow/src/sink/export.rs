@@ -2,7 +2,7 @@
 //! own small tokio runtime, off the main loop (which must never wait on a
 //! scraper or a collector) and off the output thread.
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     thread::JoinHandle,
 };
 
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::{
     cli::{Family, RunArgs},
+    event::Output,
     sink::{
         metrics::{Live, Metrics},
         otlp::{self, exporter::Exporter},
@@ -54,6 +55,35 @@ pub fn prepare(args: &RunArgs) -> Result<Plan> {
     })
 }
 
+/// The main loop's side: every event, where it is made, goes to the
+/// metrics and OTLP (each locked once per batch), whether or not the
+/// output queue has room for its line.
+pub struct Taps {
+    metrics: Option<Arc<Mutex<Metrics>>>,
+    otlp: Option<otlp::Feed>,
+}
+
+impl Taps {
+    pub fn feed(&mut self, lines: &[Output]) {
+        if lines.is_empty() {
+            return;
+        }
+        if let Some(m) = &self.metrics {
+            let mut m = m.lock().unwrap_or_else(PoisonError::into_inner);
+            m.set_time(crate::clock::unix_now_ns());
+            for line in lines {
+                m.observe(line);
+            }
+        }
+        if let Some(o) = &mut self.otlp {
+            let mut batch = o.batch();
+            for line in lines {
+                batch.push(line);
+            }
+        }
+    }
+}
+
 /// The running export thread.
 pub struct ExportThread {
     stop: watch::Sender<bool>,
@@ -61,15 +91,16 @@ pub struct ExportThread {
 }
 
 impl Plan {
-    /// The output thread's sinks, and the export thread when there is
-    /// something to serve or send.
-    pub fn start(self, live: Live, agent_start_ns: u64) -> Result<(Sinks, Option<ExportThread>)> {
+    /// The output thread's sinks, the main loop's taps, and the export
+    /// thread when there is something to serve or send.
+    pub fn start(self, live: Live, agent_start_ns: u64) -> Result<(Sinks, Taps, Option<ExportThread>)> {
         let wants_metrics = self.listener.is_some() || self.otlp.as_ref().is_some_and(|(_, s)| s.signals.metrics);
         let metrics = wants_metrics.then(|| Arc::new(Mutex::new(Metrics::new(self.max_series, self.bytes_from_flows, live))));
-        let feed = self.otlp.as_ref().map(|(_, shared)| otlp::Feed::new(shared.clone()));
-        let sinks = Sinks { format: self.format, metrics: metrics.clone(), otlp: feed };
+        let feed = || self.otlp.as_ref().map(|(_, shared)| otlp::Feed::new(shared.clone()));
+        let sinks = Sinks { format: self.format, metrics: metrics.clone(), otlp: feed() };
+        let taps = Taps { metrics: metrics.clone(), otlp: feed() };
         if self.listener.is_none() && self.otlp.is_none() {
-            return Ok((sinks, None));
+            return Ok((sinks, taps, None));
         }
         let (stop, mut stop_rx) = watch::channel(false);
         let (listener, exporter) = (self.listener, self.otlp.map(|(e, _)| e));
@@ -98,7 +129,7 @@ impl Plan {
                 }
             });
         })?;
-        Ok((sinks, Some(ExportThread { stop, handle })))
+        Ok((sinks, taps, Some(ExportThread { stop, handle })))
     }
 }
 

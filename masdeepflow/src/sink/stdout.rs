@@ -1,8 +1,9 @@
 //! The output thread: drains the bounded queue to stdout so that a slow or
 //! stalled reader of stdout never stalls the ring buffer consumer. The
-//! queue's overflow is counted by the sender. The same thread feeds the
-//! metrics and the OTLP export (both off the main loop); with
-//! `--output none` it formats no line at all.
+//! queue's overflow is counted by the sender. `agent_stats` records are
+//! completed here (counts of what was written, export losses) and also
+//! handed to the metrics and OTLP; with `--output none` lines carry only
+//! their counts and nothing is written.
 use std::{
     collections::BTreeMap,
     io::{self, BufWriter, Write},
@@ -12,44 +13,15 @@ use std::{
 use crate::{
     cli::Format,
     event::{Event, Output},
-    queue::QueueReader,
+    queue::{Item, QueueReader},
     sink::{json::JsonWriter, metrics::Metrics, otlp, text},
 };
 
-/// Where the output thread sends events.
+/// What the output thread does besides writing.
 pub struct Sinks {
     pub format: Format,
     pub metrics: Option<Arc<Mutex<Metrics>>>,
     pub otlp: Option<otlp::Feed>,
-}
-
-impl Sinks {
-    /// Fills in agent_stats, counts and hands `batch` to the metrics and
-    /// OTLP (each locked once per batch).
-    fn feed(&mut self, batch: &mut [Output], emitted: &mut BTreeMap<&'static str, u64>) {
-        let mut metrics = self.metrics.as_ref().map(|m| m.lock().unwrap_or_else(PoisonError::into_inner));
-        if let Some(m) = &mut metrics {
-            m.set_time(crate::clock::unix_now_ns());
-        }
-        let mut otlp = self.otlp.as_mut().map(|o| o.batch());
-        for line in batch.iter_mut() {
-            if let Event::AgentStats(stats) = &mut line.event {
-                stats.emitted.clone_from(emitted);
-                if let Some(o) = &otlp {
-                    stats.lost.export = o.lost();
-                }
-            }
-            if let Some(m) = &mut metrics {
-                m.observe(line);
-            }
-            if let Some(o) = &mut otlp {
-                o.push(line);
-            }
-            if !matches!(line.event, Event::AgentStart { .. } | Event::AgentStats(_)) {
-                *emitted.entry(line.event.type_name()).or_insert(0) += 1;
-            }
-        }
-    }
 }
 
 /// How the writer stopped.
@@ -62,15 +34,15 @@ pub enum WriterEnd {
     Failed(io::Error),
 }
 
-/// Writes events until the queue closes. `agent_stats` records get the
+/// Writes lines until the queue closes. `agent_stats` records get the
 /// count of events written before them.
 pub fn run(rx: QueueReader, mut sinks: Sinks, mut emitted: BTreeMap<&'static str, u64>, out: impl Write) -> WriterEnd {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut json = JsonWriter::default();
-    let mut line_buf = Vec::with_capacity(64 * 1024);
+    let mut stats_line = Vec::new();
     let result = (|| -> io::Result<()> {
         loop {
-            let batch = match rx.next(false) {
+            let item = match rx.next(false) {
                 Ok(b) => b,
                 Err(true) => return Ok(()),
                 Err(false) => {
@@ -81,23 +53,36 @@ pub fn run(rx: QueueReader, mut sinks: Sinks, mut emitted: BTreeMap<&'static str
                     }
                 }
             };
-            let mut batch = batch;
-            let n = batch.len();
-            sinks.feed(&mut batch, &mut emitted);
-            for line in batch {
-                match sinks.format {
-                    Format::Json => json.write(&mut line_buf, &line),
-                    Format::Text => text::write(&mut line_buf, &line)?,
-                    Format::None => continue,
+            match item {
+                Item::Lines(lines) => {
+                    out.write_all(&lines.text)?;
+                    for (t, n) in &lines.counts {
+                        *emitted.entry(t).or_insert(0) += n;
+                    }
+                    rx.done(lines.events);
                 }
-                if line_buf.len() >= 32 * 1024 {
-                    out.write_all(&line_buf)?;
-                    line_buf.clear();
+                Item::Stats(mut stats) => {
+                    stats.emitted.clone_from(&emitted);
+                    if let Some(o) = &mut sinks.otlp {
+                        stats.lost.export = o.batch().lost();
+                    }
+                    stats_line.clear();
+                    let line = Output::plain(Event::AgentStats(stats));
+                    if let Some(m) = &sinks.metrics {
+                        m.lock().unwrap_or_else(PoisonError::into_inner).observe(&line);
+                    }
+                    if let Some(o) = &mut sinks.otlp {
+                        o.batch().push(&line);
+                    }
+                    match sinks.format {
+                        Format::Json => json.write(&mut stats_line, &line),
+                        Format::Text => text::write(&mut stats_line, &line)?,
+                        Format::None => {}
+                    }
+                    out.write_all(&stats_line)?;
+                    rx.done(1);
                 }
             }
-            out.write_all(&line_buf)?;
-            line_buf.clear();
-            rx.done(n);
         }
     })()
     .and_then(|()| out.flush());
