@@ -178,13 +178,25 @@ impl Agent {
         let status = self.child.wait().expect("wait");
         let mut err = String::new();
         let _ = self.child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-        (self.events, status, err)
+        (std::mem::take(&mut self.events), status, err)
     }
 
     pub fn stop(self) -> Vec<Value> {
         let (events, status, err) = self.stop_with(libc::SIGINT);
         assert!(status.success(), "agent exited with {status}: {err}");
         events
+    }
+}
+
+/// An agent a failed test did not stop is killed (with `--output none` it
+/// never writes to stdout, so it would not notice the test is gone; kill -9
+/// detaches its programs, which are attached by link).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
