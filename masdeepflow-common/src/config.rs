@@ -29,10 +29,29 @@ pub struct KernelConfig {
     /// socket enters TCP_CLOSE instead of when it is destroyed.
     pub close_on_state: u32,
     /// Payload bytes to copy per send/receive of an HTTP connection; 0
-    /// turns payload capture off.
+    /// turns HTTP detection off.
     pub capture_bytes: u32,
     /// Number of names in `comm_filter` in use; 0 reports every process.
     pub comm_filter_len: u32,
+    /// Payload bytes to copy per send/receive of a MySQL connection
+    /// (`payload::MYSQL_CAPTURE_BYTES`); 0 turns MySQL detection off.
+    pub mysql_capture_bytes: u32,
+    /// 1: adopt connections opened before the agent started when they are
+    /// seen to speak MySQL (needs the `sock_common` offsets below).
+    pub adopt_mysql: u32,
+    /// `struct sock_common` (at the start of `struct sock`): family, state,
+    /// local port (host order), peer port (network order), IPv4 peer and
+    /// local addresses, IPv6 peer and local addresses; `struct sock`'s
+    /// `sk_type` and `sk_protocol`.
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
     /// 1 when `bpf_task_pt_regs` exists (5.15+): syscall arguments are read
     /// from the saved registers; 0: from their recorded entries.
     pub has_task_pt_regs: u32,

@@ -1,10 +1,18 @@
 //! Socket payload records: the first bytes of each send/receive on a
-//! connection that speaks a protocol the agent parses (HTTP/1.x today).
+//! connection that speaks a protocol the agent parses (HTTP/1.x, MySQL).
 
 use crate::{EventHeader, tcp::Endpoints};
 
-/// Most payload bytes copied per syscall (`--capture-bytes` may lower it).
+/// Most payload bytes copied per syscall of an HTTP connection
+/// (`--capture-bytes` may lower it).
 pub const CAPTURE_MAX: usize = 4096;
+
+/// Payload bytes copied per syscall of a MySQL connection: MariaDB writes
+/// result sets in syscalls of up to 16 KiB, and the parser counts rows
+/// exactly only when it sees every packet header; a statement of 16 KiB
+/// fits with its packet header, command byte and an empty MySQL 8
+/// query-attribute block.
+pub const MYSQL_CAPTURE_BYTES: usize = 16 * 1024 + 64;
 
 /// Data this socket's owner sent.
 pub const DIR_SENT: u32 = 0;
@@ -17,6 +25,37 @@ pub const PROTO_UNKNOWN: u32 = 0;
 pub const PROTO_HTTP: u32 = 1;
 /// Something else: nothing is captured.
 pub const PROTO_OTHER: u32 = 2;
+/// The first payload was a MySQL server greeting (seen from either side):
+/// every later syscall is captured.
+pub const PROTO_MYSQL: u32 = 3;
+/// Not decided yet: the first payload was a lone 4-byte MySQL packet header
+/// (sequence id 0) received, as clients that read a packet's header and
+/// body apart do with the greeting; the next payload decides between
+/// [`PROTO_MYSQL`] and [`PROTO_OTHER`]. Its payload length is kept in the
+/// upper 24 bits of `SockState::protocol` (see [`mysql_head`]).
+pub const PROTO_MYSQL_HEAD: u32 = 4;
+
+/// `SockState::protocol` for a connection whose first payload was a lone
+/// MySQL packet header announcing `payload_len` bytes.
+pub const fn mysql_head(payload_len: u32) -> u32 {
+    PROTO_MYSQL_HEAD | (payload_len << 8)
+}
+
+/// A MySQL connection opened before the agent started, adopted when one
+/// of its syscalls started with a command (see `SockState::adopted`):
+/// captured, and parsed from the middle.
+pub const PROTO_MYSQL_MIDSTREAM: u32 = 5;
+/// Adopted on a lone 4-byte packet header with sequence id 0 received (what
+/// mysqld reads first): the next payload decides between
+/// [`PROTO_MYSQL_MIDSTREAM`] (it starts with a known command byte) and
+/// [`PROTO_OTHER`]. The payload length is kept in the upper 24 bits.
+pub const PROTO_MYSQL_COMMAND_HEAD: u32 = 6;
+
+/// `SockState::protocol` for an adopted connection whose first payload was
+/// a lone command header announcing `payload_len` bytes.
+pub const fn mysql_command_head(payload_len: u32) -> u32 {
+    PROTO_MYSQL_COMMAND_HEAD | (payload_len << 8)
+}
 
 /// Payload records of one connection that the ring buffer could not take,
 /// not yet reported: the kernel keeps them in the socket's `SockState` and
@@ -25,8 +64,10 @@ pub const PROTO_OTHER: u32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PayloadLoss {
-    /// Lost records, sent by the socket's owner, that start like an
-    /// HTTP/1.x message (a method or `HTTP`).
+    /// Lost records, sent by the socket's owner, that start a message: on
+    /// HTTP connections a method or `HTTP`, on MySQL connections a packet
+    /// with sequence id 0 (client to server) or 1 (server to client), see
+    /// `masdeepflow_proto::mysql::detect`.
     pub sent_starts: u64,
     pub received_starts: u64,
     /// Bytes of all lost records, per direction.
@@ -62,7 +103,9 @@ pub struct PayloadHeader {
     pub captured_len: u32,
     pub direction: u32,
     pub role: u32,
-    pub _pad: u32,
+    /// `PROTO_HTTP`, `PROTO_MYSQL` or `PROTO_MYSQL_MIDSTREAM`: the parser
+    /// the agent runs, and how it starts.
+    pub protocol: u32,
     /// Records of this connection lost since the previous one delivered.
     pub loss: PayloadLoss,
 }
@@ -79,7 +122,7 @@ pub struct PayloadRecord<const N: usize> {
 }
 
 /// Sizes of the data room of payload records.
-pub const CAPTURE_CLASSES: [usize; 3] = [256, 1024, CAPTURE_MAX];
+pub const CAPTURE_CLASSES: [usize; 4] = [256, 1024, CAPTURE_MAX, MYSQL_CAPTURE_BYTES];
 
 const _: () = assert!(core::mem::size_of::<PayloadLoss>() == 32);
 const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32 + 32);

@@ -11,5 +11,7 @@ pub const CONNECTING_FULL: u32 = 17;
 /// HTTP requests whose payload records were lost on a connection whose
 /// `tcp_close` was lost too (nothing else would report them).
 pub const HTTP_REQUESTS_LOST_AT_CLOSE: u32 = 18;
+/// The same for MySQL commands.
+pub const MYSQL_COMMANDS_LOST_AT_CLOSE: u32 = 19;
 /// Number of slots in `COUNTERS`.
 pub const COUNTERS_LEN: u32 = 32;

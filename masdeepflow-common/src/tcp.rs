@@ -45,7 +45,10 @@ pub struct SockState {
     pub owner: ProcessInfo,
     /// `payload::PROTO_*`: decided by the kernel on the first payload.
     pub protocol: u32,
-    pub _pad: u32,
+    /// 1 for a connection opened before the agent started and adopted when
+    /// it was seen to speak MySQL: its counters start at adoption, so it
+    /// has no `tcp_close` or `flow` events (its close still ends its parser).
+    pub adopted: u32,
     /// Payload records lost and not yet reported, changed atomically.
     pub payload_loss: PayloadLoss,
 }
@@ -76,12 +79,17 @@ pub struct TcpRecord {
     pub conn_id: u64,
     /// close: payload records lost since the last one delivered.
     pub payload_loss: PayloadLoss,
+    /// close: the connection's `payload::PROTO_*` (which parser its lost
+    /// payloads belonged to); 0 otherwise.
+    pub protocol: u32,
+    /// close: [`SockState::adopted`].
+    pub adopted: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Endpoints>() == 40);
 const _: () = assert!(core::mem::size_of::<SockState>() == 32 + 40 + 8 + 40 + 8 + 32);
 const _: () = assert!(core::mem::size_of::<PendingConnect>() == 48);
-const _: () = assert!(core::mem::size_of::<TcpRecord>() == 56 + 40 + 8 + 24 + 8 + 32);
+const _: () = assert!(core::mem::size_of::<TcpRecord>() == 56 + 40 + 8 + 24 + 8 + 32 + 8);
 
 #[cfg(feature = "user")]
 mod user {

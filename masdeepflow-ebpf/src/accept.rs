@@ -27,7 +27,7 @@ fn try_accept(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let sk = sock_of_fd(fd as u64)?;
-    let Some(state) = SOCKETS.get_ptr_mut(&sk) else {
+    let Some(state) = SOCKETS.get_ptr_mut(sk) else {
         return Ok(());
     };
     let owner = current_process();

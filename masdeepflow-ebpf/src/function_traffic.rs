@@ -67,6 +67,6 @@ fn sent_or_received(sk: u64, ret: u64, sent: bool) {
     // The result is a C `int`: only the low 32 bits are defined.
     let n = ret as u32 as i32;
     if n > 0 {
-        count_and_capture(sk, sent, n as u32);
+        count_and_capture(sk, sent, n as u32, true);
     }
 }

@@ -10,7 +10,9 @@
 #![feature(core_intrinsics)]
 
 mod accept;
+mod adopt;
 mod cgroup;
+mod detect;
 mod function_traffic;
 mod kernel;
 mod maps;

@@ -4,10 +4,12 @@
 //! syscall's saved registers (`bpf_task_pt_regs`, 5.15+) or, before 5.15,
 //! from its arguments recorded at its entry (see `syscall_call`).
 //!
-//! A connection's first payload decides: if it starts like HTTP/1.x every
-//! later send/receive is captured (up to `capture_bytes` of each); else
-//! nothing more is looked at. Syscalls without a user buffer (sendfile,
-//! splice, io_uring) are reported with their length and no bytes.
+//! A connection's first payload decides ([`detect::decide`]): if it starts
+//! like HTTP/1.x every later send/receive is captured (up to
+//! `capture_bytes` of each), if it is a MySQL server greeting likewise (up
+//! to `mysql_capture_bytes`); else nothing more is looked at. Syscalls
+//! without a user buffer (sendfile, splice, io_uring) are reported with
+//! their length and no bytes.
 //!
 //! Cost per captured syscall is what the traced program pays, so the path
 //! is short: registers are read with plain loads through the task's BTF
@@ -22,7 +24,7 @@ use aya_ebpf::helpers::{
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
     payload::{
-        CAPTURE_CLASSES, CAPTURE_MAX, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_OTHER, PROTO_UNKNOWN, PayloadHeader, PayloadLoss,
+        CAPTURE_CLASSES, DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_MYSQL, PROTO_MYSQL_MIDSTREAM, PROTO_OTHER, PayloadHeader, PayloadLoss,
         PayloadRecord,
     },
     stats::lost_index,
@@ -30,6 +32,7 @@ use masdeepflow_common::{
 };
 
 use crate::{
+    detect::{self, First},
     kernel::{comm_filtered, comm_wanted, current_ids, current_process, offset},
     maps::{EVENTS, atomic_add, count, wakeup_flags},
     syscall_abi::{
@@ -39,13 +42,10 @@ use crate::{
     syscall_call,
 };
 
-/// How HTTP/1.x messages start: request methods, or a status line.
-const HTTP_STARTS: [[u8; 4]; 10] = [*b"GET ", *b"POST", *b"PUT ", *b"HEAD", *b"DELE", *b"OPTI", *b"PATC", *b"CONN", *b"TRAC", *b"HTTP"];
-
 /// The first user buffer of the running syscall (moving bytes on `sk`)
 /// and its length.
 #[inline(always)]
-fn user_buffer(sk: u64) -> Option<(u64, u64)> {
+pub fn user_buffer(sk: u64) -> Option<(u64, u64)> {
     let call = syscall_call::current_on(sk)?;
     let arg1 = call.args[1];
     let iov = match call.nr {
@@ -62,52 +62,30 @@ fn user_buffer(sk: u64) -> Option<(u64, u64)> {
     Some((first[0], first[1]))
 }
 
-/// The first (up to four) bytes of a user buffer, and how many there are.
+/// The first (up to eight) bytes of a user buffer.
 #[inline(always)]
-fn first_bytes(buf: u64, len: u64) -> ([u8; 4], usize) {
-    let mut first = [0u8; 4];
-    let n = if len < 4 { len } else { 4 };
-    if !read_first(&mut first, buf, n) {
-        return (first, 0);
+pub fn first_bytes(buf: u64, len: u64) -> First {
+    let mut first = First { bytes: [0u8; 8], n: 0 };
+    let n = if len < 8 { len } else { 8 };
+    if read_first(&mut first.bytes, buf, n) {
+        first.n = n as usize;
     }
-    (first, n as usize)
+    first
 }
 
-/// Copies `n` (1 to 4) bytes of user memory at `src` to `dst`: a function
+/// Copies `n` (1 to 8) bytes of user memory at `src` to `dst`: a function
 /// of its own for the reason [`read_user`] is (6.1's verifier lost the
 /// bound of an inlined `n`).
 #[inline(never)]
-fn read_first(dst: &mut [u8; 4], src: u64, n: u64) -> bool {
+fn read_first(dst: &mut [u8; 8], src: u64, n: u64) -> bool {
     // SAFETY: reading a local (opaque to the optimiser).
     let n = unsafe { core::ptr::read_volatile(&n) };
-    if n == 0 || n > 4 {
+    if n == 0 || n > 8 {
         return false;
     }
-    // SAFETY: `dst` has room for 4 bytes; user memory is read with the
+    // SAFETY: `dst` has room for 8 bytes; user memory is read with the
     // fault-tolerant helper.
     unsafe { generated::bpf_probe_read_user(dst.as_mut_ptr().cast(), n as u32, src as *const core::ffi::c_void) == 0 }
-}
-
-/// Whether the first `n` (1..=4) of `first` start an HTTP/1.x message. A
-/// first write shorter than four bytes counts when it is the start of one
-/// (a request line split across writes).
-#[inline(always)]
-fn is_http_start(first: &[u8; 4], n: usize) -> bool {
-    if n == 0 {
-        return false;
-    }
-    for start in HTTP_STARTS {
-        let mut same = true;
-        for i in 0..4 {
-            if i < n && first[i] != start[i] {
-                same = false;
-            }
-        }
-        if same {
-            return true;
-        }
-    }
-    false
 }
 
 /// Takes the connection's unreported payload losses (zeroing them with
@@ -174,6 +152,7 @@ struct Capture {
     has_process: u32,
     sent: bool,
     len: u32,
+    protocol: u32,
 }
 
 /// Reserves a record with room for `N` bytes, copies `n` of them from
@@ -202,7 +181,7 @@ fn emit<const N: usize>(state: *mut SockState, c: &Capture, buf: u64, n: u64) ->
             captured_len: captured as u32,
             direction: if c.sent { DIR_SENT } else { DIR_RECEIVED },
             role: (*state).role,
-            _pad: 0,
+            protocol: c.protocol,
             loss: take_loss(&raw mut (*state).payload_loss),
         };
     }
@@ -238,14 +217,27 @@ unsafe fn request_process(state: *const SockState) -> ProcessInfo {
     }
 }
 
+/// Payload bytes copied per syscall of a connection speaking `protocol`
+/// (0: not captured).
+#[inline(always)]
+fn capture_limit(protocol: u32) -> u64 {
+    if protocol == PROTO_HTTP { offset!(capture_bytes) as u64 } else { offset!(mysql_capture_bytes) as u64 }
+}
+
+/// The parsers the agent runs (their families are on).
+#[inline(always)]
+fn wanted() -> detect::Wanted {
+    detect::Wanted { http: offset!(capture_bytes) != 0, mysql: offset!(mysql_capture_bytes) != 0 }
+}
+
 #[inline(always)]
 pub fn capture(sk: u64, state: *mut SockState, sent: bool, len: u32) {
-    let limit = offset!(capture_bytes) as u64;
-    if limit == 0 {
+    let wanted = wanted();
+    if !wanted.http && !wanted.mysql {
         return;
     }
     // SAFETY: `state` points at the live map value of this socket.
-    let protocol = unsafe { (*state).protocol };
+    let mut protocol = unsafe { (*state).protocol };
     if protocol == PROTO_OTHER {
         return;
     }
@@ -261,19 +253,20 @@ pub fn capture(sk: u64, state: *mut SockState, sent: bool, len: u32) {
         return;
     }
     let buffer = user_buffer(sk);
-    if protocol == PROTO_UNKNOWN {
+    if protocol != PROTO_HTTP && protocol != PROTO_MYSQL && protocol != PROTO_MYSQL_MIDSTREAM {
         let Some((buf, buf_len)) = buffer else { return };
-        let (first, n) = first_bytes(buf, buf_len.min(len as u64));
-        let http = is_http_start(&first, n);
+        let first = first_bytes(buf, buf_len.min(len as u64));
+        protocol = detect::decide(protocol, &first, len as u64, wanted);
         // SAFETY: a plain store of a u32 in the live map value.
-        unsafe { (*state).protocol = if http { PROTO_HTTP } else { PROTO_OTHER } };
-        if !http {
+        unsafe { (*state).protocol = protocol };
+        if !detect::is_captured(protocol) {
             return;
         }
     }
-    let c = Capture { process, has_process: whole as u32, sent, len };
+    let limit = capture_limit(protocol);
+    let c = Capture { process, has_process: whole as u32, sent, len, protocol: detect::reported(protocol) };
     let (buf, mut n) = match buffer {
-        Some((buf, buf_len)) => (buf, (len as u64).min(buf_len).min(limit).min(CAPTURE_MAX as u64)),
+        Some((buf, buf_len)) => (buf, (len as u64).min(buf_len).min(limit).min(CAPTURE_CLASSES[3] as u64)),
         None => (0, 0),
     };
     if buf == 0 {
@@ -283,14 +276,17 @@ pub fn capture(sk: u64, state: *mut SockState, sent: bool, len: u32) {
         emit::<{ CAPTURE_CLASSES[0] }>(state, &c, buf, n)
     } else if n <= CAPTURE_CLASSES[1] as u64 {
         emit::<{ CAPTURE_CLASSES[1] }>(state, &c, buf, n)
-    } else {
+    } else if n <= CAPTURE_CLASSES[2] as u64 {
         emit::<{ CAPTURE_CLASSES[2] }>(state, &c, buf, n)
+    } else {
+        emit::<{ CAPTURE_CLASSES[3] }>(state, &c, buf, n)
     };
     if sent_ok {
         return;
     }
     count(lost_index(EventKind::Payload as u32));
-    let (first, got) = if n == 0 { ([0; 4], 0) } else { first_bytes(buf, n) };
+    let first = if n == 0 { First { bytes: [0; 8], n: 0 } } else { first_bytes(buf, n) };
+    let start = detect::starts_message(c.protocol, &first, len as u64, request);
     // SAFETY: `state` points at the live map value of this socket.
-    unsafe { count_lost(&raw mut (*state).payload_loss, sent, is_http_start(&first, got), len as u64) };
+    unsafe { count_lost(&raw mut (*state).payload_loss, sent, start, len as u64) };
 }

@@ -20,7 +20,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{offset, sock_of_fd, syscall_regs},
-    syscall_abi::{REGS_ARGS, REGS_NR},
+    syscall_abi::{REGS_ARGS, load_syscall_nr},
 };
 
 /// A syscall's number and its first four arguments.
@@ -40,7 +40,9 @@ pub static SYSCALL_ARGS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(16
 #[tracepoint]
 pub fn sys_enter_io(ctx: TracePointContext) -> u32 {
     if let Ok(call) = read_entry(&ctx) {
-        let _ = SYSCALL_ARGS.insert(&bpf_get_current_pid_tgid(), &call, 0);
+        // By reference: by value copies the record again on the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = SYSCALL_ARGS.insert(bpf_get_current_pid_tgid(), &call, 0);
     }
     0
 }
@@ -75,12 +77,12 @@ pub fn current() -> Option<Call> {
     if from_registers() {
         let regs = syscall_regs();
         return Some(Call {
-            nr: reg(regs, REGS_NR),
+            nr: load_syscall_nr(regs),
             args: [reg(regs, REGS_ARGS[0]), reg(regs, REGS_ARGS[1]), reg(regs, REGS_ARGS[2]), reg(regs, REGS_ARGS[3])],
         });
     }
     // SAFETY: the value is copied out of the map.
-    unsafe { SYSCALL_ARGS.get(&bpf_get_current_pid_tgid()) }.copied()
+    unsafe { SYSCALL_ARGS.get(bpf_get_current_pid_tgid()) }.copied()
 }
 
 /// The running syscall, when it is the one moving bytes on socket `sk`:
@@ -99,6 +101,6 @@ pub fn current_on(sk: u64) -> Option<Call> {
 #[inline(always)]
 pub fn forget() {
     if !from_registers() {
-        let _ = SYSCALL_ARGS.remove(&bpf_get_current_pid_tgid());
+        let _ = SYSCALL_ARGS.remove(bpf_get_current_pid_tgid());
     }
 }

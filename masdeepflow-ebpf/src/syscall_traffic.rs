@@ -57,6 +57,7 @@ fn try_syscall(ctx: &TracePointContext, sent: bool) -> Result<(), i64> {
         }
     }
     let sk = sock_of_fd(call.args[0])?;
-    count_and_capture(sk, sent, ret as u32);
+    // (an fd that may not be a socket: no adoption)
+    count_and_capture(sk, sent, ret as u32, false);
     Ok(())
 }

@@ -9,8 +9,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
-    payload::PayloadLoss,
-    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
+    payload::{PROTO_HTTP, PayloadLoss},
+    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
     tcp::{AF_INET, AF_INET6, Endpoints, IPPROTO_TCP, PendingConnect, ROLE_CLIENT, ROLE_SERVER, TcpRecord},
 };
 
@@ -44,15 +44,15 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             // In the connecting process: remember who connects.
             let pending = PendingConnect { syn_sent_ns: now, owner: current_process() };
-            if CONNECTING.insert(&sk, &pending, 0).is_err() {
+            if CONNECTING.insert(sk, pending, 0).is_err() {
                 count(CONNECTING_FULL);
             }
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => {
             let endpoints = read_endpoints(ctx)?;
             // SAFETY: the value is copied out before the entry is removed.
-            let pending = unsafe { CONNECTING.get(&sk) }.copied();
-            let _ = CONNECTING.remove(&sk);
+            let pending = unsafe { CONNECTING.get(sk) }.copied();
+            let _ = CONNECTING.remove(sk);
             let (has_owner, owner) = match pending {
                 Some(p) => (1, p.owner),
                 None => (0, ProcessInfo::default()),
@@ -64,8 +64,8 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         (TCP_SYN_SENT, TCP_CLOSE) => {
             // SAFETY: copied out before removal.
-            let pending = unsafe { CONNECTING.get(&sk) }.copied();
-            let _ = CONNECTING.remove(&sk);
+            let pending = unsafe { CONNECTING.get(sk) }.copied();
+            let _ = CONNECTING.remove(sk);
             if let Some(p) = pending {
                 let endpoints = read_endpoints(ctx)?;
                 let err: i32 = read_at(sk, offset!(sock_sk_err)).unwrap_or(0);
@@ -98,7 +98,7 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
 /// written straight from the map value (no copy: the BPF stack is small).
 #[inline(always)]
 fn report_close(sk: u64, now: u64) {
-    let Some(state) = SOCKETS.get_ptr(&sk) else {
+    let Some(state) = SOCKETS.get_ptr(sk) else {
         return;
     };
     // SAFETY: `state` is the live map value until the removal below; other
@@ -119,6 +119,8 @@ fn report_close(sk: u64, now: u64) {
                     (*r).bytes_received = (*state).bytes_received;
                     (*r).conn_id = (*state).id;
                     (*r).payload_loss = (*state).payload_loss;
+                    (*r).protocol = (*state).protocol;
+                    (*r).adopted = (*state).adopted;
                     entry.submit(wakeup_flags());
                 }
                 None => {
@@ -127,13 +129,20 @@ fn report_close(sk: u64, now: u64) {
                     let loss = &(*state).payload_loss;
                     let requests = if (*state).role == ROLE_CLIENT { loss.sent_starts } else { loss.received_starts };
                     if requests != 0 {
-                        count_n(HTTP_REQUESTS_LOST_AT_CLOSE, requests);
+                        count_n(lost_at_close_index((*state).protocol), requests);
                     }
                 }
             }
         }
     }
-    let _ = SOCKETS.remove(&sk);
+    let _ = SOCKETS.remove(sk);
+}
+
+/// The counter of requests lost with the close of a connection speaking
+/// `protocol`.
+#[inline(always)]
+fn lost_at_close_index(protocol: u32) -> u32 {
+    if protocol == PROTO_HTTP { HTTP_REQUESTS_LOST_AT_CLOSE } else { MYSQL_COMMANDS_LOST_AT_CLOSE }
 }
 
 #[inline(always)]
@@ -174,9 +183,11 @@ fn track(sk: u64, now: u64, endpoints: &Endpoints, role: u32, has_owner: u32, ow
         (*state).has_owner = has_owner;
         (*state).owner = *owner;
         (*state).protocol = 0;
-        (*state)._pad = 0;
+        (*state).adopted = 0;
         (*state).payload_loss = PayloadLoss::NONE;
-        SOCKETS.insert(&sk, &*state, 0)
+        // Inserted from the scratch value by reference: no copy on the BPF stack.
+        let value = &*state;
+        SOCKETS.insert(sk, value, 0)
     };
     if inserted.is_err() {
         count(SOCKETS_FULL);
@@ -220,6 +231,8 @@ pub fn emit(
         (*r).bytes_received = bytes_received;
         (*r).conn_id = conn_id;
         (*r).payload_loss = PayloadLoss::NONE;
+        (*r).protocol = 0;
+        (*r).adopted = 0;
     }
     entry.submit(wakeup_flags());
 }

@@ -6,6 +6,7 @@
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
+    adopt::adopt,
     maps::{SOCKETS, atomic_add},
     payload::capture,
     syscall_abi::MSG_PEEK,
@@ -36,16 +37,23 @@ fn on_socket_io(ctx: &RawTracePointContext, sent: bool) {
     // Peeked bytes are read again later: not counted. Other protocols are
     // not in `SOCKETS`.
     if ret > 0 && (sent || flags & MSG_PEEK == 0) {
-        count_and_capture(sk, sent, ret as u32);
+        count_and_capture(sk, sent, ret as u32, true);
     }
 }
 
 /// Adds `len` bytes to a tracked socket's counters and captures the
-/// payload of parsed protocols. Shared with the syscall fallback.
+/// payload of parsed protocols. Shared with the fallbacks. `adoptable`:
+/// `sk` is surely a socket, so one opened before the agent started may be
+/// adopted (see `adopt.rs`).
 #[inline(always)]
-pub fn count_and_capture(sk: u64, sent: bool, len: u32) {
-    let Some(state) = SOCKETS.get_ptr_mut(&sk) else {
-        return;
+pub fn count_and_capture(sk: u64, sent: bool, len: u32, adoptable: bool) {
+    let state = match SOCKETS.get_ptr_mut(sk) {
+        Some(state) => state,
+        None if adoptable => match adopt(sk, sent, len) {
+            Some(state) => state,
+            None => return,
+        },
+        None => return,
     };
     // SAFETY: `state` points into the map value; the counters are only ever
     // changed atomically.

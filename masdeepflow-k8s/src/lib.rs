@@ -9,14 +9,16 @@
 //!   hash-map look-ups, returns metadata shared by all events of the
 //!   container (an `Arc`, built when the pod is indexed) and never waits on
 //!   the network: while the API server is unreachable it simply returns `None`.
-//! * [`spawn_watcher`] / [`run_watcher`] keep the index up to date: list the
-//!   node's pods (`fieldSelector=spec.nodeName=<node>`), then watch from the
-//!   list's `resourceVersion`, applying `ADDED` / `MODIFIED` / `DELETED`.
-//!   A `410 Gone` (expired resourceVersion), either as the HTTP status of the
-//!   watch request or as an `ERROR` event inside the stream, causes a relist.
-//!   Any other failure is logged once with `log::warn!` (then `debug!` per
-//!   retry, and one `warn!` again when the API server is back) and retried
-//!   with capped exponential backoff. The watcher never panics and never
+//! * [`spawn_watcher`] / [`run_watcher`] keep the index up to date with
+//!   `kube::runtime::watcher`: list the node's pods
+//!   (`fieldSelector=spec.nodeName=<node>`, from the apiserver's cache), then
+//!   watch from the list's `resourceVersion` with bookmarks, applying
+//!   `ADDED` / `MODIFIED` / `DELETED`. A `410 Gone` (expired
+//!   resourceVersion), either as an `ERROR` event inside the stream or as the
+//!   HTTP status of the watch request, causes a relist. Failures are retried
+//!   with kube-runtime's capped exponential backoff; each outage is logged
+//!   once with `log::warn!` (then `debug!` per retry, and one `warn!` again
+//!   when the API server is back). The watcher never panics and never
 //!   returns.
 //!
 //! # Container ids
@@ -66,7 +68,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-mod backoff;
 mod index;
 mod pod_record;
 mod services;

@@ -3,7 +3,7 @@
 //! ExternalName) and the ready endpoints of its EndpointSlices, as
 //! [`ClusterService`]s, one per (cluster IP, port). [`cluster_services`] is
 //! the pure conversion; [`spawn_service_watcher`] lists and watches both
-//! resources on the API server and sends the result on every change.
+//! resources on the API server (`kube::runtime::watcher`) and sends the result on every change.
 use std::{
     collections::BTreeMap,
     fmt::Debug,
@@ -18,11 +18,11 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{ListParams, WatchEvent, WatchParams},
+    runtime::{WatchStreamExt as _, watcher},
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use crate::{backoff::Backoff, watch::ClientSource};
+use crate::watch::ClientSource;
 
 /// One port of one cluster IP of a Service, with its ready endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +201,8 @@ pub fn spawn_service_watcher(source: ClientSource, tx: mpsc::UnboundedSender<Vec
     })
 }
 
+// One message per watch event, consumed at once: no reason to box.
+#[allow(clippy::large_enum_variant)]
 enum Change {
     Services(Event<Service>),
     Slices(Event<EndpointSlice>),
@@ -233,86 +235,51 @@ impl<K: Resource> Event<K> {
     }
 }
 
-/// List, then watch from the list's resourceVersion; relist on 410 Gone;
-/// back off on failures.
+/// `kube::runtime::watcher` lists, watches from the list's resourceVersion
+/// (bookmarks included), relists on 410 Gone and retries failures with
+/// kube-runtime's default backoff; its events become [`Event`]s, a
+/// completed (re)list as one [`Event::Reset`].
 async fn list_watch<K>(api: Api<K>, tx: mpsc::UnboundedSender<Change>, wrap: fn(Event<K>) -> Change)
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30), std::process::id() as u64);
     let what = std::any::type_name::<K>().rsplit("::").next().unwrap_or("objects");
+    let config = watcher::Config::default().timeout(290);
+    let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
     let mut warned = false;
-    loop {
-        let list = match api.list(&ListParams::default()).await {
-            Ok(l) => l,
+    let mut listing: Vec<K> = Vec::new();
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(event) => event,
             Err(e) => {
                 if !warned {
-                    log::warn!("kube: listing {what} failed: {e}; retrying with backoff");
+                    log::warn!("kube: watching {what} failed: {e}; retrying with backoff");
                     warned = true;
+                } else {
+                    log::debug!("kube: watching {what}: {e}");
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
         if warned {
-            log::warn!("kube: listing {what} works again");
+            log::warn!("kube: watching {what} works again");
             warned = false;
         }
-        backoff.reset();
-        let mut rv = list.metadata.resource_version.clone().unwrap_or_default();
-        if tx.send(wrap(Event::Reset(list.items))).is_err() {
-            return;
-        }
-        'watch: loop {
-            let wp = WatchParams::default().timeout(290);
-            let stream = match api.watch(&wp, &rv).await {
-                Ok(s) => s,
-                Err(kube::Error::Api(s)) if s.code == 410 => break 'watch,
-                Err(e) => {
-                    log::debug!("kube: watching {what}: {e}");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                    continue;
-                }
-            };
-            let mut stream = std::pin::pin!(stream);
-            while let Some(item) = stream.next().await {
-                let event = match item {
-                    Ok(WatchEvent::Error(s)) if s.code == 410 => break 'watch,
-                    Ok(WatchEvent::Error(s)) => {
-                        log::debug!("kube: {what} watch error: {}", s.message);
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue 'watch;
-                    }
-                    Err(e) => {
-                        log::debug!("kube: {what} watch stream: {e}");
-                        continue 'watch;
-                    }
-                    Ok(ev) => ev,
-                };
-                let (change, new_rv) = match event {
-                    WatchEvent::Added(k) | WatchEvent::Modified(k) => {
-                        let v = k.meta().resource_version.clone();
-                        (Some(Event::Apply(k)), v)
-                    }
-                    WatchEvent::Deleted(k) => {
-                        let v = k.meta().resource_version.clone();
-                        (Some(Event::Delete(k)), v)
-                    }
-                    WatchEvent::Bookmark(b) => (None, Some(b.metadata.resource_version)),
-                    WatchEvent::Error(_) => (None, None),
-                };
-                if let Some(v) = new_rv.filter(|v| !v.is_empty()) {
-                    rv = v;
-                }
-                if let Some(c) = change
-                    && tx.send(wrap(c)).is_err()
-                {
-                    return;
-                }
+        let change = match event {
+            watcher::Event::Init => {
+                listing.clear();
+                continue;
             }
-            // The server ended the watch (its timeout): reopen from rv, but
-            // never in a tight loop.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            watcher::Event::InitApply(k) => {
+                listing.push(k);
+                continue;
+            }
+            watcher::Event::InitDone => Event::Reset(std::mem::take(&mut listing)),
+            watcher::Event::Apply(k) => Event::Apply(k),
+            watcher::Event::Delete(k) => Event::Delete(k),
+        };
+        if tx.send(wrap(change)).is_err() {
+            return;
         }
     }
 }

@@ -1,17 +1,20 @@
-//! The watcher: lists the node's pods, then watches them from the list's
-//! resourceVersion, relisting on `410 Gone` and retrying failures with
-//! backoff, and applies what it gets to a [`PodIndex`].
+//! The watcher: `kube::runtime::watcher` lists the node's pods, watches
+//! them from the list's resourceVersion (bookmarks included), relists on
+//! `410 Gone` and retries failures with backoff; this module applies its
+//! events to a [`PodIndex`] and says when the API server is lost and back.
 use std::fmt;
 use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
 
-use crate::backoff::Backoff;
 use crate::{DEFAULT_GRACE, PodIndex};
 
 /// Where the watcher gets its API server connection from.
@@ -67,13 +70,13 @@ pub struct WatchConfig {
     pub grace: Duration,
     /// API server connection.
     pub source: ClientSource,
-    /// First retry delay after a failure. Default 500 ms.
+    /// First retry delay after a failure. Default 800 ms (kube-runtime's).
     pub backoff_initial: Duration,
-    /// Retry delay cap. Default 30 s.
+    /// Retry delay cap. Default 30 s (kube-runtime's).
     pub backoff_max: Duration,
     /// `timeoutSeconds` asked of each watch request; the watch is then
-    /// reopened from the last resourceVersion. Default 290 s. A watch that
-    /// stays open 60 s longer than this is considered dead and reopened.
+    /// reopened from the last resourceVersion. Default 290 s. The watcher
+    /// also gives up on a watch that stays silent past it and reopens it.
     pub watch_timeout: Duration,
 }
 
@@ -84,7 +87,7 @@ impl WatchConfig {
             node_name: node_name.into(),
             grace: DEFAULT_GRACE,
             source,
-            backoff_initial: Duration::from_millis(500),
+            backoff_initial: Duration::from_millis(800),
             backoff_max: Duration::from_secs(30),
             watch_timeout: Duration::from_secs(290),
         }
@@ -117,36 +120,110 @@ pub async fn run_watcher(config: WatchConfig, index: PodIndex) {
     }
 }
 
+/// How long requests must go without failing, after the retry that follows
+/// a failure, for the API server to count as back: a server that accepts
+/// watches and then fails them at once is still failing, and must not log
+/// "recovered"/"failed" pairs on every retry.
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+
+/// kube-runtime's retry strategy (capped exponential with jitter from
+/// `backon`, reset after 120 s without failures; kube-runtime keeps its own
+/// constructor private, so it is rebuilt here with the configured bounds),
+/// shared by the watcher streams of one [`Watcher`] and remembering the
+/// last delay it gave.
+#[derive(Clone)]
+struct SharedBackoff(Arc<Mutex<(ResetTimerBackoff<Exponential>, Duration)>>);
+
+struct Exponential {
+    builder: backon::ExponentialBuilder,
+    current: backon::ExponentialBackoff,
+}
+
+impl Iterator for Exponential {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        self.current.next()
+    }
+}
+
+impl Backoff for Exponential {
+    fn reset(&mut self) {
+        self.current = self.builder.build();
+    }
+}
+
+impl SharedBackoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        let max = max.clamp(Duration::from_millis(1), Duration::from_secs(3600));
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(initial.clamp(Duration::from_millis(1), max))
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        let exponential = Exponential { builder, current: builder.build() };
+        SharedBackoff(Arc::new(Mutex::new((ResetTimerBackoff::new(exponential, Duration::from_secs(120)), Duration::ZERO))))
+    }
+
+    /// The delay given for the last failure.
+    fn last_delay(&self) -> Duration {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+}
+
+impl Iterator for SharedBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let mut inner = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let delay = inner.0.next();
+        inner.1 = delay.unwrap_or_default();
+        delay
+    }
+}
+
+impl Backoff for SharedBackoff {
+    fn reset(&mut self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).0.reset();
+    }
+}
+
 /// Failure bookkeeping: one warn when things break, one when they recover.
 struct Health {
     failures: u64,
     since: Option<Instant>,
 }
 
-enum WatchOutcome {
-    /// Stream ended (server timeout or our deadline): rewatch from the last rv.
-    Ended { quick_and_empty: bool },
-    /// resourceVersion expired: relist.
-    Gone,
-    /// Failure: back off, then rewatch from the last rv.
-    Failed,
-}
-
 struct Watcher {
     config: WatchConfig,
     index: PodIndex,
-    field_selector: String,
-    backoff: Backoff,
+    backoff: SharedBackoff,
     health: Health,
+}
+
+/// What a watcher error was doing, for the log.
+fn failed_step(err: &watcher::Error) -> &'static str {
+    match err {
+        watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => "listing pods",
+        watcher::Error::WatchStartFailed(_) => "watching pods",
+        watcher::Error::WatchError(_) => "watch stream",
+        watcher::Error::WatchFailed(_) => "reading the watch stream",
+    }
+}
+
+/// Whether the error says the resourceVersion expired (`410 Gone`), as a
+/// watch event or as the status of the watch request.
+fn is_gone(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
 }
 
 impl Watcher {
     fn new(config: WatchConfig, index: PodIndex) -> Self {
-        let seed = config.node_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
-            ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let backoff = Backoff::new(config.backoff_initial, config.backoff_max, seed);
-        let field_selector = format!("spec.nodeName={}", config.node_name);
-        Watcher { config, index, field_selector, backoff, health: Health { failures: 0, since: None } }
+        let backoff = SharedBackoff::new(config.backoff_initial, config.backoff_max);
+        Watcher { config, index, backoff, health: Health { failures: 0, since: None } }
     }
 
     fn fail(&mut self, what: &str, err: &dyn fmt::Display) {
@@ -171,16 +248,10 @@ impl Watcher {
         }
         self.health.failures = 0;
         self.health.since = None;
-        self.backoff.reset();
         self.index.set_last_sync_ok(true);
     }
 
-    async fn sleep_backoff(&mut self) {
-        let d = self.backoff.next_delay();
-        log::debug!("kube: retrying in {d:?}");
-        tokio::time::sleep(d).await;
-    }
-
+    /// The client, retried with backoff until it can be built.
     async fn client(&mut self) -> Client {
         loop {
             let res = match &self.config.source {
@@ -195,7 +266,8 @@ impl Watcher {
                 Ok(c) => return c,
                 Err(e) => {
                     self.fail("building the Kubernetes client", &e);
-                    self.sleep_backoff().await;
+                    let delay = self.backoff.next().unwrap_or(self.config.backoff_max);
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -204,135 +276,76 @@ impl Watcher {
     async fn run(&mut self) {
         let client = self.client().await;
         let api: Api<Pod> = Api::all(client);
-        let mut consecutive_gone = 0u32;
+        let timeout_secs = self.config.watch_timeout.as_secs().clamp(1, u32::MAX as u64) as u32;
+        // The list is served from the apiserver's watch cache
+        // (resourceVersion=0, NotOlderThan), not a quorum read from etcd:
+        // one agent per node must stay cheap. Unpaged, since kube leaves
+        // resourceVersion=0 out of paged lists.
+        let config = watcher::Config {
+            page_size: None,
+            ..watcher::Config::default().fields(&format!("spec.nodeName={}", self.config.node_name)).timeout(timeout_secs).any_semantic()
+        };
         loop {
-            // ---- list ----
-            let lp = ListParams::default().fields(&self.field_selector).match_any();
-            let list = match api.list(&lp).await {
-                Ok(list) => list,
-                Err(e) => {
-                    self.fail("listing pods", &e);
-                    self.sleep_backoff().await;
-                    continue;
-                }
-            };
-            self.ok();
-            let mut rv = list.metadata.resource_version.clone().unwrap_or_default();
-            self.index.apply_list(&list.items, &self.config.node_name, self.config.grace);
-            log::debug!("kube: listed {} pod(s) on node {:?} at resourceVersion {rv}", list.items.len(), self.config.node_name);
-            drop(list);
-
-            // ---- watch until the resourceVersion expires ----
-            loop {
-                match self.watch_once(&api, &mut rv).await {
-                    WatchOutcome::Ended { quick_and_empty } => {
-                        consecutive_gone = 0;
-                        if quick_and_empty {
-                            self.sleep_backoff().await;
-                        }
-                    }
-                    WatchOutcome::Failed => self.sleep_backoff().await,
-                    WatchOutcome::Gone => {
-                        consecutive_gone += 1;
-                        log::debug!("kube: resourceVersion {rv} expired (410 Gone), relisting");
-                        if consecutive_gone > 1 {
-                            self.sleep_backoff().await;
-                        }
-                        break;
-                    }
-                }
-            }
+            // kube-runtime relists on a 410 inside the watch stream, but keeps
+            // retrying the same resourceVersion when the watch request itself
+            // is answered 410 (older apiservers): a new stream relists.
+            self.follow(watcher(api.clone(), config.clone()).backoff(self.backoff.clone())).await;
+            log::debug!("kube: resourceVersion expired (410 Gone on the watch request), relisting");
         }
     }
 
-    async fn watch_once(&mut self, api: &Api<Pod>, rv: &mut String) -> WatchOutcome {
-        let timeout_secs = self.config.watch_timeout.as_secs().clamp(1, u32::MAX as u64) as u32;
-        let wp = WatchParams::default().fields(&self.field_selector).timeout(timeout_secs);
-        let started = Instant::now();
-        let stream = match api.watch(&wp, rv).await {
-            Ok(s) => s,
-            Err(kube::Error::Api(status)) if status.code == 410 => return WatchOutcome::Gone,
-            Err(e) => {
-                self.fail("watching pods", &e);
-                return WatchOutcome::Failed;
-            }
-        };
-        // The watch counts as healthy (and a past outage as over) once it
-        // delivers an event or stays open for `HEALTHY_AFTER`: a server that
-        // accepts watches and then fails them at once is still failing, and
-        // must not log "recovered"/"failed" pairs on every retry.
-        const HEALTHY_AFTER: Duration = Duration::from_secs(5);
-        let mut healthy = false;
-        let mut stream = pin!(stream);
-        let deadline = tokio::time::sleep(self.config.watch_timeout.saturating_add(Duration::from_secs(60)));
-        let mut deadline = pin!(deadline);
-        let mut healthy_timer = pin!(tokio::time::sleep(HEALTHY_AFTER));
+    /// Applies one watcher stream's events until its watch request is
+    /// answered `410 Gone`.
+    async fn follow(&mut self, stream: impl futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>) {
         let node = self.config.node_name.clone();
+        let grace = self.config.grace;
+        let mut stream = pin!(stream);
+        // Pods of the list in progress.
+        let mut listed: Vec<Pod> = Vec::new();
+        let recovered = tokio::time::sleep(Duration::ZERO);
+        let mut recovered = pin!(recovered);
         loop {
             let item = tokio::select! {
-                _ = &mut deadline => {
-                    log::debug!("kube: watch open past its timeout, reopening");
-                    return WatchOutcome::Ended { quick_and_empty: false };
-                }
-                _ = &mut healthy_timer, if !healthy => {
-                    healthy = true;
+                _ = &mut recovered, if self.health.failures > 0 => {
                     self.ok();
                     continue;
                 }
                 item = stream.next() => item,
             };
-            let Some(item) = item else {
-                if healthy {
-                    return WatchOutcome::Ended { quick_and_empty: false };
+            match item {
+                // The watcher stream never ends on its own (its backoff never gives up).
+                None => return,
+                Some(Err(e)) => {
+                    if is_gone(&e) {
+                        log::debug!("kube: resourceVersion expired (410 Gone), relisting");
+                    } else {
+                        self.fail(failed_step(&e), &e);
+                    }
+                    let retry_at = tokio::time::Instant::now() + self.backoff.last_delay();
+                    recovered.as_mut().reset(retry_at + HEALTHY_AFTER);
+                    if matches!(&e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410) {
+                        tokio::time::sleep_until(retry_at).await;
+                        return;
+                    }
                 }
-                let quick_and_empty = started.elapsed() < Duration::from_secs(1);
-                return WatchOutcome::Ended { quick_and_empty };
-            };
-            let event = match item {
-                Ok(WatchEvent::Error(status)) | Err(kube::Error::Api(status)) if status.code == 410 => {
-                    return WatchOutcome::Gone;
+                Some(Ok(event)) => {
+                    match event {
+                        watcher::Event::Init => {
+                            listed.clear();
+                            continue;
+                        }
+                        watcher::Event::InitApply(pod) => listed.push(pod),
+                        watcher::Event::InitDone => {
+                            self.index.apply_list(&listed, &node, grace);
+                            log::debug!("kube: listed {} pod(s) on node {node:?}", listed.len());
+                            listed = Vec::new();
+                        }
+                        watcher::Event::Apply(pod) => self.index.apply_pod(&pod, &node),
+                        watcher::Event::Delete(pod) => self.index.apply_deleted(&pod, &node, grace),
+                    }
+                    self.ok();
                 }
-                Ok(WatchEvent::Error(status)) => {
-                    self.fail("watch stream", &kube::Error::Api(status));
-                    return WatchOutcome::Failed;
-                }
-                Err(e) if healthy => {
-                    // A healthy watch that breaks (apiserver restart, load
-                    // balancer reset) is reopened at once; only a failure to
-                    // reopen it is an outage worth a warning.
-                    log::debug!("kube: watch stream broke, reopening: {e}");
-                    return WatchOutcome::Ended { quick_and_empty: false };
-                }
-                Err(e) => {
-                    self.fail("reading the watch stream", &e);
-                    return WatchOutcome::Failed;
-                }
-                Ok(ev) => ev,
-            };
-            if !healthy {
-                healthy = true;
-                self.ok();
-            }
-            match event {
-                WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
-                    update_rv(rv, pod.metadata.resource_version.as_deref());
-                    self.index.apply_pod(&pod, &node);
-                }
-                WatchEvent::Deleted(pod) => {
-                    update_rv(rv, pod.metadata.resource_version.as_deref());
-                    self.index.apply_deleted(&pod, &node, self.config.grace);
-                }
-                WatchEvent::Bookmark(b) => {
-                    update_rv(rv, Some(&b.metadata.resource_version));
-                }
-                WatchEvent::Error(_) => {} // handled above
             }
         }
-    }
-}
-
-fn update_rv(rv: &mut String, new: Option<&str>) {
-    if let Some(new) = new.filter(|v| !v.is_empty()) {
-        new.clone_into(rv);
     }
 }

@@ -407,3 +407,27 @@ fn prepared_statement_table_evicts_the_oldest() {
     assert_eq!(c.stats().statements_evicted, 2);
     assert_eq!(c.prepared_statements(), (0, 0));
 }
+
+/// The server side read COM_QUIT's header; the read of its body and the
+/// connection's close were lost with it (so no loss report came): the
+/// command is counted lost when the connection is abandoned.
+#[test]
+fn abandoned_with_a_command_header_read_counts_it_lost() {
+    let chunks = load("sysbench_ps");
+    let (last, rest) = chunks.split_last().unwrap();
+    // COM_STMT_CLOSE and COM_QUIT in one write, read as mysqld reads
+    assert_eq!((last.dir, &last.bytes[9..]), (C2S, &b"\x01\0\0\0\x01"[..]));
+    let mut c = masdeepflow_proto::mysql::MysqlConnection::new();
+    let mut ex = Vec::new();
+    for ch in rest {
+        c.on_data(ch.dir, &ch.bytes, ch.bytes.len() as u64, ch.ts);
+        ex.extend(c.drain());
+    }
+    for (from, to) in [(0, 4), (4, 9), (9, 13)] {
+        c.on_data(C2S, &last.bytes[from..to], (to - from) as u64, last.ts);
+    }
+    c.abandon();
+    ex.extend(c.drain());
+    assert_eq!(ex.len(), 7, "prepare, 5 executes, close");
+    assert_eq!(c.stats().lost_exchanges, 1, "the quit");
+}

@@ -6,7 +6,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use masdeepflow_common::{
     EventKind,
-    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
+    payload::MYSQL_CAPTURE_BYTES,
+    stats::{CONNECTING_FULL, HTTP_REQUESTS_LOST_AT_CLOSE, MYSQL_COMMANDS_LOST_AT_CLOSE, SOCKETS_FULL, lost_index},
     tcp::{PendingConnect, SockState},
 };
 use tokio::{
@@ -16,14 +17,14 @@ use tokio::{
 };
 
 use crate::{
-    cli::Format,
-    cli::RunArgs,
+    cli::{Family, Format, RunArgs},
     clock::Clock,
     decode::decode,
     event::{AgentStats, Event, Lost, Output, Time},
     kernel::{config, privileges, tracefs},
     loader,
     pipeline::Pipeline,
+    protocols::Protocol,
     queue::{self, Lines, Queue},
     sink::{
         export::Taps,
@@ -67,8 +68,16 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
     kernel_config.has_task_pt_regs = u32::from(crate::kernel::features::has_task_pt_regs() && !args.record_syscall_entries);
-    if args.events.contains(&crate::cli::Family::Http) {
+    if args.events.contains(&Family::Http) {
         kernel_config.capture_bytes = args.capture_bytes;
+    }
+    if args.events.contains(&Family::Mysql) {
+        kernel_config.mysql_capture_bytes = MYSQL_CAPTURE_BYTES as u32;
+        if kernel_config.adopt_mysql == 0 {
+            log::warn!("kernel BTF lacks struct sock_common's fields: MySQL connections opened before the agent started are not parsed");
+        }
+    } else {
+        kernel_config.adopt_mysql = 0;
     }
     config::set_comm_filter(&mut kernel_config, &args.comm);
     let mut loaded = loader::load(&kernel_config, &args.events, args.traffic_source, args.ring_buffer_size, &tracefs_root)?;
@@ -147,6 +156,7 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     }
 }
 
+#[expect(clippy::too_many_arguments, reason = "the main loop's state, owned by run(); grouping it is the output work's call")]
 async fn main_loop(
     args: &RunArgs,
     maps: &mut Maps,
@@ -365,8 +375,9 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         let name = kind.name();
         lost.kernel_ring_buffer.insert(name, counter(lost_index(kind as u32)));
     }
-    // Exchanges, from their lost payload records (see `http.rs`).
-    lost.kernel_ring_buffer.insert("http", pipeline.http_lost() + counter(HTTP_REQUESTS_LOST_AT_CLOSE));
+    // Exchanges, from their lost payload records (see `protocols`).
+    lost.kernel_ring_buffer.insert("http", pipeline.exchanges_lost(Protocol::Http) + counter(HTTP_REQUESTS_LOST_AT_CLOSE));
+    lost.kernel_ring_buffer.insert("mysql", pipeline.exchanges_lost(Protocol::Mysql) + counter(MYSQL_COMMANDS_LOST_AT_CLOSE));
     for (k, v) in &loss.by_type {
         lost.user_queue.insert(k, *v);
     }
@@ -375,6 +386,10 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         emitted: BTreeMap::new(),
         lost,
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
+        mysql: {
+            let m = pipeline.mysql_counters();
+            BTreeMap::from([("statements_evicted", m.statements_evicted), ("unknown_statements", m.unknown_statements)])
+        },
         tables,
     });
     // Counts are cumulative, so a periodic line that finds the queue full

@@ -33,7 +33,7 @@ fn tracepoint_of(item: &Item) -> Option<&str> {
 
 /// What the `bpf_task_pt_regs` item is called (where syscall buffers and
 /// fds are found).
-pub const PT_REGS_ITEM: &str = "BPF helper bpf_task_pt_regs (5.15+, finds syscall buffers for http)";
+pub const PT_REGS_ITEM: &str = "BPF helper bpf_task_pt_regs (5.15+, finds syscall buffers for http and mysql)";
 
 /// What the fexit traffic hooks' item is called.
 pub const FEXIT_ITEM: &str = "fexit on tcp_sendmsg, tcp_sendpage, tcp_recvmsg";
@@ -85,6 +85,13 @@ pub fn items() -> Vec<Item> {
                         "the programs that read it cannot load",
                     ));
                 }
+                for (s, m) in config::ADOPT_MEMBERS {
+                    items.push(Item::new(
+                        btf.member_offset(s, m).is_ok(),
+                        format!("kernel struct field {s}.{m} (for mysql)"),
+                        "MySQL connections opened before the agent started are not parsed",
+                    ));
+                }
             }
             Err(e) => items.push(Item::new(false, "kernel BTF parses", format!("{e}; nothing can run"))),
         }
@@ -126,8 +133,11 @@ pub fn items() -> Vec<Item> {
 
 /// Families that will work given `items` (all hooks without a fallback present).
 pub fn working_families(items: &[Item]) -> Vec<(Family, bool)> {
-    let base_ok = items.iter().filter(|i| !i.what.starts_with("tracepoint ")).all(|i| i.ok || i.replaced);
-    [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]
+    // (the fields for adopting MySQL connections opened before the agent
+    // started are optional)
+    let optional = |i: &Item| i.what.starts_with("tracepoint ") || i.what.ends_with("(for mysql)");
+    let base_ok = items.iter().filter(|i| !optional(i)).all(|i| i.ok || i.replaced);
+    [Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http, Family::Mysql]
         .into_iter()
         .map(|f| {
             let hooks_ok = HOOKS
@@ -240,13 +250,25 @@ mod tests {
         assert!(working_families(&no_regs).iter().all(|(_, ok)| *ok));
         let (text, all) = report(&no_regs);
         assert!(all && text.contains(&format!("[replaced] {PT_REGS_ITEM}")), "{text}");
+        // Without the fields that adopt MySQL connections opened before the
+        // agent started: every family still works.
+        let mut no_adopt = full.clone();
+        no_adopt.push(item(false, "kernel struct field sock.sk_protocol (for mysql)"));
+        assert!(working_families(&no_adopt).iter().all(|(_, ok)| *ok));
 
         // No sched_process_exit: exit is unavailable, the rest works.
         let no_exit: Vec<Item> = full.iter().map(|i| item(!i.what.contains(":sched_process_exit "), &i.what)).collect();
         let fams = working_families(&no_exit);
         assert_eq!(
             fams,
-            vec![(Family::Exec, true), (Family::Exit, false), (Family::Tcp, true), (Family::Flow, true), (Family::Http, true)]
+            vec![
+                (Family::Exec, true),
+                (Family::Exit, false),
+                (Family::Tcp, true),
+                (Family::Flow, true),
+                (Family::Http, true),
+                (Family::Mysql, true)
+            ]
         );
 
         // No BTF: nothing works.

@@ -33,6 +33,8 @@ pub enum Family {
     Flow,
     /// http: HTTP/1.x requests with status and latency
     Http,
+    /// mysql: MySQL/MariaDB commands with statement, outcome and latency
+    Mysql,
 }
 
 impl Family {
@@ -43,9 +45,15 @@ impl Family {
             Family::Tcp => "tcp",
             Family::Flow => "flow",
             Family::Http => "http",
+            Family::Mysql => "mysql",
         }
     }
 }
+
+/// Most `--sql-bytes`: 16 KiB, what the kernel copies of the syscall that
+/// sends a statement (`MYSQL_CAPTURE_BYTES`) leaves for the SQL.
+pub const SQL_BYTES_MAX: usize = 16 * 1024;
+const _: () = assert!(SQL_BYTES_MAX + 4 + 1 + 2 <= masdeepflow_common::payload::MYSQL_CAPTURE_BYTES);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -82,7 +90,7 @@ pub enum OtlpSignal {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Event families to report (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "exec,exit,tcp,flow,http")]
+    #[arg(long, value_delimiter = ',', default_value = "exec,exit,tcp,flow,http,mysql")]
     pub events: Vec<Family>,
     /// Only events of these processes (thread-group ids; comma separated).
     #[arg(long, value_delimiter = ',')]
@@ -90,7 +98,7 @@ pub struct RunArgs {
     /// Only events of processes with these command names (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub comm: Vec<String>,
-    /// Only connection events (tcp, flow, http) with one of these ports on either end.
+    /// Only connection events (tcp, flow, http, mysql) with one of these ports on either end.
     #[arg(long, value_delimiter = ',')]
     pub port: Vec<u16>,
     /// Only events of processes in pods of these Kubernetes namespaces.
@@ -107,6 +115,15 @@ pub struct RunArgs {
     /// them are counted, not read).
     #[arg(long, default_value_t = DEFAULT_CAPTURE_BYTES, value_parser = clap::value_parser!(u32).range(64..=4096))]
     pub capture_bytes: u32,
+    /// Bytes of SQL kept per MySQL statement (longer ones are flagged
+    /// `statement_truncated`; their length is still counted).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(64..=SQL_BYTES_MAX as i64))]
+    pub sql_bytes: u32,
+    /// Report MySQL statements as their fingerprints (literals replaced by
+    /// `?`) and error messages without their quoted text: no literal from the
+    /// traced system leaves the host.
+    #[arg(long)]
+    pub sql_redact: bool,
     /// Where socket byte counts and HTTP payloads come from.
     #[arg(long, value_enum, default_value_t = crate::loader::TrafficSource::Auto)]
     pub traffic_source: crate::loader::TrafficSource,
@@ -269,8 +286,13 @@ mod tests {
     #[test]
     fn defaults_and_lists() {
         let cli = Cli::try_parse_from(["masdeepflow"]).unwrap();
-        assert_eq!(cli.run.events, vec![Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http]);
+        assert_eq!(cli.run.events, vec![Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http, Family::Mysql]);
         assert_eq!(cli.run.capture_bytes, 1024);
+        assert_eq!((cli.run.sql_bytes, cli.run.sql_redact), (4096, false));
+        let cli = Cli::try_parse_from(["masdeepflow", "--events", "mysql", "--sql-bytes", "16384", "--sql-redact"]).unwrap();
+        assert_eq!((cli.run.events.as_slice(), cli.run.sql_bytes, cli.run.sql_redact), (&[Family::Mysql][..], 16384, true));
+        assert!(Cli::try_parse_from(["masdeepflow", "--sql-bytes", "16385"]).is_err());
+        assert!(Cli::try_parse_from(["masdeepflow", "--sql-bytes", "32"]).is_err());
         assert!(Cli::try_parse_from(["masdeepflow", "--capture-bytes", "8192"]).is_err());
         assert_eq!(Cli::try_parse_from(["masdeepflow", "--port", "80,8080"]).unwrap().run.port, vec![80, 8080]);
         assert_eq!(cli.run.flow_interval, Duration::from_secs(10));

@@ -59,6 +59,8 @@ pub struct Payload<'a> {
     pub data: &'a [u8],
     /// Records of this connection the ring buffer lost before this one.
     pub loss: PayloadLoss,
+    /// The kernel's `PROTO_*` for the connection: which parser reads it.
+    pub protocol: u32,
 }
 
 /// A decoded ring buffer record: an event to report, or input for a
@@ -115,6 +117,7 @@ fn payload<'a>(bytes: &'a [u8], clock: &Clock) -> Result<Payload<'a>, DecodeErro
         total_len: h.total_len.max(captured as u64),
         data: &data[..captured],
         loss: h.loss,
+        protocol: h.protocol,
     })
 }
 
@@ -225,6 +228,8 @@ fn tcp(kind: EventKind, r: &TcpRecord, clock: &Clock) -> Event {
             duration_ns: r.duration_ns,
             conn_id: r.conn_id,
             payload_loss: r.payload_loss,
+            protocol: r.protocol,
+            adopted: r.adopted != 0,
         },
     }
 }
@@ -311,6 +316,8 @@ mod tests {
             bytes_received: 9,
             conn_id: 42,
             payload_loss: PayloadLoss { sent_starts: 1, received_starts: 2, sent_bytes: 3, received_bytes: 4 },
+            protocol: 0,
+            adopted: 0,
         }
     }
 
@@ -380,7 +387,7 @@ mod tests {
             captured_len: 4,
             direction: 1,
             role: ROLE_SERVER,
-            _pad: 0,
+            protocol: masdeepflow_common::payload::PROTO_HTTP,
             loss: PayloadLoss { sent_starts: 0, received_starts: 5, sent_bytes: 0, received_bytes: 60 },
         };
         let mut bytes = bytes_of(&h);

@@ -123,6 +123,49 @@ pub struct HttpExchange {
     pub approximate: bool,
 }
 
+/// One MySQL/MariaDB command and its response, seen from one side. Text
+/// from the traced system is kept as the parser gave it (shared, not
+/// copied) and escaped by the sinks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MysqlExchange {
+    pub time: Time,
+    pub process: Option<Process>,
+    pub role: Role,
+    pub conn: Connection,
+    /// `None` only for the record of a connection switching to TLS.
+    pub command: Option<masdeepflow_proto::mysql::Command>,
+    /// The SQL (or schema name) as sent; `None` where there is none, and
+    /// always with `--sql-redact` (the sinks then write the fingerprint in
+    /// its place, see `redacted`).
+    pub statement: Option<Arc<[u8]>>,
+    pub statement_truncated: bool,
+    pub statement_id: Option<u32>,
+    pub fingerprint: Option<Arc<str>>,
+    /// `--sql-redact`: `statement` is written as the fingerprint, error
+    /// messages with their quoted literals replaced.
+    pub redacted: bool,
+    pub database: Option<Arc<[u8]>>,
+    pub user: Option<Arc<[u8]>>,
+    pub response: Option<masdeepflow_proto::mysql::ResponseKind>,
+    pub rows: Option<u64>,
+    pub result_sets: u32,
+    pub affected_rows: Option<u64>,
+    pub last_insert_id: Option<u64>,
+    pub warnings: Option<u32>,
+    pub error_code: Option<u16>,
+    pub sql_state: Option<[u8; 5]>,
+    pub error_message: Option<Vec<u8>>,
+    /// COM_STMT_PREPARE's answer: parameter and column counts.
+    pub params: Option<u16>,
+    pub columns: Option<u16>,
+    pub latency_ns: Option<u64>,
+    pub duration_ns: Option<u64>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub error: Option<&'static str>,
+    pub approximate: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     ProcessExec {
@@ -167,6 +210,12 @@ pub enum Event {
         conn_id: u64,
         /// Not written: payload records lost since the connection's last one delivered.
         payload_loss: PayloadLoss,
+        /// Not written: the kernel's `PROTO_*` for the connection (whose
+        /// parser the losses concern).
+        protocol: u32,
+        /// Not written: a connection opened before the agent started and
+        /// adopted for MySQL (its close ends its parser, and is not reported).
+        adopted: bool,
     },
     Flow {
         time: Time,
@@ -178,6 +227,7 @@ pub enum Event {
         interval_ns: u64,
     },
     Http(HttpExchange),
+    Mysql(Box<MysqlExchange>),
     AgentStart {
         time: Time,
         version: &'static str,
@@ -195,6 +245,8 @@ pub struct AgentStats {
     pub lost: Lost,
     /// Connections the kernel could not track (its maps were full).
     pub untracked_connections: u64,
+    /// The MySQL parsers' counters: `statements_evicted`, `unknown_statements`.
+    pub mysql: BTreeMap<&'static str, u64>,
     /// Entries in every bounded table, kernel and user space.
     pub tables: BTreeMap<&'static str, u64>,
 }
@@ -229,6 +281,7 @@ impl Event {
             Event::TcpClose { .. } => "tcp_close",
             Event::Flow { .. } => "flow",
             Event::Http(_) => "http",
+            Event::Mysql(_) => "mysql",
             Event::AgentStart { .. } => "agent_start",
             Event::AgentStats(_) => "agent_stats",
         }
@@ -242,17 +295,19 @@ impl Event {
             | Event::TcpClose { process, .. }
             | Event::Flow { process, .. } => process.as_ref(),
             Event::Http(h) => h.process.as_ref(),
+            Event::Mysql(m) => m.process.as_ref(),
             Event::AgentStart { .. } | Event::AgentStats(_) => None,
         }
     }
 
-    /// The connection, for TCP, flow and HTTP events.
+    /// The connection, for TCP, flow, HTTP and MySQL events.
     pub fn connection(&self) -> Option<&Connection> {
         match self {
             Event::TcpConnect { conn, .. } | Event::TcpAccept { conn, .. } | Event::TcpClose { conn, .. } | Event::Flow { conn, .. } => {
                 Some(conn)
             }
             Event::Http(h) => Some(&h.conn),
+            Event::Mysql(m) => Some(&m.conn),
             _ => None,
         }
     }
@@ -267,6 +322,7 @@ impl Event {
             | Event::Flow { time, .. }
             | Event::AgentStart { time, .. } => *time,
             Event::Http(h) => h.time,
+            Event::Mysql(m) => m.time,
             Event::AgentStats(s) => s.time,
         }
     }

@@ -115,6 +115,8 @@ mod tests {
             duration_ns,
             conn_id,
             payload_loss: Default::default(),
+            protocol: 0,
+            adopted: false,
         }
     }
 

@@ -13,7 +13,7 @@ use std::{
 
 use masdeepflow_common::{
     EventHeader, EventKind, ProcessInfo,
-    payload::{DIR_RECEIVED, DIR_SENT, PayloadHeader, PayloadLoss},
+    payload::{DIR_RECEIVED, DIR_SENT, PROTO_HTTP, PROTO_MYSQL, PayloadHeader, PayloadLoss},
     process::{ExecRecord, ExitRecord},
     tcp::{AF_INET, Endpoints, ROLE_CLIENT, ROLE_SERVER, TcpRecord},
 };
@@ -39,6 +39,16 @@ pub const MAX_ALLOCS_PER_EXEC: f64 = 6.0;
 /// Most per TCP connection (connect, accept, two closes and their last
 /// flows; the flow table's entry).
 pub const MAX_ALLOCS_PER_CONNECTION: f64 = 2.0;
+/// Most per `mysql` event of a prepared statement's execution (sysbench's
+/// point select with `--db-ps-mode=auto`), both sides: the event's box.
+/// The statement and fingerprint are shared with the prepared-statement
+/// table, not copied.
+pub const MAX_ALLOCS_PER_MYSQL_EXECUTE: f64 = 1.0;
+/// Most per `mysql` event of a text query (`COM_QUERY`, a new literal each
+/// time): the event's box, the statement's shared copy, and its
+/// fingerprint: the token list, the whitespace flags, the two passes over
+/// them (pairing, collapsing `IN (...)`), the text, its shared copy.
+pub const MAX_ALLOCS_PER_MYSQL_QUERY: f64 = 8.0;
 
 struct Counting;
 
@@ -96,6 +106,11 @@ fn endpoints(local_port: u16, peer_port: u16) -> Endpoints {
 }
 
 fn payload(ts: u64, conn_id: u64, role: u32, sent: bool, data: &[u8], proc_: ProcessInfo, e: Endpoints) -> Vec<u8> {
+    payload_of(PROTO_HTTP, ts, conn_id, role, sent, data, proc_, e)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn payload_of(protocol: u32, ts: u64, conn_id: u64, role: u32, sent: bool, data: &[u8], proc_: ProcessInfo, e: Endpoints) -> Vec<u8> {
     let h = PayloadHeader {
         header: EventHeader { kind: EventKind::Payload as u32, has_process: 1, ts_ns: ts, process: proc_ },
         endpoints: e,
@@ -104,7 +119,7 @@ fn payload(ts: u64, conn_id: u64, role: u32, sent: bool, data: &[u8], proc_: Pro
         captured_len: data.len() as u32,
         direction: if sent { DIR_SENT } else { DIR_RECEIVED },
         role,
-        _pad: 0,
+        protocol,
         loss: PayloadLoss::NONE,
     };
     let mut b = bytes_of(&h);
@@ -129,6 +144,76 @@ pub fn http_records(n: usize) -> Vec<Vec<u8>> {
         out.push(payload(t + 110, 1, ROLE_CLIENT, false, RESPONSE, wrk, client));
     }
     out
+}
+
+/// A recorded session's chunks (`masdeepflow-proto/tests/fixtures/mysql`):
+/// (client to server, bytes).
+fn recording(text: &str) -> Vec<(bool, Vec<u8>)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut it = line.split(' ');
+            let to_server = match it.next()? {
+                "C" => true,
+                "S" => false,
+                _ => return None,
+            };
+            let hex = it.nth(1).unwrap_or("");
+            Some((to_server, (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect()))
+        })
+        .collect()
+}
+
+/// The payload records of a MySQL session seen from both sides, as the
+/// kernel captures them: the client (`sysbench`, connection 1) writes each
+/// command and reads each response whole; the server (`mariadbd`,
+/// connection 2) reads each command's header and body apart and writes
+/// each response whole. `setup` is played once, then `n` rounds of
+/// `round(i)` (command, response).
+fn mysql_records(setup: &[(bool, Vec<u8>)], n: usize, round: impl Fn(usize) -> (Vec<u8>, Vec<u8>)) -> Vec<Vec<u8>> {
+    let (client, server) = (process(100, b"sysbench"), process(200, b"mariadbd"));
+    let (ce, se) = (endpoints(40000, 3306), endpoints(3306, 40000));
+    let mut out = Vec::new();
+    let mut t = 1_000_000u64;
+    let mut one = |to_server: bool, data: &[u8], out: &mut Vec<Vec<u8>>| {
+        t += 1000;
+        let rec = |conn, role, sent, d: &[u8], p, e| payload_of(PROTO_MYSQL, t, conn, role, sent, d, p, e);
+        out.push(rec(1, ROLE_CLIENT, to_server, data, client, ce));
+        if to_server {
+            out.push(rec(2, ROLE_SERVER, false, &data[..4], server, se));
+            out.push(rec(2, ROLE_SERVER, false, &data[4..], server, se));
+        } else {
+            out.push(rec(2, ROLE_SERVER, true, data, server, se));
+        }
+    };
+    for (to_server, data) in setup {
+        one(*to_server, data, &mut out);
+    }
+    for i in 0..n {
+        let (cmd, resp) = round(i);
+        one(true, &cmd, &mut out);
+        one(false, &resp, &mut out);
+    }
+    out
+}
+
+/// sysbench's point select as a prepared statement: greeting, handshake,
+/// COM_STMT_PREPARE, then `n` COM_STMT_EXECUTE with their one-row results.
+pub fn mysql_execute_records(n: usize) -> Vec<Vec<u8>> {
+    let rec = recording(include_str!("../../masdeepflow-proto/tests/fixtures/mysql/sysbench_ps.rec"));
+    mysql_records(&rec[..5], n, |_| (rec[5].1.clone(), rec[6].1.clone()))
+}
+
+/// The same as text queries, a new id each time (PyMySQL's session: a
+/// one-row text result set).
+pub fn mysql_query_records(n: usize) -> Vec<Vec<u8>> {
+    let rec = recording(include_str!("../../masdeepflow-proto/tests/fixtures/mysql/pymysql_session.rec"));
+    let response = rec.iter().position(|(c, d)| *c && d.ends_with(b"SELECT DATABASE()")).map(|i| rec[i + 1].1.clone()).unwrap();
+    mysql_records(&rec[..3], n, |i| {
+        let sql = format!("SELECT c FROM sbtest1 WHERE id={}", 1 + i % 10_000);
+        let mut cmd = vec![(sql.len() + 1) as u8, 0, 0, 0, 3];
+        cmd.extend_from_slice(sql.as_bytes());
+        (cmd, response.clone())
+    })
 }
 
 /// Records of `n` execs of `/bin/true` and their exits.
@@ -171,6 +256,8 @@ fn tcp_records(n: usize) -> Vec<Vec<u8>> {
             bytes_received: 0,
             conn_id: id,
             payload_loss: PayloadLoss::NONE,
+            protocol: 0,
+            adopted: 0,
         };
         out.push(bytes_of(&rec(EventKind::TcpConnect, c, endpoints(port, 9000), ROLE_CLIENT, 2 * i + 1)));
         out.push(bytes_of(&rec(EventKind::TcpAccept, s, endpoints(9000, port), ROLE_SERVER, 2 * i + 2)));
@@ -228,6 +315,20 @@ fn http_events_allocate_at_most_the_documented_bound() {
     let (per, n) = per_event(&all[4000..], &all[..4000]);
     assert_eq!(n, 2 * 2000, "one event per exchange and side");
     assert!(per <= MAX_ALLOCS_PER_HTTP_EVENT, "{per} allocations per http event (bound {MAX_ALLOCS_PER_HTTP_EVENT})");
+}
+
+#[test]
+fn mysql_events_allocate_at_most_the_documented_bound() {
+    // setup records (greeting, handshake, prepare) first, then rounds of
+    // 5 records (client: command, response; server: header, body, response)
+    let all = mysql_execute_records(3000);
+    let (per, n) = per_event(&all[12 + 5 * 1000..], &all[..12 + 5 * 1000]);
+    assert_eq!(n, 2 * 2000, "one event per execute and side");
+    assert!(per <= MAX_ALLOCS_PER_MYSQL_EXECUTE, "{per} allocations per mysql execute event (bound {MAX_ALLOCS_PER_MYSQL_EXECUTE})");
+    let all = mysql_query_records(3000);
+    let (per, n) = per_event(&all[7 + 5 * 1000..], &all[..7 + 5 * 1000]);
+    assert_eq!(n, 2 * 2000, "one event per query and side");
+    assert!(per <= MAX_ALLOCS_PER_MYSQL_QUERY, "{per} allocations per mysql query event (bound {MAX_ALLOCS_PER_MYSQL_QUERY})");
 }
 
 #[test]
@@ -301,20 +402,25 @@ fn metrics_only_path_allocates_nothing_more_than_the_pipeline() {
 /// developer (`cargo test -- hot_paths --nocapture`), asserts nothing of it.
 #[test]
 fn http_path_cost_report() {
-    let all = http_records(20000);
+    path_cost_report("http", &http_records(20000), 4000);
+    path_cost_report("mysql execute", &mysql_execute_records(20000), 12 + 5 * 2000);
+    path_cost_report("mysql query", &mysql_query_records(20000), 7 + 5 * 2000);
+}
+
+fn path_cost_report(name: &str, all: &[Vec<u8>], warm: usize) {
     let mut p = pipeline();
     let mut json = JsonWriter::default();
-    run_path(&all[..4000], &mut p, &mut json);
+    run_path(&all[..warm], &mut p, &mut json);
     let t = std::time::Instant::now();
     let mut total = (0, 0, 0);
     for _ in 0..5 {
-        let (n, a, bytes) = run_path(&all[4000..], &mut p, &mut json);
+        let (n, a, bytes) = run_path(&all[warm..], &mut p, &mut json);
         total = (total.0 + n, total.1 + a, total.2 + bytes);
     }
     let (n, a, bytes) = total;
     let ns = t.elapsed().as_nanos() as f64 / n as f64;
     eprintln!(
-        "http path: {ns:.0} ns per event, {} bytes per line, {:.2} allocations per event, {n} events",
+        "{name} path: {ns:.0} ns per event, {} bytes per line, {:.2} allocations per event, {n} events",
         bytes / n,
         a as f64 / n as f64
     );

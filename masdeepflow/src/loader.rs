@@ -11,9 +11,6 @@ use masdeepflow_common::config::KernelConfig;
 
 use crate::{cli::Family, fexit_hooks, kernel::tracefs};
 
-/// The object built from `masdeepflow-ebpf`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masdeepflow-ebpf"));
-
 /// One tracepoint attachment.
 pub struct Hook {
     /// Program name in the object.
@@ -57,8 +54,8 @@ pub fn traffic_source(wanted: TrafficSource, has: impl Fn(&str, &str) -> bool, f
     }
 }
 
-const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http];
-const ALL: &[Family] = &[Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http];
+const TCP: &[Family] = &[Family::Tcp, Family::Flow, Family::Http, Family::Mysql];
+const ALL: &[Family] = &[Family::Exec, Family::Exit, Family::Tcp, Family::Flow, Family::Http, Family::Mysql];
 
 pub const HOOKS: [Hook; 19] = [
     Hook {
@@ -257,7 +254,10 @@ pub fn load(
         attached.push(format!("{}:{}", hook.category, hook.tracepoint));
     }
     let tcp = TCP.iter().any(|f| families.contains(f));
-    if config.has_task_pt_regs == 0 && tcp && (traffic == TrafficSource::Syscalls || config.capture_bytes != 0) {
+    if config.has_task_pt_regs == 0
+        && tcp
+        && (traffic == TrafficSource::Syscalls || config.capture_bytes != 0 || config.mysql_capture_bytes != 0)
+    {
         let program: &mut TracePoint =
             ebpf.program_mut("sys_enter_io").context("program sys_enter_io missing from the object")?.try_into()?;
         program.load().context("loading program sys_enter_io")?;
@@ -277,7 +277,7 @@ fn load_object(config: &KernelConfig, ring_buffer_size: u32) -> Result<Ebpf> {
     EbpfLoader::new()
         .override_global("OFFSETS", config, true)
         .map_max_entries("EVENTS", ring_buffer_size)
-        .load(OBJECT)
+        .load(crate::embedded::agent()?)
         .context("loading the eBPF object")
 }
 
@@ -302,10 +302,10 @@ pub const VERIFIED_BOUNDS: [(&str, u32); 11] = [
     ("inet_sock_set_state", 6800),
     ("tcp_destroy_sock", 1500),
     ("sys_exit_accept", 900),
-    ("sock_send_length", 9000),
-    ("sock_recv_length", 9000),
-    ("sys_exit_sent", 8600),
-    ("sys_exit_received", 8600),
+    ("sock_send_length", 29700),
+    ("sock_recv_length", 44800),
+    ("sys_exit_sent", 22900),
+    ("sys_exit_received", 35600),
     ("cgroup_mkdir", 400),
     ("cgroup_rmdir", 400),
 ];
@@ -317,8 +317,13 @@ pub const VERIFIED_BOUNDS: [(&str, u32); 11] = [
 /// as errors.
 pub fn verified_sizes(config: &KernelConfig) -> Result<Vec<(&'static str, Option<u32>)>> {
     raise_memlock_limit();
-    // As the agent runs by default: payload capture on.
-    let config = KernelConfig { capture_bytes: crate::cli::DEFAULT_CAPTURE_BYTES, ..*config };
+    // As the agent runs by default: HTTP and MySQL payload capture on
+    // (and MySQL adoption, where BTF has its fields).
+    let config = KernelConfig {
+        capture_bytes: crate::cli::DEFAULT_CAPTURE_BYTES,
+        mysql_capture_bytes: masdeepflow_common::payload::MYSQL_CAPTURE_BYTES as u32,
+        ..*config
+    };
     let mut ebpf = load_object(&config, 4096)?;
     let mut sizes = Vec::new();
     for hook in &HOOKS {

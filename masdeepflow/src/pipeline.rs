@@ -11,8 +11,8 @@ use crate::{
     decode::Record,
     event::{Event, Output, Time},
     flows::FlowTable,
-    http::HttpTracker,
     lifetimes::ExecTimes,
+    protocols::{MysqlOptions, Protocol, Tracker},
 };
 
 /// Most live processes whose exec time is kept for `duration_ns`.
@@ -26,7 +26,7 @@ pub struct Pipeline {
     clock: Clock,
     flows: FlowTable,
     exec_times: ExecTimes,
-    http: HttpTracker,
+    protocols: Tracker,
     containers: Containers,
     pods_index: Option<masdeepflow_k8s::PodIndex>,
     namespaces: Vec<String>,
@@ -43,7 +43,7 @@ impl Pipeline {
             clock,
             flows: FlowTable::default(),
             exec_times: ExecTimes::new(EXEC_TIMES_MAX),
-            http: HttpTracker::default(),
+            protocols: Tracker::new(MysqlOptions { sql_bytes: args.sql_bytes as usize, redact: args.sql_redact }),
             containers,
             pods_index,
             namespaces: args.namespace.clone(),
@@ -75,8 +75,8 @@ impl Pipeline {
             Record::Event(e) => e,
             Record::Payload(p) => {
                 let start = out.len();
-                self.http.on_payload(p, out);
-                self.keep_wanted_http(out, start);
+                self.protocols.on_payload(p, out);
+                self.keep_wanted_exchanges(out, start);
                 return;
             }
             Record::CgroupMkdir { id, path } => {
@@ -111,10 +111,14 @@ impl Pipeline {
                 e
             }
             close @ Event::TcpClose { .. } => {
-                if let Event::TcpClose { conn_id, time, role, payload_loss, .. } = &close {
+                if let Event::TcpClose { conn_id, time, role, payload_loss, protocol, adopted, .. } = &close {
                     let start = out.len();
-                    self.http.on_close(*conn_id, *time, *role, payload_loss, out);
-                    self.keep_wanted_http(out, start);
+                    self.protocols.on_close(*conn_id, *time, *role, payload_loss, *protocol, out);
+                    self.keep_wanted_exchanges(out, start);
+                    if *adopted {
+                        // Opened before the agent started: no tcp or flow events.
+                        return;
+                    }
                 }
                 if self.wants(Family::Flow) {
                     let now = self.clock.ktime_ns(close.time().0);
@@ -134,16 +138,23 @@ impl Pipeline {
         }
     }
 
-    /// Applies the http family choice and the filters to `out[start..]`.
-    fn keep_wanted_http(&self, out: &mut Vec<Event>, start: usize) {
-        if !self.wants(Family::Http) {
+    /// Applies the http and mysql family choices and the filters to
+    /// `out[start..]`.
+    fn keep_wanted_exchanges(&self, out: &mut Vec<Event>, start: usize) {
+        let (http, mysql) = (self.wants(Family::Http), self.wants(Family::Mysql));
+        if !http && !mysql {
             out.truncate(start);
             return;
         }
         // Compacted in place: events are large, and most pass.
         let mut kept = start;
         for i in start..out.len() {
-            if self.passes_filters(&out[i]) {
+            let wanted = match &out[i] {
+                Event::Http(_) => http,
+                Event::Mysql(_) => mysql,
+                _ => true,
+            };
+            if wanted && self.passes_filters(&out[i]) {
                 if kept != i {
                     out.swap(kept, i);
                 }
@@ -155,7 +166,7 @@ impl Pipeline {
 
     /// Drops parser state of connections the kernel no longer tracks.
     pub fn retain_live_connections(&mut self, live: &std::collections::HashSet<u64>) {
-        self.http.retain_live(live);
+        self.protocols.retain_live(live);
     }
 
     /// Adds container (and Kubernetes) context to `events` and applies
@@ -180,9 +191,14 @@ impl Pipeline {
         }
     }
 
-    /// HTTP exchanges lost with their payload records (so far).
-    pub fn http_lost(&self) -> u64 {
-        self.http.lost_exchanges
+    /// The MySQL parsers' counters (so far).
+    pub fn mysql_counters(&self) -> crate::protocols::MysqlCounters {
+        self.protocols.mysql_counters()
+    }
+
+    /// Exchanges of `protocol` lost with their payload records (so far).
+    pub fn exchanges_lost(&self, protocol: Protocol) -> u64 {
+        self.protocols.lost(protocol)
     }
 
     /// Forgets cgroups removed long enough ago.
@@ -191,12 +207,13 @@ impl Pipeline {
     }
 
     /// Sizes of the agent's own bounded tables.
-    pub fn table_sizes(&self) -> [(&'static str, u64); 5] {
+    pub fn table_sizes(&self) -> [(&'static str, u64); 6] {
         [
             ("cgroups", self.containers.len() as u64),
             ("pods", self.pods_index.as_ref().map_or(0, |i| i.len() as u64)),
             ("flows", self.flows.len() as u64),
-            ("http_connections", self.http.len() as u64),
+            ("http_connections", self.protocols.len(Protocol::Http) as u64),
+            ("mysql_connections", self.protocols.len(Protocol::Mysql) as u64),
             ("exec_times", self.exec_times.len() as u64),
         ]
     }
@@ -208,6 +225,9 @@ impl Pipeline {
         }
         let now = Clock::ktime_now();
         let wall = Time(self.clock.wall_ns(now));
+        // Connections adopted for MySQL were opened before the agent
+        // started: their counts start at adoption, they have no flows.
+        let sockets = sockets.into_iter().filter(|s| s.adopted == 0);
         for flow in self.flows.tick(sockets, now, wall) {
             if self.passes_filters(&flow) {
                 out.push(flow);
@@ -225,6 +245,7 @@ impl Pipeline {
                 Family::Tcp => &["tcp_connect", "tcp_accept", "tcp_close"],
                 Family::Flow => &["flow"],
                 Family::Http => &["http"],
+                Family::Mysql => &["mysql"],
             };
             for n in names {
                 types.insert(*n, 0);
@@ -282,7 +303,7 @@ mod tests {
         let pipeline = Pipeline::new(&cli.run, Clock::with_offset(0), Containers::default(), None);
         let mut out = vec![http(9, 9)];
         out.extend([http(7, 80), http(8, 80), http(7, 81), http(7, 80), http(8, 81)]);
-        pipeline.keep_wanted_http(&mut out, 1);
+        pipeline.keep_wanted_exchanges(&mut out, 1);
         assert_eq!(out.iter().map(path).collect::<Vec<_>>(), [&b"/9/9"[..], b"/7/80", b"/7/80"]);
     }
 }

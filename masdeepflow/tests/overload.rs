@@ -1,6 +1,6 @@
 //! Overload: with a tiny kernel ring buffer (agent stopped meanwhile), and
-//! with a stalled stdout reader, flood execs, connections and HTTP
-//! requests. The traced
+//! with a stalled stdout reader, flood execs, connections, HTTP requests
+//! and MySQL commands. The traced
 //! programs keep running, and per event family reported + counted-lost
 //! equals the work generated, exactly (`--comm` is applied in the kernel,
 //! so losses are counted for the flood's processes alone; the two tests
@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{Agent, require_root, servers::Nginx};
+use support::{Agent, mariadb::MariaDb, require_root, servers::Nginx};
 
 /// A symlink named `name` to `target`: processes started through it get
 /// `name` as their command name.
@@ -227,4 +227,104 @@ fn stalled_stdout_exact_accounting_and_bounded_memory() {
     for ty in ["process_exec", "http"] {
         assert!(s["lost"]["user_queue"][ty].as_u64().unwrap() > 0, "the queue never dropped {ty}: the test proves nothing");
     }
+}
+
+/// 4 `mariadb` CLI sessions of 1,500 queries each against a real MariaDB
+/// while the agent, with a 16 KiB ring buffer, is stopped and resumed
+/// every 20 ms: client and server side, every command is reported with
+/// its own response (`SELECT n FROM seq5000 WHERE n <= k` has exactly `k`
+/// rows) or counted in `lost.kernel_ring_buffer.mysql`, exactly.
+#[test]
+fn mysql_flood_exact_accounting() {
+    const CLIENTS: usize = 4;
+    const QUERIES: usize = 1500;
+    let db = MariaDb::start_as(&named("mdf-mydflood", "/usr/sbin/mariadbd"));
+    let cli = named("mdf-myflood", "/usr/bin/mariadb");
+    let mut agent = Agent::start(&[
+        "--events",
+        "mysql",
+        "--comm",
+        "mdf-myflood,mdf-mydflood",
+        "--port",
+        &db.port.to_string(),
+        "--ring-buffer-size",
+        "16384",
+        "--stats-interval",
+        "1s",
+    ]);
+    let script: String = (0..QUERIES).map(|i| format!("SELECT n FROM seq5000 WHERE n <= {};\n", i % 7 + 1)).collect();
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let toggler = {
+        let (flooding, pid) = (flooding.clone(), agent.pid() as i32);
+        std::thread::spawn(move || {
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                std::thread::sleep(Duration::from_millis(20));
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut c = Command::new(&cli)
+                .args(["-h127.0.0.1", "-uapp", "-psecret", "--ssl=0", "-N", "shop"])
+                .arg(format!("-P{}", db.port))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut stdin = c.stdin.take().unwrap();
+            let script = script.clone();
+            std::thread::spawn(move || {
+                use std::io::Write as _;
+                stdin.write_all(script.as_bytes()).unwrap();
+            });
+            c
+        })
+        .collect();
+    for mut c in clients {
+        assert!(c.wait().unwrap().success(), "a flood client failed");
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    toggler.join().unwrap();
+    pause(&agent, libc::SIGCONT);
+    // The closes carry the last losses; then two stats lines with no
+    // connection left.
+    let seen = agent_stats_count(&agent.events);
+    agent.wait_until("every mysql connection closed", Duration::from_secs(30), |ev| {
+        ev.iter().rev().find(|e| e["type"] == "agent_stats").is_some_and(|s| s["tables"]["mysql_connections"] == 0)
+            && agent_stats_count(ev) > seen + 2
+    });
+    let events = agent.stop();
+    let s = stats(&events);
+    let mut reported = 0;
+    for e in events.iter().filter(|e| e["type"] == "mysql") {
+        assert_eq!(e["error"], Value::Null, "{e}");
+        match e["command"].as_str() {
+            Some("COM_QUERY") => {
+                let k: u64 = e["statement"].as_str().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+                assert_eq!(e["rows"].as_u64(), Some(k), "mispaired: {e}");
+            }
+            Some("COM_QUIT") => {}
+            other => panic!("unexpected command {other:?}: {e}"),
+        }
+        reported += 1;
+    }
+    let lost_mysql = lost(s, "mysql");
+    let per = |role: &str, cmd: &str| events.iter().filter(|e| e["type"] == "mysql" && e["role"] == role && e["command"] == cmd).count();
+    eprintln!(
+        "mysql flood: {reported} commands reported (client {} + {} quits, server {} + {} quits), {lost_mysql} lost, {} payload records lost",
+        per("client", "COM_QUERY"),
+        per("client", "COM_QUIT"),
+        per("server", "COM_QUERY"),
+        per("server", "COM_QUIT"),
+        lost(s, "payload")
+    );
+    // Each session: its queries and COM_QUIT, both sides.
+    let work = 2 * CLIENTS as u64 * (QUERIES as u64 + 1);
+    assert_eq!(reported + lost_mysql, work, "{reported} commands reported + {lost_mysql} lost, both sides");
+    assert!(lost_mysql > 0 && lost(s, "payload") > 0, "the ring buffer never filled: the test proves nothing");
 }

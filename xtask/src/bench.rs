@@ -42,7 +42,10 @@ pub struct Options {
     /// Seconds per wrk run in the HTTP cases.
     #[arg(long, default_value_t = 5)]
     pub http_secs: u64,
-    /// Only these cases (exec, tcp, io, idle, http, gateway); all when empty.
+    /// Seconds per sysbench run in the MySQL cases.
+    #[arg(long, default_value_t = 5)]
+    mysql_secs: u64,
+    /// Only these cases (exec, tcp, io, idle, http, gateway, mysql); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -118,18 +121,37 @@ impl Agent {
         procfs::memory_mb(self.child.id(), "VmHWM").context("the agent is gone")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the agent; returns its output lines.
-    pub fn stop(mut self) -> Result<Vec<String>> {
+    pub fn stop(self) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        self.stop_reading(|line| {
+            lines.push(line.to_owned());
+            Ok(())
+        })?;
+        Ok(lines)
+    }
+
+    /// Stops the agent and hands its output to `each_line`, one line at a
+    /// time (runs at saturation write too much to hold).
+    pub fn stop_reading(mut self, mut each_line: impl FnMut(&str) -> Result<()>) -> Result<()> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;
         if !status.success() {
             bail!("the agent exited with {status}");
         }
-        let mut text = String::new();
-        File::open(&self.out)?.read_to_string(&mut text)?;
+        let read: Result<()> = (|| {
+            for line in BufReader::new(File::open(&self.out)?).lines() {
+                each_line(&line?)?;
+            }
+            Ok(())
+        })();
         let _ = std::fs::remove_file(&self.out);
-        Ok(text.lines().map(str::to_owned).collect())
+        read
     }
 }
 
@@ -137,7 +159,13 @@ impl Agent {
 /// the output queue, summed.
 pub fn lost_total(lines: &[String]) -> u64 {
     let Some(stats) = lines.iter().rev().find(|l| l.contains("\"agent_stats\"")) else { return u64::MAX };
-    let stats: Value = serde_json::from_str(stats).unwrap_or_default();
+    lost_in_stats(stats)
+}
+
+/// Events lost in the kernel ring buffer and the output queue, summed, as
+/// one `agent_stats` line says.
+pub fn lost_in_stats(line: &str) -> u64 {
+    let stats: Value = serde_json::from_str(line).unwrap_or_default();
     let sum = |v: &Value| v.as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
     sum(&stats["lost"]["kernel_ring_buffer"]) + sum(&stats["lost"]["user_queue"])
 }
@@ -391,10 +419,15 @@ fn idle(opts: &Options) -> Result<Value> {
     std::thread::sleep(Duration::from_secs(opts.idle_secs));
     let cpu = agent.cpu_seconds()? - a0;
     let rss = agent.peak_rss_mb()?;
-    agent.stop()?;
+    // What the host did meanwhile (other users' processes are traced too):
+    // the figure is idle only when this is near zero.
+    let events = agent.stop()?.iter().filter(|l| !l.contains("\"agent_start\"") && !l.contains("\"agent_stats\"")).count();
     let percent = cpu / opts.idle_secs as f64 * 100.0;
-    println!("## idle ({} s, every family on)\nagent CPU {percent:.4}% of one core; peak RSS {rss:.1} MB", opts.idle_secs);
-    Ok(json!({ "seconds": opts.idle_secs, "cpu_percent": percent, "peak_rss_mb": rss }))
+    println!(
+        "## idle ({} s, every family on)\nagent CPU {percent:.4}% of one core; peak RSS {rss:.1} MB; {events} events from the host meanwhile",
+        opts.idle_secs
+    );
+    Ok(json!({ "seconds": opts.idle_secs, "cpu_percent": percent, "peak_rss_mb": rss, "events": events }))
 }
 
 /// This commit, for the results file.
@@ -433,6 +466,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if wants("http") {
         results.insert("http".into(), crate::bench_http::run(opts.pairs, opts.http_secs)?);
+    }
+    if wants("mysql") {
+        results.insert("mysql".into(), crate::bench_mysql::run_bench(opts.pairs, opts.mysql_secs)?);
     }
     if wants("gateway") {
         crate::bench_gateway::run(opts.pairs, opts.http_secs)?;

@@ -66,10 +66,10 @@ pub fn run(opts: &Options) -> Result<()> {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains("\"agent_start\"") {
                     let _ = ready_tx.send(());
-                } else if line.contains("\"agent_stats\"") {
-                    if let Ok(v) = serde_json::from_str(&line) {
-                        stats.lock().expect("lock").push((Instant::now(), v));
-                    }
+                } else if line.contains("\"agent_stats\"")
+                    && let Ok(v) = serde_json::from_str(&line)
+                {
+                    stats.lock().expect("lock").push((Instant::now(), v));
                 }
             }
         });
@@ -93,10 +93,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let port = listener.local_addr()?.port();
     listener.set_nonblocking(false)?;
     std::thread::spawn(move || {
-        for s in listener.incoming() {
-            if let Ok(mut s) = s {
-                let _ = s.write_all(b"x");
-            }
+        for mut s in listener.incoming().flatten() {
+            let _ = s.write_all(b"x");
         }
     });
     let churn = {

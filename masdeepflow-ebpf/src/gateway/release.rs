@@ -8,6 +8,6 @@ use crate::maps::GW_REVERSE;
 pub fn gw_sock_release(ctx: SockContext) -> i32 {
     // SAFETY: a helper on the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let _ = GW_REVERSE.remove(&cookie);
+    let _ = GW_REVERSE.remove(cookie);
     1
 }

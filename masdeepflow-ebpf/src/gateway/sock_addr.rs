@@ -6,11 +6,16 @@
 //!   service's rotation, and remember the pair by socket cookie;
 //! - `getpeername4/6` (5.8+) and `recvmsg4/6` show that backend as the VIP
 //!   again, so applications never see the translation.
+//!
 //! A v4-mapped address on an IPv6 socket is looked up as the IPv4 address.
 //!
 //! Context fields are `struct bpf_sock_addr` (uapi): `user_ip4`,
 //! `user_ip6[4]` (network order), `user_port` (network order in the low 16
 //! bits), `protocol`. Only 4-byte loads and stores are used on them.
+
+// Map keys and values are passed by reference: by value, clippy's choice,
+// copies them again on the 512-byte stack (gw_sendmsg4 then overflows it).
+#![allow(clippy::needless_borrows_for_generic_args)]
 use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock_addr,
@@ -189,7 +194,7 @@ fn forward(ctx: &SockAddrContext, v6: bool, via: u8) -> i32 {
     if via == VIA_SENDMSG {
         // An unconnected UDP socket keeps its backend per VIP until the
         // service's rotation changes, as a connected one would.
-        if let Some(old) = GW_REVERSE.get_ptr(&cookie) {
+        if let Some(old) = GW_REVERSE.get_ptr(cookie) {
             // SAFETY: copied out of the map.
             rev = unsafe { *old };
             let mut found = REVERSE_PAIRS;
@@ -235,7 +240,7 @@ fn forward(ctx: &SockAddrContext, v6: bool, via: u8) -> i32 {
         };
         rev.next = (pair_at as u32 + 1) % REVERSE_PAIRS as u32;
     }
-    if GW_REVERSE.insert(&cookie, &rev, 0).is_err() {
+    if GW_REVERSE.insert(cookie, &rev, 0).is_err() {
         count(C_REVERSE_FULL);
     }
     count(C_TRANSLATED);
@@ -347,7 +352,7 @@ fn emit(cookie: u64, svc: &ServiceValue, dst: &Addr, slot: &BackendSlot, proto: 
 fn reverse(ctx: &SockAddrContext, v6: bool) {
     // SAFETY: the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let Some(rev) = GW_REVERSE.get_ptr(&cookie) else {
+    let Some(rev) = GW_REVERSE.get_ptr(cookie) else {
         return;
     };
     let peer = read_addr(ctx, v6);

@@ -45,6 +45,9 @@ pub(crate) struct CompressedReader {
     ulen_left: u64,
     /// Inflation stopped in this frame (uncaptured or corrupt bytes).
     broken: bool,
+    /// The frame's compressed bytes are all consumed but the inflater may
+    /// still hold output (a frame inflating to more than one output chunk).
+    draining: bool,
     state: Option<Inflater>,
     out: Vec<u8>,
     out_len: usize,
@@ -83,6 +86,7 @@ impl CompressedReader {
             raw: false,
             ulen_left: 0,
             broken: false,
+            draining: false,
             state: None,
             out: Vec::new(),
             out_len: 0,
@@ -118,6 +122,7 @@ impl CompressedReader {
         self.synced = true;
         self.hdr_len = 0;
         self.in_body = false;
+        self.draining = false;
         self.body_left = 0;
         self.ulen_left = 0;
         self.out_len = 0;
@@ -207,6 +212,14 @@ impl CompressedReader {
                 input.gap = 0;
                 return if n > 0 { Event::Unframed(n) } else { Event::NeedInput };
             }
+            if self.draining {
+                // The rest of the frame's output, held by the inflater.
+                if self.broken || self.ulen_left == 0 || !self.inner.is_synced() || self.inflate_some(&[]) == 0 && self.out_len == 0 {
+                    self.draining = false;
+                    self.end_frame();
+                }
+                continue;
+            }
             if !self.in_body {
                 if self.hdr_len < 7 {
                     if !input.data.is_empty() {
@@ -294,7 +307,11 @@ impl CompressedReader {
                 return Event::NeedInput;
             }
             if self.body_left == 0 {
-                self.end_frame();
+                if !self.raw && !self.broken && self.inner.is_synced() && self.ulen_left > 0 && self.out_len > 0 {
+                    self.draining = true;
+                } else {
+                    self.end_frame();
+                }
             }
         }
     }
@@ -348,6 +365,7 @@ impl CompressedReader {
     /// A frame ended: payload it did not deliver is a gap for the inner reader.
     fn end_frame(&mut self) {
         self.in_body = false;
+        self.draining = false;
         self.inner_gap = self.inner_gap.saturating_add(self.ulen_left);
         self.ulen_left = 0;
     }
@@ -412,6 +430,37 @@ mod tests {
         assert_eq!(p.iter().map(|x| x.2).sum::<u64>(), all.len() as u64);
         assert_eq!(p[500].3, b"\x0e");
         assert!(r.is_synced() && r.partial_wire() == 0);
+    }
+
+    /// A frame inflating to more than one output chunk (a client's
+    /// compressed 100 KB statement, a big result set in one frame): the
+    /// output the inflater still holds once the compressed bytes are all
+    /// read is drained, not taken for a gap.
+    #[test]
+    fn frames_larger_than_the_output_chunk_are_inflated_whole() {
+        let mut rows = Vec::new();
+        for i in 0..4000u32 {
+            rows.extend(pkt(i as u8, format!("row-{i:04}").as_bytes()));
+        }
+        assert!(rows.len() > 2 * OUT_CHUNK);
+        let f1 = frame(0, &rows, true);
+        let f2 = frame(1, &pkt(0, b"\x0e"), true);
+        for split in [false, true] {
+            let mut r = CompressedReader::new(true, false);
+            let (p, u) = if split { run(&mut r, &[(&f1, 0), (&f2, 0)]) } else { run(&mut r, &[(&[f1.clone(), f2.clone()].concat(), 0)]) };
+            assert_eq!(u, 0);
+            assert_eq!(p.len(), 4001, "split {split}");
+            assert_eq!(p[3999].3, b"row-3999");
+            assert_eq!(p.iter().map(|x| x.2).sum::<u64>(), (f1.len() + f2.len()) as u64);
+            assert!(r.is_synced() && r.partial_wire() == 0);
+        }
+        // One packet of 100,000 bytes: its prefix comes out whole.
+        let statement = pkt(0, &[b'a'; 100_000]);
+        let f = frame(0, &statement, true);
+        let mut r = CompressedReader::new(true, true);
+        let mut input = Input { data: &f, gap: 0 };
+        let Event::Packet(p) = r.next(&mut input, 0, 20_000) else { panic!("no packet") };
+        assert_eq!((p.len, p.prefix.len(), p.wire), (100_000, 20_000, f.len() as u64));
     }
 
     #[test]

@@ -457,10 +457,15 @@ impl MysqlConnection {
     }
 
     /// The connection ended without the parser being told how (its close
-    /// was lost): every command still waiting counts as lost.
+    /// was lost): every command still waiting counts as lost, and so does a
+    /// command whose header was read but whose end went with the close
+    /// (the loss report of its body came with the lost close).
     pub fn abandon(&mut self) {
         if self.state == MysqlState::Active {
             self.inflight = None;
+            if self.phase == Phase::Command && self.client.cut().is_some_and(|(m, _)| m.seq == 0) {
+                self.stats.lost_exchanges = self.stats.lost_exchanges.saturating_add(1);
+            }
             self.count_lost_pending();
         }
         self.finish(MysqlState::Closed);

@@ -76,7 +76,7 @@ fn space_between(prev: &Tok, t: &Tok, spaced: bool) -> bool {
 /// Tokens, each with whether whitespace or a comment preceded it.
 fn tokenize(sql: &[u8]) -> Vec<(Tok<'_>, bool)> {
     let mut toks: Vec<Tok<'_>> = Vec::with_capacity(sql.len() / 3 + 1);
-    let mut spaced: Vec<bool> = Vec::new();
+    let mut spaced: Vec<bool> = Vec::with_capacity(toks.capacity());
     let mut i = 0;
     let n = sql.len();
     let mut gap = false;
@@ -522,8 +522,65 @@ const FUNCTIONS: &[&str] = &[
     "VERSION",
 ];
 
+/// Index of the quote `q` closing a quoted text that starts at `from`: one
+/// followed by a non-word byte; doubled quotes and backslash escapes are
+/// inside.
+fn closing_quote(message: &[u8], from: usize, q: u8) -> Option<usize> {
+    let mut j = from;
+    while j < message.len() {
+        match message[j] {
+            b'\\' => j += 2,
+            b if b == q && message.get(j + 1) == Some(&q) => j += 2,
+            b if b == q && !message.get(j + 1).is_some_and(|&n| is_word_byte(n)) => return Some(j),
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Replaces the text between quotes in a server message (an ERR packet's
+/// text, which quotes values and statements: `Duplicate entry 'x' for key
+/// 'PRIMARY'`, `... near 'SELEC 1' at line 1`) with `?`, for reports that
+/// must carry no literal of the traced system. A quote (`'` or `"`) opens
+/// where a word cannot continue (start, space, `(`, `=`, `,`) and closes at
+/// the next same quote followed by a non-word byte, so the apostrophe of
+/// `doesn't` is kept; an unclosed quote is replaced to the end.
+pub fn redact_quoted(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len().min(MAX_FINGERPRINT));
+    let mut i = 0;
+    while i < message.len() && out.len() < MAX_FINGERPRINT {
+        let b = message[i];
+        let opens = (b == b'\'' || b == b'"') && (i == 0 || matches!(message[i - 1], b' ' | b'(' | b'=' | b',' | b'\t' | b'\n'));
+        if !opens {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&[b, b'?', b]);
+        i = closing_quote(message, i + 1, b).map_or(message.len(), |j| j + 1);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quoted_text_in_messages_is_redacted() {
+        let r = |m: &str| String::from_utf8(super::redact_quoted(m.as_bytes())).unwrap();
+        assert_eq!(r("Duplicate entry 'bob@x.com' for key 'email'"), "Duplicate entry '?' for key '?'");
+        assert_eq!(r("Table 'shop.missing_table' doesn't exist"), "Table '?' doesn't exist");
+        assert_eq!(
+            r(
+                "You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near 'SELEC 1' at line 1"
+            ),
+            "You have an error in your SQL syntax; check the manual that corresponds to your MariaDB server version for the right syntax to use near '?' at line 1"
+        );
+        assert_eq!(r("near 'it''s' at"), "near '?' at");
+        assert_eq!(r("x=\"unclosed"), "x=\"?\"");
+        assert_eq!(r("plain"), "plain");
+        assert_eq!(r(""), "");
+    }
+
     use super::*;
 
     fn f(s: &str) -> String {

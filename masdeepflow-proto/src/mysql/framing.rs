@@ -108,6 +108,10 @@ struct Partial {
     more: bool,
 }
 
+/// Capacity of a packet prefix buffer kept between packets (larger ones
+/// are freed: a connection at rest holds at most this per direction).
+const PREFIX_KEPT: usize = 512;
+
 /// Plain-protocol reader for one direction.
 #[derive(Debug)]
 pub(crate) struct PacketReader {
@@ -191,9 +195,16 @@ impl PacketReader {
     }
 
     /// Frees the prefix buffer (kept between packets to avoid reallocating).
+    /// Frees the prefix buffer between packets once it grew past
+    /// [`PREFIX_KEPT`] (a long statement's), so that an idle connection
+    /// holds little; a small one is kept for the next packet.
     pub(crate) fn shrink(&mut self) {
         if self.cur.is_none() {
-            self.prefix = Vec::new();
+            if self.prefix.capacity() > PREFIX_KEPT {
+                self.prefix = Vec::new();
+            } else {
+                self.prefix.clear();
+            }
         }
     }
 

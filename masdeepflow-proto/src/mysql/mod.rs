@@ -56,15 +56,21 @@
 //!
 //! [`MysqlConnection::on_lost`] takes, per direction, the number of lost
 //! syscalls that began a command (client: first bytes a packet or frame
-//! with sequence id 0, see [`detect::starts_command`]) or a response
-//! (server, [`detect::starts_response`]) and their total size. A lost
+//! header with sequence id 0 that fits the syscall, see
+//! [`detect::starts_command`]) or a response (server,
+//! [`detect::starts_response`]) and their total size. A lost
 //! command is queued as a lost run; the responses to it are absorbed until
 //! the next command seen, where the run is counted in
 //! [`MysqlStats::lost_exchanges`]; a lost response start counts its command
 //! lost. Lost bytes inside a packet are skipped by length. A loss during the
 //! connection phase continues as on a connection seen from the middle.
-//! Commands whose first byte the capture did not hold are counted in
-//! [`MysqlStats::unreadable_commands`].
+//! Commands whose first byte the capture did not hold (a lost body read
+//! apart from its header, as mysqld reads) are counted in
+//! [`MysqlStats::unreadable_commands`]; the two counts together are what
+//! `ConnectionParser::lost_exchanges` reports. The property tests check
+//! that, with the syscalls each side really makes dropped anywhere (the
+//! connection phase included), every command is reported with its own
+//! response or counted once.
 //!
 //! When a response's last bytes were lost, `response_end_ts_ns` is the
 //! timestamp given to `on_lost` (that of the next delivered syscall).

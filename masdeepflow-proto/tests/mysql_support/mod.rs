@@ -2,6 +2,7 @@
 //! Recorded MySQL sessions (tests/fixtures/mysql, see its README) and a
 //! driver feeding them to the parser.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use masdeepflow_proto::Direction;
@@ -265,4 +266,96 @@ pub fn pipelined_chunks(chunks: &[Chunk], cmd_starts: &[u64]) -> Vec<usize> {
 /// phase: greeting, handshake response, auth answer).
 pub fn first_command_chunk(chunks: &[Chunk]) -> usize {
     chunks.iter().position(|c| c.dir == C2S && c.bytes.get(3) == Some(&0)).unwrap_or(0)
+}
+
+/// The syscalls each side of a plain (uncompressed) recorded session
+/// makes, as the kernel sees them, for the losses test: the server
+/// (mysqld) reads every packet's 4-byte header and its body apart, and
+/// writes each connection-phase packet and each response whole (in writes
+/// of up to 16 KiB); the client writes each connection-phase packet and
+/// each command whole and reads each of the server's writes whole. A
+/// message the other side answered in the middle (LOCAL INFILE, an auth
+/// switch) is cut where the recording changes direction. `start` is the
+/// kernel's loss rule on the call's first bytes (`detect::starts_command` /
+/// `starts_response`), not the truth.
+pub fn side_calls(chunks: &[Chunk], cmd_starts: &[u64], resp_starts: &[u64], server: bool) -> Vec<Call> {
+    use masdeepflow_proto::mysql::detect::{starts_command, starts_response};
+    // Each direction's stream, with the chunk each byte came in, and the
+    // offsets where the recording turned to that direction.
+    let mut streams: [Vec<(u8, usize, u64)>; 2] = [Vec::new(), Vec::new()];
+    let mut turns: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    let mut last = None;
+    for (n, ch) in chunks.iter().enumerate() {
+        let k = usize::from(ch.dir == S2C);
+        if last != Some(k) {
+            turns[k].push(streams[k].len());
+        }
+        last = Some(k);
+        streams[k].extend(ch.bytes.iter().map(|&b| (b, n, ch.ts)));
+    }
+    // Packet boundaries (offset, header + payload length) of a stream.
+    let packets = |s: &[(u8, usize, u64)]| {
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        while at + 4 <= s.len() {
+            let len = u32::from_le_bytes([s[at].0, s[at + 1].0, s[at + 2].0, 0]) as usize;
+            out.push((at, 4 + len));
+            at += 4 + len;
+        }
+        out
+    };
+    // Offsets where writes start: message starts, turns, connection-phase
+    // packets; writes of at most 16 KiB.
+    let writes = |s: &[(u8, usize, u64)], starts: &[u64], turns: &[usize]| {
+        let first = starts.first().map_or(s.len(), |&x| x as usize).min(s.len());
+        let mut cuts: Vec<usize> = starts.iter().map(|&x| x as usize).chain(turns.iter().copied()).collect();
+        cuts.extend(packets(&s[..first]).into_iter().map(|p| p.0));
+        cuts.push(s.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut out = Vec::new();
+        for w in cuts.windows(2) {
+            let mut at = w[0];
+            while at < w[1] {
+                let to = (at + 16 * 1024).min(w[1]);
+                out.push((at, to));
+                at = to;
+            }
+        }
+        out
+    };
+    let mut calls: Vec<(usize, Direction, u64, Vec<u8>)> = Vec::new();
+    let mut subs: HashMap<usize, u64> = HashMap::new();
+    let mut push = |dir: Direction, s: &[(u8, usize, u64)], from: usize, to: usize| {
+        let to = to.min(s.len());
+        if from < to {
+            let sub = subs.entry(s[from].1).or_insert(0);
+            *sub += 1;
+            calls.push((s[from].1, dir, s[from].2 * 1000 + *sub, s[from..to].iter().map(|b| b.0).collect()));
+        }
+    };
+    let c = &streams[0];
+    if server {
+        for (at, len) in packets(c) {
+            push(C2S, c, at, at + 4);
+            push(C2S, c, at + 4, at + len);
+        }
+    } else {
+        for (from, to) in writes(c, cmd_starts, &turns[0]) {
+            push(C2S, c, from, to);
+        }
+    }
+    let s = &streams[1];
+    for (from, to) in writes(s, resp_starts, &turns[1]) {
+        push(S2C, s, from, to);
+    }
+    calls.sort_by_key(|c| (c.0, c.2));
+    calls
+        .into_iter()
+        .map(|(chunk, dir, ts, bytes)| {
+            let total = bytes.len() as u64;
+            let start = if dir == C2S { starts_command(&bytes, total) } else { starts_response(&bytes, total) };
+            Call { dir, ts, bytes, start, chunk }
+        })
+        .collect()
 }

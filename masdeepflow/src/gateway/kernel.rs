@@ -17,9 +17,6 @@ use masdeepflow_common::gateway::{BackendSlot, COUNTERS_LEN, GatewayConfig, Reve
 use masdeepflow_gateway::table::Plan;
 use tokio::io::unix::AsyncFd;
 
-/// The object built from `masdeepflow-ebpf/src/gateway`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/masdeepflow-gateway-ebpf"));
-
 /// The socket-address programs (connect, sendmsg, recvmsg, getpeername).
 pub const SOCK_ADDR_PROGRAMS: [&str; 8] =
     ["gw_connect4", "gw_connect6", "gw_sendmsg4", "gw_sendmsg6", "gw_recvmsg4", "gw_recvmsg6", "gw_getpeername4", "gw_getpeername6"];
@@ -274,7 +271,7 @@ fn load_with(config: &GatewayConfig, ring_buffer_size: u32) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .override_global("GW_CONFIG", config, true)
         .map_max_entries("GW_EVENTS", ring_buffer_size)
-        .load(OBJECT)
+        .load(crate::embedded::gateway()?)
         .context("loading the gateway's eBPF object")?;
     for name in SOCK_ADDR_PROGRAMS {
         let p: &mut CgroupSockAddr = ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;

@@ -100,10 +100,11 @@ impl<'a> Btf<'a> {
         let mut btf = Btf { types, type_section, strings, structs_by_name: HashMap::new() };
         for (id, t) in btf.types.iter().enumerate() {
             // The first complete struct of a name wins (forward declarations have no members).
-            if t.kind == KIND_STRUCT && t.vlen > 0 {
-                if let Some(name) = btf.name(t.name_off) {
-                    btf.structs_by_name.entry(name).or_insert(id as u32);
-                }
+            if t.kind == KIND_STRUCT
+                && t.vlen > 0
+                && let Some(name) = btf.name(t.name_off)
+            {
+                btf.structs_by_name.entry(name).or_insert(id as u32);
             }
         }
         Ok(btf)
@@ -156,10 +157,10 @@ impl<'a> Btf<'a> {
                 Some(n) if n == member => return Some(bit_offset),
                 Some(_) => {}
                 None => {
-                    if let Some(inner) = self.resolve(type_id) {
-                        if let Some(found) = self.find_member(inner, member, depth + 1) {
-                            return Some(bit_offset + found);
-                        }
+                    if let Some(inner) = self.resolve(type_id)
+                        && let Some(found) = self.find_member(inner, member, depth + 1)
+                    {
+                        return Some(bit_offset + found);
                     }
                 }
             }

@@ -23,6 +23,32 @@ pub const MEMBERS: [(&str, &str); 13] = [
     ("sock", "sk_err"),
 ];
 
+/// Struct members for adopting MySQL connections opened before the agent
+/// started (optional: without them such connections are not parsed).
+pub const ADOPT_MEMBERS: [(&str, &str); 9] = [
+    ("sock_common", "skc_family"),
+    ("sock_common", "skc_state"),
+    ("sock_common", "skc_num"),
+    ("sock_common", "skc_dport"),
+    ("sock_common", "skc_daddr"),
+    ("sock_common", "skc_rcv_saddr"),
+    ("sock_common", "skc_v6_daddr"),
+    ("sock_common", "skc_v6_rcv_saddr"),
+    ("sock", "sk_protocol"),
+];
+
+/// The adoption offsets, when BTF has them all (`struct sock` starts with
+/// its `sock_common`).
+fn adopt_offsets(btf: &Btf<'_>) -> Option<[u32; ADOPT_MEMBERS.len()]> {
+    let mut offsets = [0u32; ADOPT_MEMBERS.len()];
+    for (slot, (s, m)) in offsets.iter_mut().zip(ADOPT_MEMBERS) {
+        *slot = btf.member_offset(s, m).ok()?;
+    }
+    // sk_protocol is a plain u16 since 5.6 (a bitfield before): its byte
+    // offset is then even.
+    (btf.member_offset("sock", "__sk_common").ok()? == 0 && offsets[8] % 2 == 0).then_some(offsets)
+}
+
 /// Reads the offsets from BTF and the tracepoint formats.
 pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<KernelConfig> {
     let mut offsets = [0u32; MEMBERS.len()];
@@ -47,6 +73,9 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
     let exit_group_dead =
         tracefs::format(tracefs_root, "sched", "sched_process_exit").and_then(|f| tracefs::field_offset(&f, "group_dead")).unwrap_or(0);
     let close_on_state = u32::from(!tracefs::has_tracepoint(tracefs_root, "tcp", "tcp_destroy_sock"));
+    let adopt = adopt_offsets(btf);
+    let [skc_family, skc_state, skc_num, skc_dport, skc_daddr, skc_rcv_saddr, skc_v6_daddr, skc_v6_rcv_saddr, sk_protocol] =
+        adopt.unwrap_or_default();
     Ok(KernelConfig {
         task_mm,
         task_real_parent,
@@ -65,6 +94,17 @@ pub fn kernel_config(btf: &Btf<'_>, tracefs_root: &std::path::Path) -> Result<Ke
         close_on_state,
         capture_bytes: 0,
         comm_filter_len: 0,
+        mysql_capture_bytes: 0,
+        adopt_mysql: u32::from(adopt.is_some()),
+        skc_family,
+        skc_state,
+        skc_num,
+        skc_dport,
+        skc_daddr,
+        skc_rcv_saddr,
+        skc_v6_daddr,
+        skc_v6_rcv_saddr,
+        sk_protocol,
         has_task_pt_regs: 0,
         comm_filter: Default::default(),
     })
@@ -97,6 +137,18 @@ mod tests {
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// This kernel has the fields that adopt MySQL connections opened
+    /// before the agent started, at the offsets the kernel headers give
+    /// (`struct sock_common`: `skc_daddr` first, `skc_family` at 16).
+    #[test]
+    fn adoption_offsets_on_this_kernel() {
+        let data = std::fs::read(VMLINUX_BTF).expect("this kernel has BTF");
+        let btf = Btf::parse(&data).unwrap();
+        let offsets = adopt_offsets(&btf).expect("sock_common's fields");
+        assert_eq!(&offsets[..6], &[16, 18, 14, 12, 0, 4], "skc_family, skc_state, skc_num, skc_dport, skc_daddr, skc_rcv_saddr");
+        assert!(offsets[6] > 16 && offsets[7] > 16 && offsets[8] > 16);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub fn format(root: &Path, category: &str, name: &str) -> Option<String> {
 }
 
 /// Offset of `field` in a tracepoint `format` text, e.g. 32 for
-/// `field:bool group_dead;	offset:32;	size:1;	signed:0;`.
+/// `field:bool group_dead;<TAB>offset:32;<TAB>size:1;<TAB>signed:0;` (tab-separated).
 pub fn field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;

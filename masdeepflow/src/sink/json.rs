@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     clock::TimeFormatter,
-    event::{Connection, Endpoint, Event, HttpExchange, Output, Process, Role, split_args},
+    event::{Connection, Endpoint, Event, HttpExchange, MysqlExchange, Output, Process, Role, split_args},
     names::{errno_name, signal_name},
 };
 
@@ -100,8 +100,8 @@ fn direct_side(o: &mut Obj<'_>, p: Option<&Process>, role: Option<Role>, c: &Con
     connection(o, c);
 }
 
-/// As [`direct_side`], from the cache when written before: for `http`
-/// events, many per connection.
+/// As [`direct_side`], from the cache when written before: for `http` and
+/// `mysql` events, many per connection.
 fn side(o: &mut Obj<'_>, cache: &mut FxHashMap<SideKey, SideText>, p: Option<&Process>, role: Option<Role>, c: &Connection) {
     let key = SideKey {
         process: p.map(|p| (p.pid, p.tid, p.ppid, p.uid, p.comm.0)),
@@ -176,6 +176,10 @@ fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, Si
             side(o, sides, h.process.as_ref(), Some(h.role), &h.conn);
             http(o, h);
         }
+        Event::Mysql(m) => {
+            side(o, sides, m.process.as_ref(), Some(m.role), &m.conn);
+            mysql(o, m);
+        }
         Event::AgentStart { version, kernel, probes, events, .. } => {
             o.str("version", version.as_bytes());
             o.str("kernel", kernel.as_bytes());
@@ -197,6 +201,8 @@ fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, Si
             counts(lost.out, &s.lost.export);
             lost.end();
             o.u64("untracked_connections", s.untracked_connections);
+            o.key("mysql");
+            counts(o.out, &s.mysql);
             o.key("tables");
             counts(o.out, &s.tables);
         }
@@ -218,6 +224,43 @@ fn http(o: &mut Obj<'_>, h: &HttpExchange) {
         None => o.null("error"),
     }
     o.bool("approximate", h.approximate);
+}
+
+fn mysql(o: &mut Obj<'_>, m: &MysqlExchange) {
+    match m.command {
+        Some(c) => o.raw_str("command", c.name()),
+        None => o.null("command"),
+    }
+    let statement = if m.redacted { m.fingerprint.as_deref().map(str::as_bytes) } else { m.statement.as_deref() };
+    o.opt_str("statement", statement);
+    o.bool("statement_truncated", m.statement_truncated);
+    o.opt_u64("statement_id", m.statement_id.map(u64::from));
+    o.opt_str("fingerprint", m.fingerprint.as_deref().map(str::as_bytes));
+    o.opt_str("database", m.database.as_deref());
+    o.opt_str("user", m.user.as_deref());
+    match m.response {
+        Some(r) => o.raw_str("response", r.as_str()),
+        None => o.null("response"),
+    }
+    o.opt_u64("rows", m.rows);
+    o.u64("result_sets", m.result_sets.into());
+    o.opt_u64("affected_rows", m.affected_rows);
+    o.opt_u64("last_insert_id", m.last_insert_id);
+    o.opt_u64("warnings", m.warnings.map(u64::from));
+    o.opt_u64("error_code", m.error_code.map(u64::from));
+    o.opt_str("sql_state", m.sql_state.as_ref().map(|s| &s[..]));
+    o.opt_str("error_message", m.error_message.as_deref());
+    o.opt_u64("params", m.params.map(u64::from));
+    o.opt_u64("columns", m.columns.map(u64::from));
+    o.opt_u64("latency_ns", m.latency_ns);
+    o.opt_u64("duration_ns", m.duration_ns);
+    o.u64("request_bytes", m.request_bytes);
+    o.u64("response_bytes", m.response_bytes);
+    match m.error {
+        Some(e) => o.raw_str("error", e),
+        None => o.null("error"),
+    }
+    o.bool("approximate", m.approximate);
 }
 
 fn process(out: &mut Vec<u8>, p: &Process) {
@@ -553,10 +596,31 @@ pub mod tests {
             prop_assert_eq!(v["path"].as_str().unwrap(), lossy(&a));
             prop_assert_eq!(v["host"].as_str().unwrap(), lossy(&b));
             prop_assert_eq!(v["latency_ns"].as_u64(), Some(n));
+            let m = MysqlExchange {
+                time: Time(n), process: Some(p), role: Role::Client, conn: conn(), command: Some(masdeepflow_proto::mysql::Command(a.first().copied().unwrap_or(3))),
+                statement: Some(a.as_slice().into()), statement_truncated: true, statement_id: Some(n as u32), fingerprint: Some(lossy(&b).into()),
+                redacted: false, database: Some(b.as_slice().into()), user: Some(a.as_slice().into()), response: Some(masdeepflow_proto::mysql::ResponseKind::Error),
+                rows: Some(n), result_sets: 2, affected_rows: None, last_insert_id: Some(n), warnings: Some(1), error_code: Some(3819),
+                sql_state: Some([b'H', b'Y', 0xff, b'"', 0]), error_message: Some(b.clone()), params: None, columns: Some(2),
+                latency_ns: Some(n), duration_ns: None, request_bytes: n, response_bytes: 1, error: Some("no_response"), approximate: true,
+            };
+            let v = event_value(&Event::Mysql(Box::new(m.clone())));
+            prop_assert_eq!(v["statement"].as_str().unwrap(), lossy(&a));
+            prop_assert_eq!(v["fingerprint"].as_str().unwrap(), lossy(&b));
+            prop_assert_eq!(v["database"].as_str().unwrap(), lossy(&b));
+            prop_assert_eq!(v["user"].as_str().unwrap(), lossy(&a));
+            prop_assert_eq!(v["error_message"].as_str().unwrap(), lossy(&b));
+            prop_assert_eq!(v["sql_state"].as_str().unwrap(), lossy(&[b'H', b'Y', 0xff, b'"', 0]));
+            prop_assert_eq!(v["command"].as_str().unwrap(), m.command.unwrap().name());
+            prop_assert_eq!((v["rows"].as_u64(), v["error_code"].as_u64(), v["affected_rows"].is_null()), (Some(n), Some(3819), true));
+            prop_assert_eq!(v["type"].as_str(), Some("mysql"));
+            let redacted = event_value(&Event::Mysql(Box::new(MysqlExchange { redacted: true, statement: None, command: None, ..m })));
+            prop_assert_eq!(redacted["statement"].as_str().unwrap(), lossy(&b));
+            prop_assert!(redacted["command"].is_null());
             for e in [
                 Event::ProcessExit { time: Time(n), process: p, exit_code: None, signal: Some(9), core_dumped: false, duration_ns: Some(n) },
                 Event::TcpConnect { time: Time(n), process: Some(p), conn: conn(), latency_ns: n, error: Some(111) },
-                Event::TcpClose { time: Time(n), process: Some(p), role: Role::Client, conn: conn(), bytes_sent: n, bytes_received: 1, duration_ns: 2, conn_id: 3, payload_loss: Default::default() },
+                Event::TcpClose { time: Time(n), process: Some(p), role: Role::Client, conn: conn(), bytes_sent: n, bytes_received: 1, duration_ns: 2, conn_id: 3, payload_loss: Default::default(), protocol: 0, adopted: false },
                 Event::Flow { time: Time(n), process: None, role: Role::Server, conn: conn(), bytes_sent: 1, bytes_received: n, interval_ns: 2 },
                 Event::AgentStart { time: Time(n), version: "0", kernel: lossy(&a), probes: vec![lossy(&b)], events: vec!["http"] },
             ] {

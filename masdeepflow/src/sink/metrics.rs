@@ -26,7 +26,7 @@ use std::{
 use rustc_hash::FxHashMap;
 
 use crate::{
-    event::{AgentStats, Event, HttpExchange, Output, Process, Role},
+    event::{AgentStats, Event, HttpExchange, MysqlExchange, Output, Process, Role},
     names::errno_name,
     sink::route,
 };
@@ -479,6 +479,11 @@ struct Strings {
     workloads: Interner,
     route: Vec<u8>,
     workload: Vec<u8>,
+    /// `db.operation.name`, `db.query.summary` and `error.type` of the
+    /// MySQL exchange being counted.
+    operation: String,
+    summary: String,
+    error: String,
 }
 
 impl Strings {
@@ -641,6 +646,7 @@ impl Metrics {
         let (limit, clock, s) = (self.limit, (self.epoch, self.now_ns), &mut self.strings);
         match &line.event {
             Event::Http(h) => self.observe_http(line, h),
+            Event::Mysql(m) => self.observe_mysql(line, m),
             Event::TcpConnect { process, error: None, .. } => {
                 *proc_slot(&mut self.connects, s, line, process.as_ref(), 0, limit, clock) += 1
             }
@@ -704,13 +710,44 @@ impl Metrics {
         hist.observe(HTTP_BOUNDS_NS, latency);
     }
 
+    /// Counts one MySQL exchange that was answered: the operation is the
+    /// statement's first keyword (upper case) for statements, otherwise the
+    /// command (`COM_PING`); the summary comes from the fingerprint; the
+    /// error type is the server's error code (`1146`), or the parser's
+    /// error when the exchange is incomplete.
+    fn observe_mysql(&mut self, line: &Output, m: &MysqlExchange) {
+        let (Some(command), Some(latency)) = (m.command, m.latency_ns) else { return };
+        let mut strings = std::mem::take(&mut self.strings.operation);
+        let mut summary = std::mem::take(&mut self.strings.summary);
+        let mut error = std::mem::take(&mut self.strings.error);
+        summary.clear();
+        strings.clear();
+        error.clear();
+        if let Some(fp) = m.fingerprint.as_deref() {
+            query_summary(fp, &mut summary);
+            strings.extend(summary.split(' ').next().unwrap_or_default().chars().map(|c| c.to_ascii_uppercase()));
+        }
+        if strings.is_empty() {
+            strings.push_str(command.name());
+        }
+        if let Some(code) = m.error_code {
+            use std::fmt::Write;
+            let _ = write!(error, "{code}");
+        } else if let Some(e) = m.error {
+            error.push_str(e);
+        }
+        self.observe_db(line, m.role, strings.as_bytes(), summary.as_bytes(), Some(error.as_bytes()), latency);
+        self.strings.operation = strings;
+        self.strings.summary = summary;
+        self.strings.error = error;
+    }
+
     /// Counts one database operation (`db.client.operation.duration` or
     /// the server side). `operation` is `db.operation.name` (the statement's
     /// first keyword, or the command), `summary` the low-cardinality
     /// `db.query.summary` ([`query_summary`]), `error` the error code or
     /// SQLSTATE as text. Operations without a response have no duration
     /// and are not recorded here.
-    #[allow(dead_code)] // Wired when the agent reports MySQL exchanges (Event::Mysql).
     pub fn observe_db(&mut self, line: &Output, role: Role, operation: &[u8], summary: &[u8], error: Option<&[u8]>, latency_ns: u64) {
         let (limit, clock, s) = (self.limit, (self.epoch, self.now_ns), &mut self.strings);
         let Some(conn) = line.event.connection() else { return };
@@ -738,7 +775,6 @@ impl Metrics {
 /// and the first table it names after `FROM`, `INTO`, `UPDATE`, `TABLE` or
 /// `JOIN` (`SELECT users`), at most 64 bytes; as the conventions describe
 /// a summary, low in cardinality unlike the fingerprint itself.
-#[allow(dead_code)] // Wired with Event::Mysql.
 pub fn query_summary(fingerprint: &str, out: &mut String) {
     out.clear();
     let mut words =
@@ -1126,6 +1162,8 @@ pub mod tests {
             duration_ns: 1,
             conn_id: 1,
             payload_loss: Default::default(),
+            protocol: 0,
+            adopted: false,
         };
         m.observe(&Output { event: close, container: Some(container.clone()), k8s: None });
         let snap = m.snapshot();

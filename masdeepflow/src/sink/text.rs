@@ -83,6 +83,32 @@ fn write_text(out: &mut Vec<u8>, event: &Event) -> io::Result<()> {
             }
             Ok(())
         }
+        Event::Mysql(m) => {
+            endpoints(out, &m.conn)?;
+            write!(out, " {} {}", m.role.as_str(), m.command.map_or("-", |c| c.name()))?;
+            let statement = if m.redacted { m.fingerprint.as_deref().map(str::as_bytes) } else { m.statement.as_deref() };
+            if let Some(s) = statement {
+                // One line: the statement's start, escaped.
+                let text = lossy(&s[..s.len().min(TEXT_STATEMENT_MAX)]);
+                write!(out, " {:?}{}", text, if s.len() > TEXT_STATEMENT_MAX || m.statement_truncated { "..." } else { "" })?;
+            }
+            match (m.response, m.error_code, m.error) {
+                (_, Some(code), _) => write!(out, " error={code}")?,
+                (Some(r), None, _) => write!(out, " {}", r.as_str())?,
+                (None, None, Some(e)) => write!(out, " {e}")?,
+                (None, None, None) => write!(out, " -")?,
+            }
+            if let Some(rows) = m.rows {
+                write!(out, " rows={rows}")?;
+            }
+            if let Some(n) = m.affected_rows.filter(|n| *n > 0) {
+                write!(out, " affected={n}")?;
+            }
+            if let Some(l) = m.latency_ns {
+                write!(out, " {}", ms(l))?;
+            }
+            Ok(())
+        }
         Event::AgentStart { version, kernel, probes, .. } => write!(out, "version={version} kernel={kernel} probes={}", probes.len()),
         Event::AgentStats(s) => write!(
             out,
@@ -94,6 +120,9 @@ fn write_text(out: &mut Vec<u8>, event: &Event) -> io::Result<()> {
         ),
     }
 }
+
+/// Bytes of a statement shown on a text line.
+const TEXT_STATEMENT_MAX: usize = 120;
 
 fn ms(ns: u64) -> String {
     format!("{:.3}ms", ns as f64 / 1e6)

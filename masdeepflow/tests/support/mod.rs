@@ -1,6 +1,8 @@
 //! Running the built agent as a user would, and waiting for its events.
 #![allow(dead_code)]
 
+pub mod manifests;
+pub mod mariadb;
 pub mod servers;
 
 use std::{
@@ -39,14 +41,17 @@ impl Agent {
 
     /// Starts the agent with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut cmd = Command::new(AGENT);
+        cmd.args(args).envs(env.iter().copied());
+        Agent::start_command(cmd)
+    }
+
+    /// Starts the agent with a command of the caller's (another binary, or
+    /// one run through chroot or runc); the command's pid must become the
+    /// agent's (exec, no fork), since stopping it signals that pid.
+    pub fn start_command(mut cmd: Command) -> Agent {
         require_root();
-        let mut child = Command::new(AGENT)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the agent");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the agent");
         let stdout: ChildStdout = child.stdout.take().expect("stdout");
         let (tx, lines) = channel();
         std::thread::spawn(move || {

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    event::{Connection, Event, HttpExchange, Output, Process, Role, split_args},
+    event::{Connection, Event, HttpExchange, MysqlExchange, Output, Process, Role, split_args},
     names::{errno_name, signal_name},
     sink::{
         metrics::{FamilySnapshot, Kind, Unit, Value},
@@ -185,6 +185,46 @@ fn http_attrs(h: &HttpExchange, route_buf: &mut Vec<u8>, out: &mut Vec<KeyValue>
     }
 }
 
+/// A MySQL exchange's attributes (`db.*` semantic conventions).
+fn mysql_attrs(m: &MysqlExchange, out: &mut Vec<KeyValue>) {
+    out.push(kv("db.system.name", s("mysql")));
+    if let Some(c) = m.command {
+        out.push(kv("masdeepflow.mysql.command", s(c.name())));
+    }
+    let statement = if m.redacted { m.fingerprint.as_deref().map(str::as_bytes) } else { m.statement.as_deref() };
+    if let Some(q) = statement {
+        out.push(kv("db.query.text", lossy(q)));
+    }
+    if let Some(fp) = m.fingerprint.as_deref() {
+        let mut summary = String::new();
+        crate::sink::metrics::query_summary(fp, &mut summary);
+        if let Some(op) = summary.split(' ').next().filter(|o| !o.is_empty()) {
+            out.push(kv("db.operation.name", s(op.to_ascii_uppercase())));
+        }
+        out.push(kv("db.query.summary", s(summary)));
+    }
+    if let Some(d) = m.database.as_deref() {
+        out.push(kv("db.namespace", lossy(d)));
+    }
+    if let Some(r) = m.response {
+        out.push(kv("masdeepflow.mysql.response", s(r.as_str())));
+    }
+    if let Some(rows) = m.rows {
+        out.push(kv("db.response.returned_rows", uint(rows)));
+    }
+    if let Some(code) = m.error_code {
+        out.push(kv("db.response.status_code", s(code.to_string())));
+        out.push(kv("error.type", s(code.to_string())));
+    } else if let Some(e) = m.error {
+        out.push(kv("error.type", s(e)));
+    }
+    if let Some(l) = m.latency_ns {
+        out.push(kv("masdeepflow.latency_ns", uint(l)));
+    }
+    out.push(kv("masdeepflow.request_bytes", uint(m.request_bytes)));
+    out.push(kv("masdeepflow.response_bytes", uint(m.response_bytes)));
+}
+
 fn counts(map: &std::collections::BTreeMap<&'static str, u64>) -> any_value::Value {
     let values = map.iter().map(|(k, v)| kv(k, uint(*v))).collect();
     any_value::Value::KvlistValue(KeyValueList { values })
@@ -259,6 +299,10 @@ impl Converter {
             Event::Http(h) => {
                 connection_attrs(&h.conn, h.role, &mut a);
                 http_attrs(h, &mut self.route, &mut a);
+            }
+            Event::Mysql(m) => {
+                connection_attrs(&m.conn, m.role, &mut a);
+                mysql_attrs(m, &mut a);
             }
             Event::AgentStart { version, kernel, probes, events, .. } => {
                 a.push(kv("service.version", s(*version)));
