@@ -35,7 +35,9 @@ fn encode_value(encoder: &mut MetricEncoder<'_>, value: &Value) -> Result<(), st
         Value::CounterF64(v) => encoder.encode_counter::<NoLabelSet, _, f64>(v, None),
         Value::Gauge(v) => encoder.encode_gauge(v),
         Value::Histogram(h, bounds) => {
-            let buckets: Vec<(f64, u64)> = bounds.iter().zip(h.buckets).map(|(b, n)| (*b as f64 / 1e9, n)).collect();
+            // The bounds' buckets, then the one above the last bound, which
+            // the encoders write as le="+Inf" (whose count is the total).
+            let buckets: Vec<(f64, u64)> = bounds.iter().map(|b| *b as f64 / 1e9).chain([f64::INFINITY]).zip(h.buckets).collect();
             encoder.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)
         }
     }
