@@ -9,9 +9,10 @@ keepalive PORT CONNS N: N requests over CONNS keep-alive connections,
 one write each (even ones for /small.txt, odd ones for a missing file),
 each response read whole before the next request; prints "done", then
 closes the connections when stdin ends.
-paths PORT N: N requests to N distinct paths of letters only
+paths PORT N [DEPTH]: N requests to N distinct paths of letters only
 (/c/aaaaa, /c/aaaab, ...; nginx answers 404) over one keep-alive
-connection, 16 pipelined at a time, every response read; prints "done".
+connection, DEPTH (default 1) pipelined at a time, every response read;
+prints "done".
 hostile PORT: a request whose target and Host hold control bytes, invalid
 UTF-8, quotes and backslashes; prints the local port and the status line.
 """
@@ -102,11 +103,11 @@ def word(i):
         i //= 26
     return "".join(reversed(letters)).encode()
 
-def paths(port, n):
+def paths(port, n, depth):
     s = connect(port)
     rest = b""
-    for start in range(0, n, 16):
-        window = range(start, min(n, start + 16))
+    for start in range(0, n, depth):
+        window = range(start, min(n, start + depth))
         s.sendall(b"".join(b"GET /c/" + word(i) + b" HTTP/1.1\r\nHost: paths\r\n\r\n" for i in window))
         for _ in window:
             rest = read_response(s, rest)
@@ -130,7 +131,7 @@ if __name__ == "__main__":
     elif mode == "keepalive":
         keepalive(port, int(sys.argv[3]), int(sys.argv[4]))
     elif mode == "paths":
-        paths(port, int(sys.argv[3]))
+        paths(port, int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
     elif mode == "hostile":
         hostile(port)
     else:
