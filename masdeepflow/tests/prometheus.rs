@@ -4,7 +4,9 @@
 //! 127.0.0.1) scrapes it every second, and PromQL over its HTTP API gives
 //! exact values. Also: the text format passes `promtool check metrics`,
 //! OpenMetrics is served to whoever asks for it, and 100,000 distinct
-//! paths stay within the documented series limit.
+//! paths stay within the documented series limit; MySQL operations
+//! between a real MariaDB and its CLI give exact db_*_operation_duration
+//! histograms.
 mod support;
 
 use std::{
@@ -15,7 +17,9 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    Agent, Peer, metrics, sample,
+    Agent, Peer,
+    mariadb::MariaDb,
+    metrics, sample,
     servers::{Nginx, free_port},
 };
 
@@ -288,4 +292,55 @@ fn a_hundred_thousand_distinct_paths_stay_within_the_series_limit() {
     prometheus.expect("count(http_server_request_duration_seconds_count)", (LIMIT + 1) as f64);
     prometheus.expect("sum(http_server_request_duration_seconds_count)", PATHS as f64);
     agent.stop();
+}
+
+#[test]
+fn prometheus_scrapes_exact_mysql_operation_histograms() {
+    let db = MariaDb::start();
+    let dp = db.port;
+    let mp = free_port();
+    let agent = Agent::start_serving(
+        &["--output", "none", "--metrics-listen", &format!("127.0.0.1:{mp}"), "--events", "mysql", "--port", &dp.to_string()],
+        mp,
+    );
+    let prometheus = Prometheus::start(mp);
+    // 7 point selects and 2 on a missing table, in one session of the
+    // real CLI (batch mode, --force: the errors do not stop it).
+    let mut script: String = (0..7).map(|i| format!("SELECT name FROM items WHERE id = {};\n", i % 3 + 1)).collect();
+    script.push_str("SELECT * FROM missing_table;\nSELECT * FROM missing_table;\n");
+    let mut child = db
+        .cli()
+        .arg("--force")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mariadb (apt-get install mariadb-client)");
+    {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("ERROR 1146 (42S02)").count(), 2, "{err}");
+
+    for side in ["client", "server"] {
+        let m = format!("db_{side}_operation_duration_seconds");
+        let ok = format!(
+            r#"db_system_name="mysql",db_operation_name="SELECT",db_query_summary="SELECT items",server_address="127.0.0.1",server_port="{dp}""#
+        );
+        prometheus.expect(&format!(r#"sum({m}_count{{{ok},error_type=""}})"#), 7.0);
+        prometheus.expect(&format!(r#"sum({m}_bucket{{{ok},error_type="",le="+Inf"}})"#), 7.0);
+        prometheus.expect(
+            &format!(r#"sum({m}_count{{db_system_name="mysql",db_operation_name="SELECT",db_query_summary="SELECT missing_table",error_type="1146"}})"#),
+            2.0,
+        );
+        // Seconds: 7 local point selects take well under a second.
+        let sum = prometheus.query(&format!(r#"sum({m}_sum{{{ok}}})"#));
+        assert!(sum.len() == 1 && sum[0].1 > 0.0 && sum[0].1 < 1.0, "{side}: {sum:?}");
+    }
+    prometheus.expect(r#"sum(masdeepflow_events_lost_total{type="mysql"})"#, 0.0);
+    let (events, status, err) = agent.stop_with(libc::SIGINT);
+    assert!(status.success(), "{status}: {err}");
+    assert!(events.is_empty(), "{events:?}");
 }
