@@ -150,32 +150,30 @@ pub struct RunArgs {
     /// sets past it are folded into the metric's overflow series and counted.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub metrics_max_series: u32,
-    // The OTLP options are hidden until the exporter is tested end to end
-    // against a receiver (issue 12).
     /// Export to an OpenTelemetry collector at this URL (http:// or
     /// https://; TLS for https).
-    #[arg(long, hide = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_otlp_url)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_otlp_url)]
     pub otlp_endpoint: Option<String>,
     /// OTLP transport (http/protobuf is the OpenTelemetry default).
-    #[arg(long, hide = true, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
     pub otlp_protocol: OtlpProtocol,
     /// Extra header for every OTLP request, `name=value` (repeat the
     /// option, or separate with commas; values may be percent-encoded).
-    #[arg(long, hide = true, env = "OTEL_EXPORTER_OTLP_HEADERS", value_delimiter = ',', value_name = "NAME=VALUE", value_parser = parse_header)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", value_delimiter = ',', value_name = "NAME=VALUE", value_parser = parse_header)]
     pub otlp_header: Vec<(String, String)>,
     /// PEM file of the certificate authority that signed the collector's
     /// certificate (default: the system's roots).
-    #[arg(long, hide = true, env = "OTEL_EXPORTER_OTLP_CERTIFICATE", value_name = "PATH")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE", value_name = "PATH")]
     pub otlp_ca_file: Option<std::path::PathBuf>,
     /// Signals sent to the OTLP endpoint (comma separated).
-    #[arg(long, hide = true, value_delimiter = ',', default_value = "metrics,logs,traces")]
+    #[arg(long, value_delimiter = ',', default_value = "metrics,logs,traces")]
     pub otlp_signals: Vec<OtlpSignal>,
     /// Period of OTLP metric exports (log records and spans go out within a second).
-    #[arg(long, hide = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub otlp_interval: Duration,
     /// Log records and spans that may wait for the collector (each); more
     /// are dropped and counted in agent_stats `lost.export`.
-    #[arg(long, hide = true, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
     pub otlp_queue_size: u32,
     /// Kernel ring buffer size in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = parse_ring_size)]
