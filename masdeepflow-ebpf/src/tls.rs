@@ -136,7 +136,7 @@ fn enter(ctx: &ProbeContext, kind: u32) {
     let id = bpf_get_current_pid_tgid();
     let sp = reg(ctx, UPROBE_SP);
     // SAFETY: the value is copied out of the map.
-    if let Some(open) = unsafe { TLS_CALLS.get(&id) } {
+    if let Some(open) = unsafe { TLS_CALLS.get(id) } {
         // Nested in an open call (deeper on the stack): the outer one stays.
         if sp < open.sp {
             return;
@@ -151,7 +151,7 @@ fn enter(ctx: &ProbeContext, kind: u32) {
         count_ptr: if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 },
         sp,
     };
-    if TLS_CALLS.insert(&id, &call, 0).is_err() {
+    if TLS_CALLS.insert(id, call, 0).is_err() {
         count(TLS_CALLS_FULL);
     }
 }
@@ -167,13 +167,13 @@ pub fn ssl_return(ctx: ProbeContext) -> u32 {
 fn leave(ctx: &ProbeContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out of the map.
-    let Some(call) = (unsafe { TLS_CALLS.get(&pid_tgid) }).copied() else { return };
+    let Some(call) = (unsafe { TLS_CALLS.get(pid_tgid) }).copied() else { return };
     // Another call's return (a nested one, or this function called from
     // inside the open call).
     if call.sp != reg(ctx, UPROBE_SP) {
         return;
     }
-    let _ = TLS_CALLS.remove(&pid_tgid);
+    let _ = TLS_CALLS.remove(pid_tgid);
     let result = reg(ctx, UPROBE_RET) as u32 as i32;
     let count_bytes = match call.kind {
         KIND_WRITE | KIND_READ if result > 0 => result as u64,
@@ -190,13 +190,13 @@ fn leave(ctx: &ProbeContext) {
         return;
     }
     let key = TlsConnKey { pid: (pid_tgid >> 32) as u32, _pad: 0, ssl: call.ssl };
-    let Some(conn) = TLS_CONNS.get_ptr_mut(&key) else {
+    let Some(conn) = TLS_CONNS.get_ptr_mut(key) else {
         count(TLS_NO_CONNECTION);
         return;
     };
     // SAFETY: `conn` points at the live map value.
     let (sk, conn_id) = unsafe { ((*conn).sk, (*conn).conn_id) };
-    let Some(state) = SOCKETS.get_ptr_mut(&sk) else {
+    let Some(state) = SOCKETS.get_ptr_mut(sk) else {
         count(TLS_NO_CONNECTION);
         return;
     };
@@ -218,18 +218,18 @@ fn leave(ctx: &ProbeContext) {
 pub fn in_call(sk: u64, state: *const SockState) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is read in place, once.
-    let Some(call) = (unsafe { TLS_CALLS.get(&pid_tgid) }) else { return false };
+    let Some(call) = (unsafe { TLS_CALLS.get(pid_tgid) }) else { return false };
     let key = TlsConnKey { pid: (pid_tgid >> 32) as u32, _pad: 0, ssl: call.ssl };
     // SAFETY: `state` points at the live map value.
     let conn_id = unsafe { (*state).id };
-    let bound = match TLS_CONNS.get_ptr(&key) {
+    let bound = match TLS_CONNS.get_ptr(key) {
         // SAFETY: points at the live map value.
         Some(conn) => unsafe { (*conn).sk == sk && (*conn).conn_id == conn_id },
         None => false,
     };
     if !bound {
         let conn = TlsConn { sk, conn_id, protocol: PROTO_UNKNOWN, _pad: 0 };
-        let _ = TLS_CONNS.insert(&key, &conn, 0);
+        let _ = TLS_CONNS.insert(key, conn, 0);
     }
     true
 }
@@ -237,5 +237,5 @@ pub fn in_call(sk: u64, state: *const SockState) -> bool {
 /// The exiting thread's open call goes with it.
 #[inline(always)]
 pub fn forget_thread() {
-    let _ = TLS_CALLS.remove(&bpf_get_current_pid_tgid());
+    let _ = TLS_CALLS.remove(bpf_get_current_pid_tgid());
 }
