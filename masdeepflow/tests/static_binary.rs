@@ -102,7 +102,11 @@ fn check_in_an_empty_root_says_what_the_host_build_says() {
         text(&chrooted),
         String::from_utf8_lossy(&chrooted.stderr)
     );
-    assert_eq!(text(&chrooted), text(&host), "the static binary sees the kernel as the host build does");
+    // TLS coverage lists the libraries and processes the binary can see:
+    // none in the empty root, the host's in it; the kernel's part is equal.
+    let kernel_part =
+        |t: String| -> String { t.lines().filter(|l| !l.starts_with("tls") && !l.starts_with("    ")).map(|l| format!("{l}\n")).collect() };
+    assert_eq!(kernel_part(text(&chrooted)), kernel_part(text(&host)), "the static binary sees the kernel as the host build does");
     assert!(text(&chrooted).contains("features: exec ok, exit ok, tcp ok, flow ok, http ok"), "{}", text(&chrooted));
 }
 
