@@ -14,6 +14,7 @@ pub mod payload;
 pub mod process;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;

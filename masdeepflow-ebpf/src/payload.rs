@@ -221,11 +221,39 @@ unsafe fn request_process(state: *const SockState) -> ProcessInfo {
     }
 }
 
+/// Whose bytes these are: whether they are request bytes (sent by the
+/// connection's client or received by its server), whether the whole task
+/// is looked at (exchanges take their process from request bytes; others
+/// only for the `--comm` filter), and the process to report. None when
+/// `--comm` filters it out.
+///
+/// # Safety
+/// `state` points at a live `SOCKETS` value.
+#[inline(always)]
+unsafe fn side(state: *const SockState, sent: bool) -> Option<(bool, bool, ProcessInfo)> {
+    // SAFETY: as the caller promised.
+    let client = unsafe { (*state).role } == ROLE_CLIENT;
+    let request = sent == client;
+    let whole = request || comm_filtered();
+    // SAFETY: as the caller promised.
+    let process = if whole { unsafe { request_process(state) } } else { current_ids() };
+    if whole && !comm_wanted(&process.comm) {
+        return None;
+    }
+    Some((request, whole, process))
+}
+
 /// Payload bytes copied per syscall of a connection speaking `protocol`
 /// (0: not captured).
 #[inline(always)]
 fn capture_limit(protocol: u32) -> u64 {
     if protocol == PROTO_HTTP { offset!(capture_bytes) as u64 } else { offset!(mysql_capture_bytes) as u64 }
+}
+
+/// Whether payloads are captured at all (http or mysql on).
+#[inline(always)]
+pub fn capturing() -> bool {
+    offset!(capture_bytes) != 0 || offset!(mysql_capture_bytes) != 0
 }
 
 /// The parsers the agent runs (their families are on).
@@ -246,16 +274,7 @@ pub fn capture(sk: u64, state: *mut SockState, sent: bool, len: u32) {
         return;
     }
     // SAFETY: as above.
-    let client = unsafe { (*state).role } == ROLE_CLIENT;
-    // Exchanges take their process from request bytes; the task is looked
-    // at only for those (or for the `--comm` filter).
-    let request = sent == client;
-    let whole = request || comm_filtered();
-    // SAFETY: as above.
-    let process = if whole { unsafe { request_process(state) } } else { current_ids() };
-    if whole && !comm_wanted(&process.comm) {
-        return;
-    }
+    let Some((request, whole, process)) = (unsafe { side(state, sent) }) else { return };
     let buffer = user_buffer(sk);
     if protocol != PROTO_HTTP && protocol != PROTO_MYSQL && protocol != PROTO_MYSQL_MIDSTREAM {
         let Some((buf, buf_len)) = buffer else { return };
@@ -332,14 +351,7 @@ pub unsafe fn capture_plaintext(state: *mut SockState, protocol: *mut u32, sent:
         }
     }
     // SAFETY: as the caller promised.
-    let client = unsafe { (*state).role } == ROLE_CLIENT;
-    let request = sent == client;
-    let whole = request || comm_filtered();
-    // SAFETY: as above.
-    let process = if whole { unsafe { request_process(state) } } else { current_ids() };
-    if whole && !comm_wanted(&process.comm) {
-        return;
-    }
+    let Some((request, whole, process)) = (unsafe { side(state, sent) }) else { return };
     let n = count.min(capture_limit(proto)).min(CAPTURE_CLASSES[3] as u64);
     let c = Capture { process, has_process: whole as u32, sent, len, protocol: detect::reported(proto), tls };
     send(state, &c, buf, n, request);

@@ -32,6 +32,7 @@ use masdeepflow_common::{
     payload::{PROTO_UNKNOWN, TLS_OPENSSL},
     stats::{TLS_CALLS_FULL, TLS_NO_CONNECTION},
     tcp::SockState,
+    tls::{KIND_HANDSHAKE, KIND_READ, KIND_READ_EX, KIND_WRITE, KIND_WRITE_EX, TlsCall, TlsConn, TlsConnKey},
 };
 
 use crate::{
@@ -40,53 +41,10 @@ use crate::{
     syscall_abi::{UPROBE_RET, UPROBE_SP},
 };
 
-pub const KIND_WRITE: u32 = 1;
-pub const KIND_READ: u32 = 2;
-pub const KIND_WRITE_EX: u32 = 3;
-pub const KIND_READ_EX: u32 = 4;
-pub const KIND_HANDSHAKE: u32 = 5;
-
-/// A TLS library call in progress on a thread.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct TlsCall {
-    pub kind: u32,
-    pub _pad: u32,
-    /// The `SSL *`.
-    pub ssl: u64,
-    pub buf: u64,
-    /// `_ex`: the `size_t *` the count is written to.
-    pub count_ptr: u64,
-    /// Stack pointer at entry.
-    pub sp: u64,
-}
-
 /// Calls in progress, by `pid_tgid`: removed at their return and when the
 /// thread exits; a full map is counted (`TLS_CALLS_FULL`).
 #[map]
 pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0);
-
-/// (process, SSL object).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct TlsConnKey {
-    pub pid: u32,
-    pub _pad: u32,
-    pub ssl: u64,
-}
-
-/// The connection an SSL object moves its ciphertext on.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct TlsConn {
-    /// `struct sock` address, and `SockState::id` when bound (a reused
-    /// address is not the same connection).
-    pub sk: u64,
-    pub conn_id: u64,
-    /// `PROTO_*` of the plaintext, decided on its first bytes.
-    pub protocol: u32,
-    pub _pad: u32,
-}
 
 /// SSL objects to connections, bound by the socket syscalls made inside
 /// their calls. An LRU: bindings of freed SSL objects are evicted; the

@@ -63,6 +63,10 @@ pub fn count_and_capture(sk: u64, sent: bool, len: u32, adoptable: bool) {
         let counter = if sent { &raw mut (*state).bytes_sent } else { &raw mut (*state).bytes_received };
         atomic_add(counter, len as u64);
     }
+    // Without payload capture, nothing more to do: no TLS lookup either.
+    if !crate::payload::capturing() {
+        return;
+    }
     // Inside a TLS library call: ciphertext, never parsed; the call's
     // plaintext is captured at its return (see `tls`).
     if tls::in_call(sk, state) {

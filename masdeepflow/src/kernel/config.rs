@@ -55,23 +55,25 @@ pub const CWD_MEMBERS: [(&str, &str); 13] = [
     ("mount", "mnt_mountpoint"),
 ];
 
+/// Offsets of optional `members`, when BTF has them all.
+fn all_offsets<const N: usize>(btf: &Btf<'_>, members: [(&str, &str); N]) -> Option<[u32; N]> {
+    let mut offsets = [0u32; N];
+    for (slot, (s, m)) in offsets.iter_mut().zip(members) {
+        *slot = btf.member_offset(s, m).ok()?;
+    }
+    Some(offsets)
+}
+
 /// The walk's offsets, when BTF has them all (`task_struct.fs` is never
 /// at offset 0, so 0 can mean "no cwd").
 fn cwd_offsets(btf: &Btf<'_>) -> Option<[u32; CWD_MEMBERS.len()]> {
-    let mut offsets = [0u32; CWD_MEMBERS.len()];
-    for (slot, (s, m)) in offsets.iter_mut().zip(CWD_MEMBERS) {
-        *slot = btf.member_offset(s, m).ok()?;
-    }
-    (offsets[0] != 0).then_some(offsets)
+    all_offsets(btf, CWD_MEMBERS).filter(|o| o[0] != 0)
 }
 
 /// The adoption offsets, when BTF has them all (`struct sock` starts with
 /// its `sock_common`).
 fn adopt_offsets(btf: &Btf<'_>) -> Option<[u32; ADOPT_MEMBERS.len()]> {
-    let mut offsets = [0u32; ADOPT_MEMBERS.len()];
-    for (slot, (s, m)) in offsets.iter_mut().zip(ADOPT_MEMBERS) {
-        *slot = btf.member_offset(s, m).ok()?;
-    }
+    let offsets = all_offsets(btf, ADOPT_MEMBERS)?;
     // sk_protocol is a plain u16 since 5.6 (a bitfield before): its byte
     // offset is then even.
     (btf.member_offset("sock", "__sk_common").ok()? == 0 && offsets[8] % 2 == 0).then_some(offsets)
