@@ -3,9 +3,9 @@
 
 use crate::{EventHeader, tcp::Endpoints};
 
-/// Most payload bytes copied per syscall of an HTTP connection
-/// (`--capture-bytes` may lower it).
-pub const CAPTURE_MAX: usize = 4096;
+/// Most payload bytes `--capture-bytes` may ask to copy per syscall of an
+/// HTTP connection.
+pub const CAPTURE_MAX: usize = 16 * 1024;
 
 /// Payload bytes copied per syscall of a MySQL connection: MariaDB writes
 /// result sets in syscalls of up to 16 KiB, and the parser counts rows
@@ -132,7 +132,7 @@ pub struct PayloadRecord<const N: usize> {
 }
 
 /// Sizes of the data room of payload records.
-pub const CAPTURE_CLASSES: [usize; 4] = [256, 1024, CAPTURE_MAX, MYSQL_CAPTURE_BYTES];
+pub const CAPTURE_CLASSES: [usize; 4] = [256, 1024, 4096, MYSQL_CAPTURE_BYTES];
 
 const _: () = assert!(core::mem::size_of::<PayloadLoss>() == 32);
 const _: () = assert!(core::mem::size_of::<PayloadHeader>() == 56 + 40 + 32 + 32 + 8);

@@ -97,6 +97,11 @@ pub struct ConnectionStats {
     /// of their request or of their response ([`Http1Connection::on_lost`]),
     /// or because the connection's end was lost ([`Http1Connection::abandon`]).
     pub lost_exchanges: u64,
+    /// 1 once uncaptured bytes may have hidden pipelined messages (a
+    /// response past the one in progress, or requests past a complete
+    /// one): how many is unknown, so every later exchange of the
+    /// connection is reported `approximate` (its pairing may be shifted).
+    pub pairing_lost: u64,
 }
 
 #[derive(Debug)]
@@ -419,7 +424,10 @@ impl Http1Connection {
         self.phase = ConnectionState::GaveUp { direction: dir, reason };
     }
 
-    fn emit(&mut self, ex: Exchange) {
+    fn emit(&mut self, mut ex: Exchange) {
+        if self.stats.pairing_lost != 0 {
+            ex.approximate = true;
+        }
         self.out.push(ex);
         self.sync_stats();
     }

@@ -404,6 +404,15 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         emitted: BTreeMap::new(),
         lost,
         untracked_connections: counter(SOCKETS_FULL) + counter(CONNECTING_FULL),
+        http: {
+            let h = pipeline.http_counters();
+            BTreeMap::from([
+                ("unseen_requests", h.unseen_requests),
+                ("orphan_responses", h.orphan_responses),
+                ("pending_overflow", h.pending_overflow),
+                ("pairing_lost", h.pairing_lost),
+            ])
+        },
         mysql: {
             let m = pipeline.mysql_counters();
             BTreeMap::from([("statements_evicted", m.statements_evicted), ("unknown_statements", m.unknown_statements)])

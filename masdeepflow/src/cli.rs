@@ -2,6 +2,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use masdeepflow_common::payload::CAPTURE_MAX;
 
 #[derive(Debug, Parser)]
 #[command(name = "masdeepflow", version, about = "Reports processes and TCP connections on this host as JSON lines, using eBPF")]
@@ -87,7 +88,7 @@ pub struct RunArgs {
     pub node_name: Option<String>,
     /// Payload bytes copied per send/receive on HTTP connections (bytes past
     /// them are counted, not read).
-    #[arg(long, default_value_t = DEFAULT_CAPTURE_BYTES, value_parser = clap::value_parser!(u32).range(64..=4096))]
+    #[arg(long, default_value_t = DEFAULT_CAPTURE_BYTES, value_parser = clap::value_parser!(u32).range(64..=CAPTURE_MAX as i64))]
     pub capture_bytes: u32,
     /// Bytes of SQL kept per MySQL statement (longer ones are flagged
     /// `statement_truncated`; their length is still counted).
@@ -176,7 +177,8 @@ mod tests {
         assert_eq!((cli.run.events.as_slice(), cli.run.sql_bytes, cli.run.sql_redact), (&[Family::Mysql][..], 16384, true));
         assert!(Cli::try_parse_from(["masdeepflow", "--sql-bytes", "16385"]).is_err());
         assert!(Cli::try_parse_from(["masdeepflow", "--sql-bytes", "32"]).is_err());
-        assert!(Cli::try_parse_from(["masdeepflow", "--capture-bytes", "8192"]).is_err());
+        assert!(Cli::try_parse_from(["masdeepflow", "--capture-bytes", "16385"]).is_err());
+        assert_eq!(Cli::try_parse_from(["masdeepflow", "--capture-bytes", "16384"]).unwrap().run.capture_bytes, 16384);
         assert_eq!(Cli::try_parse_from(["masdeepflow", "--port", "80,8080"]).unwrap().run.port, vec![80, 8080]);
         assert_eq!(cli.run.flow_interval, Duration::from_secs(10));
         let cli = Cli::try_parse_from(["masdeepflow", "--events", "exec,tcp", "--pid", "1,2", "--format", "text"]).unwrap();

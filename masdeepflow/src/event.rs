@@ -251,6 +251,9 @@ pub struct AgentStats {
     pub lost: Lost,
     /// Connections the kernel could not track (its maps were full).
     pub untracked_connections: u64,
+    /// The HTTP parsers' counters: `unseen_requests`, `orphan_responses`,
+    /// `pending_overflow`, `pairing_lost`.
+    pub http: BTreeMap<&'static str, u64>,
     /// The MySQL parsers' counters: `statements_evicted`, `unknown_statements`.
     pub mysql: BTreeMap<&'static str, u64>,
     /// TLS plaintext not seen: `calls_untracked` (the kernel's table of

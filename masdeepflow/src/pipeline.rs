@@ -197,6 +197,10 @@ impl Pipeline {
         self.protocols.mysql_counters()
     }
 
+    pub fn http_counters(&self) -> crate::protocols::HttpCounters {
+        self.protocols.http_counters()
+    }
+
     /// Exchanges of `protocol` lost with their payload records (so far).
     pub fn exchanges_lost(&self, protocol: Protocol) -> u64 {
         self.protocols.lost(protocol)

@@ -141,6 +141,82 @@ fn pipelined_and_split_requests_against_nginx() {
     }
 }
 
+/// Pipelining past the capture limit: each round's 32 requests (the
+/// deepest pipelining a connection is followed to) go out in one write of
+/// about 1.5 KB, and the client reads their responses (about 7.5 KB) in
+/// reads of at most `read` bytes, which start anywhere in a response.
+fn pipelined_bursts(capture: &str, read: &str) -> (Vec<Value>, u64, Vec<(String, u64)>) {
+    const ROUNDS: usize = 20;
+    const DEPTH: usize = 32;
+    let nginx = Nginx::start();
+    let port = nginx.port;
+    let mut agent = Agent::start(&["--events", "http", "--port", &port.to_string(), "--capture-bytes", capture, "--stats-interval", "1s"]);
+    let burst = Peer::script("raw_http.py", &["burst", &port.to_string(), &ROUNDS.to_string(), &DEPTH.to_string(), read]);
+    let burst_port: u64 = burst.line().parse().unwrap();
+    assert_eq!(burst.line(), (ROUNDS * DEPTH).to_string());
+    burst.wait();
+    // The connection's close reports what it still holds: wait for the
+    // stats that show it freed.
+    let after = agent.events.len();
+    agent.wait_until("the connection's close", std::time::Duration::from_secs(20), |ev| {
+        ev[after..].iter().any(|e| e["type"] == "agent_stats" && e["tables"]["http_connections"] == 0)
+    });
+    let events = agent.stop();
+    let expected = (0..ROUNDS * DEPTH)
+        .map(|n| {
+            let (r, i) = (n / DEPTH, n % DEPTH);
+            if i % 2 == 0 { (format!("/small.txt?r={r}&i={i}"), 200) } else { (format!("/missing?r={r}&i={i}"), 404) }
+        })
+        .collect();
+    (events.into_iter().filter(|e| e["type"] != "http" || e["src"]["port"] == burst_port).collect(), port as u64, expected)
+}
+
+fn path_status(e: &Value) -> (String, u64) {
+    (e["path"].as_str().unwrap().to_string(), e["status"].as_u64().unwrap_or(0))
+}
+
+/// With a capture as large as the reads (`--capture-bytes 16384`), every
+/// exchange is reported from both sides, in order, with its own path and
+/// status, and nothing is approximate or counted lost.
+#[test]
+fn pipelined_bursts_are_all_reported_when_the_capture_holds_the_reads() {
+    let (events, port, expected) = pipelined_bursts("16384", "65536");
+    for role in ["client", "server"] {
+        let got: Vec<(String, u64)> = http_events(&events, role, port as u16)
+            .into_iter()
+            .inspect(|e| assert_eq!(e["approximate"], false, "{e}"))
+            .map(path_status)
+            .collect();
+        assert_eq!(got.len(), expected.len(), "{role}: exchanges reported");
+        assert_eq!(got, expected, "{role}");
+    }
+    let last = events.iter().rev().find(|e| e["type"] == "agent_stats").expect("final agent_stats");
+    assert_eq!(last["http"], serde_json::json!({"unseen_requests": 0, "orphan_responses": 0, "pending_overflow": 0, "pairing_lost": 0}));
+    for kind in ["kernel_ring_buffer", "user_queue"] {
+        for (k, v) in last["lost"][kind].as_object().unwrap() {
+            assert_eq!(v, 0, "{kind} lost {k}");
+        }
+    }
+}
+
+/// With the default capture (1024 bytes), the client's reads of 1500 bytes
+/// hide responses in uncaptured bytes: the
+/// connection is counted in `agent_stats.http.pairing_lost` and every
+/// exchange reported after that point is `approximate`; the ones before it
+/// are exact. Never a wrong pairing reported as exact.
+#[test]
+fn pipelined_bursts_past_the_capture_never_pair_wrongly_as_exact() {
+    let (events, port, expected) = pipelined_bursts("1024", "1500");
+    let client = http_events(&events, "client", port as u16);
+    let exact = client.iter().take_while(|e| e["approximate"] == false).count();
+    assert!(exact < client.len(), "the default capture should lose the client's pairing");
+    assert!(client[exact..].iter().all(|e| e["approximate"] == true), "approximate from the first gap on");
+    let got: Vec<(String, u64)> = client[..exact].iter().map(|e| path_status(e)).collect();
+    assert_eq!(got, expected[..exact], "exact exchanges before the gap");
+    let last = events.iter().rev().find(|e| e["type"] == "agent_stats").expect("final agent_stats");
+    assert!(last["http"]["pairing_lost"].as_u64().unwrap() >= 1, "{last}");
+}
+
 #[test]
 fn latency_of_a_slow_server_from_both_sides_and_a_50kb_post() {
     const DELAY_MS: u64 = 300;

@@ -170,7 +170,7 @@ fn check_both_sides_agree(client: &[&Value], server: &[&Value]) {
 fn cli_sessions_plain_and_compressed_from_both_sides() {
     let db = MariaDb::start();
     let port = db.port.to_string();
-    let mut agent = Agent::start(&["--events", "mysql", "--port", &port]);
+    let mut agent = Agent::start(&["--events", "mysql", "--port", &port, "--stats-interval", "1s"]);
     // The same traffic, seen by agents with other statement options.
     let mut long = Agent::start(&["--events", "mysql", "--port", &port, "--sql-bytes", "16384"]);
     let mut redacting = Agent::start(&["--events", "mysql", "--port", &port, "--sql-redact"]);
@@ -193,6 +193,12 @@ fn cli_sessions_plain_and_compressed_from_both_sides() {
             a.expect("the server's COM_QUIT", |e| e["type"] == "mysql" && e["command"] == "COM_QUIT" && e["role"] == "server");
         }
     }
+    // mariadbd closes its side of a session after the COM_QUIT, when its
+    // thread gets to it: wait for the stats that show both freed.
+    let after_quit = agent.events.len();
+    agent.wait_until("the server's closes", std::time::Duration::from_secs(20), |ev| {
+        ev[after_quit..].iter().any(|e| e["type"] == "agent_stats" && e["tables"]["mysql_connections"] == 0)
+    });
     let events = agent.stop();
     let client_port =
         |pid: u32| events.iter().find(|e| e["type"] == "mysql" && e["process"]["pid"] == pid).map(|e| e["src"]["port"].clone()).unwrap();

@@ -219,6 +219,7 @@ impl Http1Connection {
                 }
                 None => {
                     self.stats.unseen_requests += 1;
+                    self.stats.pairing_lost = 1;
                     self.push_placeholder();
                     SideState::Resync { open: false, chunked_tail: false }
                 }
@@ -324,6 +325,15 @@ impl Http1Connection {
                 SideState::Resync { open, chunked_tail }
             }
         };
+        // Response framing lost in uncaptured bytes while later requests
+        // wait: those bytes may hold their responses too.
+        if dir == Direction::ServerToClient
+            && matches!(next, SideState::Resync { .. })
+            && uncaptured >= MIN_UNSEEN_RESPONSE
+            && self.pending.requests() > 1
+        {
+            self.stats.pairing_lost = 1;
+        }
         self.side_mut(dir).state = next;
     }
 
@@ -333,7 +343,10 @@ impl Http1Connection {
         match dir {
             Direction::ClientToServer => {
                 if excess >= MIN_UNSEEN_REQUEST {
+                    // A run of requests of unknown length: responses to
+                    // come may answer any of them.
                     self.stats.unseen_requests += 1;
+                    self.stats.pairing_lost = 1;
                     self.push_placeholder();
                 }
                 SideState::Resync { open: false, chunked_tail: false }

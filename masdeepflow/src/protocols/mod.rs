@@ -81,6 +81,8 @@ struct Tracked {
     lost_counted: u64,
     /// The MySQL parser's counters already added to the tracker's.
     mysql_counted: MysqlCounters,
+    /// The HTTP parser's counters already added to the tracker's.
+    http_counted: HttpCounters,
 }
 
 /// Counters of the MySQL parsers, summed over connections (`agent_stats.mysql`).
@@ -90,6 +92,23 @@ pub struct MysqlCounters {
     pub statements_evicted: u64,
     /// `COM_STMT_*` commands naming a statement the table did not hold.
     pub unknown_statements: u64,
+}
+
+/// Counters of the HTTP parsers, summed over connections (`agent_stats.http`):
+/// exchanges neither reported nor lost to a full ring buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpCounters {
+    /// Requests inferred in bytes past the capture (each run of them counts
+    /// one: how many a run held is unknown).
+    pub unseen_requests: u64,
+    /// Responses that matched no request seen.
+    pub orphan_responses: u64,
+    /// Requests not reported because a connection already had 32 waiting
+    /// for their responses (pipelining deeper than that).
+    pub pending_overflow: u64,
+    /// Connections whose later exchanges are `approximate` because
+    /// uncaptured bytes may have hidden pipelined messages.
+    pub pairing_lost: u64,
 }
 
 impl Tracked {
@@ -114,6 +133,7 @@ pub struct Tracker {
     /// protocol.
     lost: [u64; 2],
     mysql_counters: MysqlCounters,
+    http_counters: HttpCounters,
 }
 
 /// The request and response directions of a loss: (starts, bytes) each.
@@ -165,6 +185,11 @@ impl Tracker {
         self.mysql_counters
     }
 
+    /// The HTTP parsers' counters so far.
+    pub fn http_counters(&self) -> HttpCounters {
+        self.http_counters
+    }
+
     pub fn on_payload(&mut self, p: Payload<'_>, out: &mut Vec<Event>) {
         if !self.conns.contains_key(&p.conn_id) && self.conns.len() >= CONNECTIONS_MAX {
             self.untracked += 1;
@@ -188,6 +213,7 @@ impl Tracker {
                 missing: false,
                 lost_counted: 0,
                 mysql_counted: MysqlCounters::default(),
+                http_counted: HttpCounters::default(),
             }
         });
         // The client sends requests; the server receives them.
@@ -202,7 +228,7 @@ impl Tracker {
         }
         drain(t, &self.mysql, out);
         self.lost[t.protocol().index()] += settle_lost(t);
-        settle_mysql(t, &mut self.mysql_counters);
+        settle_counters(t, &mut self.mysql_counters, &mut self.http_counters);
     }
 
     /// The connection closed: requests still waiting are reported, after
@@ -218,7 +244,7 @@ impl Tracker {
                 }
                 drain(&mut t, &self.mysql, out);
                 self.lost[t.protocol().index()] += settle_lost(&mut t);
-                settle_mysql(&mut t, &mut self.mysql_counters);
+                settle_counters(&mut t, &mut self.mysql_counters, &mut self.http_counters);
             }
             // Every record of the connection was lost: its requests are.
             None => self.lost[Protocol::from_kernel(protocol).index()] += oriented(loss, role)[0].1,
@@ -230,7 +256,7 @@ impl Tracker {
     /// closed may still have records in the ring buffer.
     /// Their waiting requests count as lost.
     pub fn retain_live(&mut self, live: &HashSet<u64>) {
-        let (lost, counts, mysql) = (&mut self.lost, &mut self.counts, &mut self.mysql_counters);
+        let (lost, counts, mysql, http) = (&mut self.lost, &mut self.counts, &mut self.mysql_counters, &mut self.http_counters);
         self.conns.retain(|id, t| {
             let gone = !live.contains(id);
             let keep = !(gone && t.missing);
@@ -241,7 +267,7 @@ impl Tracker {
                     Parser::Mysql(m) => m.abandon(),
                 }
                 lost[t.protocol().index()] += settle_lost(t);
-                settle_mysql(t, mysql);
+                settle_counters(t, mysql, http);
                 counts[t.protocol().index()] -= 1;
             }
             keep
@@ -260,13 +286,30 @@ fn settle_lost(t: &mut Tracked) -> u64 {
     new
 }
 
-/// Adds what a MySQL parser counted since the last call to `totals`.
-fn settle_mysql(t: &mut Tracked, totals: &mut MysqlCounters) {
-    let Parser::Mysql(m) = &t.parser else { return };
-    let s = m.stats();
-    totals.statements_evicted += s.statements_evicted.saturating_sub(t.mysql_counted.statements_evicted);
-    totals.unknown_statements += s.unknown_statements.saturating_sub(t.mysql_counted.unknown_statements);
-    t.mysql_counted = MysqlCounters { statements_evicted: s.statements_evicted, unknown_statements: s.unknown_statements };
+/// Adds what the connection's parser counted since the last call to the
+/// totals of its protocol.
+fn settle_counters(t: &mut Tracked, mysql: &mut MysqlCounters, http: &mut HttpCounters) {
+    match &t.parser {
+        Parser::Mysql(m) => {
+            let s = m.stats();
+            mysql.statements_evicted += s.statements_evicted.saturating_sub(t.mysql_counted.statements_evicted);
+            mysql.unknown_statements += s.unknown_statements.saturating_sub(t.mysql_counted.unknown_statements);
+            t.mysql_counted = MysqlCounters { statements_evicted: s.statements_evicted, unknown_statements: s.unknown_statements };
+        }
+        Parser::Http(h) => {
+            let s = h.stats();
+            http.unseen_requests += s.unseen_requests.saturating_sub(t.http_counted.unseen_requests);
+            http.orphan_responses += s.orphan_responses.saturating_sub(t.http_counted.orphan_responses);
+            http.pending_overflow += s.pending_overflow.saturating_sub(t.http_counted.pending_overflow);
+            http.pairing_lost += s.pairing_lost.saturating_sub(t.http_counted.pairing_lost);
+            t.http_counted = HttpCounters {
+                unseen_requests: s.unseen_requests,
+                orphan_responses: s.orphan_responses,
+                pending_overflow: s.pending_overflow,
+                pairing_lost: s.pairing_lost,
+            };
+        }
+    }
 }
 
 fn drain(t: &mut Tracked, mysql: &MysqlOptions, out: &mut Vec<Event>) {

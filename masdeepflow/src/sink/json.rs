@@ -200,6 +200,8 @@ fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, Si
             counts(lost.out, &s.lost.user_queue);
             lost.end();
             o.u64("untracked_connections", s.untracked_connections);
+            o.key("http");
+            counts(o.out, &s.http);
             o.key("mysql");
             counts(o.out, &s.mysql);
             o.key("tls");

@@ -9,6 +9,10 @@ keepalive PORT CONNS N: N requests over CONNS keep-alive connections,
 one write each (even ones for /small.txt, odd ones for a missing file),
 each response read whole before the next request; prints "done", then
 closes the connections when stdin ends.
+burst PORT ROUNDS DEPTH READ: one keep-alive connection; each round writes
+DEPTH requests in one write (even ones for /small.txt, odd ones for a
+missing file) and reads their DEPTH responses with reads of at most READ
+bytes; prints the local port and the responses read.
 hostile PORT: a request whose target and Host hold control bytes, invalid
 UTF-8, quotes and backslashes; prints the local port and the status line.
 """
@@ -58,11 +62,11 @@ def churn(port, n):
         s.close()
     print(n, flush=True)
 
-def read_response(s, buf):
-    """One response (Content-Length framed) from `s`; returns the bytes
-    after it."""
+def read_response(s, buf, size=65536):
+    """One response (Content-Length framed) from `s`, read `size` bytes at
+    most at a time; returns the bytes after it."""
     while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
+        d = s.recv(size)
         if not d:
             raise SystemExit("connection closed mid-response")
         buf += d
@@ -73,7 +77,7 @@ def read_response(s, buf):
         if name.strip().lower() == b"content-length":
             length = int(value)
     while len(rest) < length:
-        d = s.recv(65536)
+        d = s.recv(size)
         if not d:
             raise SystemExit("connection closed mid-body")
         rest += d
@@ -92,6 +96,24 @@ def keepalive(port, conns, n):
     for s in socks:
         s.close()
 
+def burst(port, rounds, depth, size):
+    s = connect(port)
+    got = 0
+    for r in range(rounds):
+        reqs = b"".join(
+            b"GET " + (b"/small.txt" if i % 2 == 0 else b"/missing") + b"?r=%d&i=%d HTTP/1.1\r\nHost: burst\r\n\r\n" % (r, i)
+            for i in range(depth))
+        s.sendall(reqs)
+        rest = b""
+        for _ in range(depth):
+            rest = read_response(s, rest, size)
+            got += 1
+        if rest:
+            raise SystemExit("unexpected bytes after a round's responses")
+    print(s.getsockname()[1], flush=True)
+    print(got, flush=True)
+    s.close()
+
 def hostile(port):
     s = connect(port)
     s.sendall(b'GET /a\x1b[31mred\x01\x7f\xff"q\\ HTTP/1.1\r\nHost: h\x01\r\nConnection: close\r\n\r\n')
@@ -108,6 +130,8 @@ if __name__ == "__main__":
         split(port)
     elif mode == "keepalive":
         keepalive(port, int(sys.argv[3]), int(sys.argv[4]))
+    elif mode == "burst":
+        burst(port, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif mode == "hostile":
         hostile(port)
     else:
