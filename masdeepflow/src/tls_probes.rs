@@ -10,7 +10,9 @@
 //!   just exec'd) are scanned 0.2, 1 and 5 s after they are first seen (the
 //!   dynamic loader maps libraries after the exec; Python loads libssl when
 //!   it imports `ssl`); processes gone release their files, and a file with
-//!   no process left is detached.
+//!   no process left is detached. New and gone processes come from exec
+//!   and exit events; `/proc` itself is listed only every
+//!   [`LISTING_INTERVAL`], so a quiet host costs a sweep no directory read.
 //! - Attached by link: the agent's exit, kill -9 included, removes them.
 use std::{
     collections::{HashMap, HashSet},
@@ -29,6 +31,10 @@ use masdeepflow_common::tls::{TlsConn, TlsConnKey};
 use masdeepflow_tls::{AttachPlan, Change, Discovery, FileAnalysis, FileId, TlsFunction, TlsLibrary, analyze_path};
 
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+/// `/proc` is listed this often (and at start): exec and exit events name
+/// new and gone processes in between; the listing catches those whose
+/// events were lost. A sweep between listings only scans processes due.
+const LISTING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Ages (since first seen or exec) at which a process is scanned.
 const SCAN_AGES: [Duration; 3] = [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
@@ -80,6 +86,8 @@ pub struct TlsProbes {
     seen: HashMap<u32, Seen>,
     conns: Option<BpfHashMap<MapData, TlsConnKey, TlsConn>>,
     own_pid: u32,
+    /// When `/proc` was last listed (see [`LISTING_INTERVAL`]).
+    last_listing: Option<Instant>,
 }
 
 impl TlsProbes {
@@ -98,6 +106,7 @@ impl TlsProbes {
             seen: HashMap::new(),
             conns,
             own_pid: std::process::id(),
+            last_listing: None,
         };
         let mut host = Vec::new();
         for path in host_libraries() {
@@ -134,13 +143,17 @@ impl TlsProbes {
 
     pub fn sweep(&mut self, ebpf: &mut Ebpf) {
         let now = Instant::now();
-        let alive = live_pids();
-        for &pid in &alive {
-            if pid != self.own_pid {
-                self.seen.entry(pid).or_insert(Seen { since: now, scans: 0, covered: false });
+        let listing = self.last_listing.is_none_or(|t| now.duration_since(t) >= LISTING_INTERVAL);
+        let alive = if listing { live_pids() } else { HashSet::new() };
+        if listing {
+            self.last_listing = Some(now);
+            for &pid in &alive {
+                if pid != self.own_pid {
+                    self.seen.entry(pid).or_insert(Seen { since: now, scans: 0, covered: false });
+                }
             }
         }
-        let gone: Vec<u32> = self.seen.keys().copied().filter(|p| !alive.contains(p)).collect();
+        let gone: Vec<u32> = if listing { self.seen.keys().copied().filter(|p| !alive.contains(p)).collect() } else { Vec::new() };
         let mut changes = Vec::new();
         for pid in &gone {
             self.seen.remove(pid);
