@@ -31,7 +31,7 @@ use crate::{
     queue::{self, Lines, Queue},
     sink::stdout::{self as writer, WriterEnd},
     sink::{json::JsonWriter, text},
-    tls_probes::{SWEEP_INTERVAL, TlsProbes},
+    tls_probes::{LISTING_INTERVAL, SWEEP_INTERVAL, TlsProbes},
     wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
 
@@ -84,7 +84,12 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let counters = PerCpuArray::try_from(take(&mut loaded.ebpf, "COUNTERS")?)?;
     let connecting = BpfHashMap::try_from(take(&mut loaded.ebpf, "CONNECTING")?)?;
     let polling = Array::try_from(take(&mut loaded.ebpf, "AGENT_POLLING")?)?;
-    let mut tls = if args.events.contains(&Family::Http) && args.capture_bytes != 0 { start_tls(&mut loaded) } else { None };
+    // Every process's exec and exit events name new and gone processes
+    // for the TLS sweep, which then lists /proc only now and then.
+    let process_events =
+        args.events.contains(&Family::Exec) && args.events.contains(&Family::Exit) && args.pid.is_empty() && args.comm.is_empty();
+    let listing = if process_events { LISTING_INTERVAL } else { SWEEP_INTERVAL };
+    let mut tls = if args.events.contains(&Family::Http) && args.capture_bytes != 0 { start_tls(&mut loaded, listing) } else { None };
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Handle SIGINT/SIGTERM from before `agent_start` is written, so that a
@@ -430,7 +435,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
 /// Loads the TLS uprobes and makes sure threads' open calls are dropped
 /// when they exit (`sched_process_exit`); None, with a warning, when this
 /// kernel cannot run them.
-fn start_tls(loaded: &mut loader::Loaded) -> Option<TlsProbes> {
+fn start_tls(loaded: &mut loader::Loaded, listing: std::time::Duration) -> Option<TlsProbes> {
     const EXIT: &str = "sched:sched_process_exit";
     if !loaded.attached.iter().any(|a| a == EXIT) {
         let attach = |ebpf: &mut aya::Ebpf| -> Result<()> {
@@ -448,7 +453,7 @@ fn start_tls(loaded: &mut loader::Loaded) -> Option<TlsProbes> {
             }
         }
     }
-    match TlsProbes::start(&mut loaded.ebpf) {
+    match TlsProbes::start(&mut loaded.ebpf, listing) {
         Ok(t) => {
             loaded.attached.push("uprobe:openssl".to_string());
             Some(t)

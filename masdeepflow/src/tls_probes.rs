@@ -10,9 +10,11 @@
 //!   just exec'd) are scanned 0.2, 1 and 5 s after they are first seen (the
 //!   dynamic loader maps libraries after the exec; Python loads libssl when
 //!   it imports `ssl`); processes gone release their files, and a file with
-//!   no process left is detached. New and gone processes come from exec
-//!   and exit events; `/proc` itself is listed only every
-//!   [`LISTING_INTERVAL`], so a quiet host costs a sweep no directory read.
+//!   no process left is detached. When the agent receives every process's
+//!   exec and exit events, new and gone processes come from them and
+//!   `/proc` itself is listed only every [`LISTING_INTERVAL`], so a quiet
+//!   host costs a sweep no directory read; otherwise (`--events` without
+//!   exec or exit, `--pid`, `--comm`) at every sweep.
 //! - Attached by link: the agent's exit, kill -9 included, removes them.
 use std::{
     collections::{HashMap, HashSet},
@@ -34,7 +36,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// `/proc` is listed this often (and at start): exec and exit events name
 /// new and gone processes in between; the listing catches those whose
 /// events were lost. A sweep between listings only scans processes due.
-const LISTING_INTERVAL: Duration = Duration::from_secs(10);
+pub const LISTING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Ages (since first seen or exec) at which a process is scanned.
 const SCAN_AGES: [Duration; 3] = [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
@@ -86,13 +88,17 @@ pub struct TlsProbes {
     seen: HashMap<u32, Seen>,
     conns: Option<BpfHashMap<MapData, TlsConnKey, TlsConn>>,
     own_pid: u32,
-    /// When `/proc` was last listed (see [`LISTING_INTERVAL`]).
+    /// When `/proc` was last listed, and how often it is.
     last_listing: Option<Instant>,
+    listing_interval: Duration,
 }
 
 impl TlsProbes {
-    /// Loads the uprobe programs and attaches the host's libssl.
-    pub fn start(ebpf: &mut Ebpf) -> Result<TlsProbes> {
+    /// Loads the uprobe programs and attaches the host's libssl. `/proc`
+    /// is listed every `listing_interval` ([`LISTING_INTERVAL`] when exec
+    /// and exit events of every process reach [`on_exec`](Self::on_exec)
+    /// and [`on_exit`](Self::on_exit), else [`SWEEP_INTERVAL`]).
+    pub fn start(ebpf: &mut Ebpf, listing_interval: Duration) -> Result<TlsProbes> {
         for name in ENTRY_PROGRAMS.iter().chain([&RETURN_PROGRAM]) {
             let p: &mut UProbe = ebpf.program_mut(name).with_context(|| format!("program {name} missing from the object"))?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
@@ -107,6 +113,7 @@ impl TlsProbes {
             conns,
             own_pid: std::process::id(),
             last_listing: None,
+            listing_interval,
         };
         let mut host = Vec::new();
         for path in host_libraries() {
@@ -143,7 +150,7 @@ impl TlsProbes {
 
     pub fn sweep(&mut self, ebpf: &mut Ebpf) {
         let now = Instant::now();
-        let listing = self.last_listing.is_none_or(|t| now.duration_since(t) >= LISTING_INTERVAL);
+        let listing = self.last_listing.is_none_or(|t| now.duration_since(t) >= self.listing_interval);
         let alive = if listing { live_pids() } else { HashSet::new() };
         if listing {
             self.last_listing = Some(now);

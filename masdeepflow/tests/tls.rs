@@ -126,13 +126,17 @@ fn wait_links(what: &str, secs: u64, ok: impl Fn(usize) -> bool) -> usize {
 
 /// Waits (bounded) until the agent's log holds `line`.
 fn wait_log(log: &Path, line: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_log_within(log, line, 10);
+}
+
+fn wait_log_within(log: &Path, line: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if text.lines().any(|l| l.ends_with(line)) {
             return;
         }
-        assert!(Instant::now() < deadline, "not in the agent's log within 10 s: {line}\n{text}");
+        assert!(Instant::now() < deadline, "not in the agent's log within {secs} s: {line}\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -301,10 +305,23 @@ fn nginx_curl_and_python_over_tls_from_both_sides() {
 /// A server started after the agent, with its own copy of libssl (a file
 /// no other process maps): found, attached, seen, and detached when it
 /// exits; then nothing is left after the agent exits, by SIGINT or kill -9.
+/// Found by listing /proc (`--events http`: no exec events), and from the
+/// exec and exit events (with them, /proc is listed only every 10 s).
 #[test]
 fn a_server_started_after_the_agent_and_the_probes_lifecycle() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     wait_links("no agent running", 10, |n| n == 0);
+    late_server("http");
+    late_server("exec,exit,http");
+
+    let agent = Agent::start(&["--events", "http"]);
+    assert!(ssl_links() > 0);
+    let (_, status, _) = agent.stop_with(libc::SIGKILL);
+    assert_eq!(status.code(), None, "killed");
+    wait_links("after kill -9", 10, |n| n == 0);
+}
+
+fn late_server(events: &str) {
     let libdir = std::env::temp_dir().join(format!("masdeepflow-tls-lib-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&libdir).unwrap();
     std::fs::copy(LIBSSL, libdir.join("libssl.so.3")).expect("Debian 12's libssl3");
@@ -313,7 +330,7 @@ fn a_server_started_after_the_agent_and_the_probes_lifecycle() {
     // detached) goes to a file the test reads: the readiness signal.
     let log = libdir.join("agent.log");
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!("exec {} --events http 2>{}", support::AGENT, log.display())).env("RUST_LOG", "masdeepflow=info");
+    cmd.arg("-c").arg(format!("exec {} --events {events} 2>{}", support::AGENT, log.display())).env("RUST_LOG", "masdeepflow=info");
     let mut agent = Agent::start_command(cmd);
     // The host's libssl is attached before the agent says it started.
     assert!(ssl_links() > 0, "the host's libssl is not attached");
@@ -321,7 +338,10 @@ fn a_server_started_after_the_agent_and_the_probes_lifecycle() {
     let nginx = TlsNginx::start(Some(&libdir));
     let port = nginx.port;
     let copy = std::fs::canonicalize(libdir.join("libssl.so.3")).unwrap();
-    wait_log(&log, &format!("tls: attached {} (8 probes)", copy.display()));
+    // With exec events, found through nginx's exec: /proc is listed again
+    // only 10 s after the agent started.
+    let within = if events.contains("exec") { 5 } else { 10 };
+    wait_log_within(&log, &format!("tls: attached {} (8 probes)", copy.display()), within);
 
     let (rows, curl_pid) = curl(port, &["/small.txt"]);
     assert_eq!((rows[0].0, rows[0].3), (200, SMALL.len() as u64));
@@ -341,11 +361,5 @@ fn a_server_started_after_the_agent_and_the_probes_lifecycle() {
     let events = agent.stop();
     assert!(events.iter().any(|e| e["type"] == "agent_stats"));
     wait_links("after SIGINT", 10, |n| n == 0);
-
-    let agent = Agent::start(&["--events", "http"]);
-    assert!(ssl_links() > 0);
-    let (_, status, _) = agent.stop_with(libc::SIGKILL);
-    assert_eq!(status.code(), None, "killed");
-    wait_links("after kill -9", 10, |n| n == 0);
     let _ = std::fs::remove_dir_all(&libdir);
 }
