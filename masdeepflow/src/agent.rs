@@ -416,6 +416,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
                 ("orphan_responses", h.orphan_responses),
                 ("pending_overflow", h.pending_overflow),
                 ("pairing_lost", h.pairing_lost),
+                ("gave_up", h.gave_up),
             ])
         },
         mysql: {

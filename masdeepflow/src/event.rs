@@ -252,7 +252,7 @@ pub struct AgentStats {
     /// Connections the kernel could not track (its maps were full).
     pub untracked_connections: u64,
     /// The HTTP parsers' counters: `unseen_requests`, `orphan_responses`,
-    /// `pending_overflow`, `pairing_lost`.
+    /// `pending_overflow`, `pairing_lost`, `gave_up`.
     pub http: BTreeMap<&'static str, u64>,
     /// The MySQL parsers' counters: `statements_evicted`, `unknown_statements`.
     pub mysql: BTreeMap<&'static str, u64>,

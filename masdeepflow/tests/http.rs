@@ -191,7 +191,10 @@ fn pipelined_bursts_are_all_reported_when_the_capture_holds_the_reads() {
         assert_eq!(got, expected, "{role}");
     }
     let last = events.iter().rev().find(|e| e["type"] == "agent_stats").expect("final agent_stats");
-    assert_eq!(last["http"], serde_json::json!({"unseen_requests": 0, "orphan_responses": 0, "pending_overflow": 0, "pairing_lost": 0}));
+    assert_eq!(
+        last["http"],
+        serde_json::json!({"unseen_requests": 0, "orphan_responses": 0, "pending_overflow": 0, "pairing_lost": 0, "gave_up": 0})
+    );
     for kind in ["kernel_ring_buffer", "user_queue"] {
         for (k, v) in last["lost"][kind].as_object().unwrap() {
             assert_eq!(v, 0, "{kind} lost {k}");

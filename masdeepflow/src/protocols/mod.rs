@@ -19,7 +19,7 @@ use masdeepflow_common::{
     ProcessInfo,
     payload::{PROTO_HTTP, PROTO_MYSQL_MIDSTREAM, PayloadLoss},
 };
-use masdeepflow_proto::{ConnectionParser, Direction, Http1Connection, mysql::MysqlConnection};
+use masdeepflow_proto::{ConnectionParser, ConnectionState, Direction, Http1Connection, mysql::MysqlConnection};
 
 use crate::{
     decode::Payload,
@@ -109,6 +109,9 @@ pub struct HttpCounters {
     /// Connections whose later exchanges are `approximate` because
     /// uncaptured bytes may have hidden pipelined messages.
     pub pairing_lost: u64,
+    /// Connections the parser gave up on (bytes that were not HTTP/1.x, or
+    /// a pending queue past its bound): their later traffic is not parsed.
+    pub gave_up: u64,
 }
 
 impl Tracked {
@@ -302,11 +305,14 @@ fn settle_counters(t: &mut Tracked, mysql: &mut MysqlCounters, http: &mut HttpCo
             http.orphan_responses += s.orphan_responses.saturating_sub(t.http_counted.orphan_responses);
             http.pending_overflow += s.pending_overflow.saturating_sub(t.http_counted.pending_overflow);
             http.pairing_lost += s.pairing_lost.saturating_sub(t.http_counted.pairing_lost);
+            let gave_up = u64::from(matches!(h.state(), ConnectionState::GaveUp { .. }));
+            http.gave_up += gave_up.saturating_sub(t.http_counted.gave_up);
             t.http_counted = HttpCounters {
                 unseen_requests: s.unseen_requests,
                 orphan_responses: s.orphan_responses,
                 pending_overflow: s.pending_overflow,
                 pairing_lost: s.pairing_lost,
+                gave_up,
             };
         }
     }

@@ -267,3 +267,26 @@ fn mysql_counters_are_summed_over_connections() {
     assert_eq!(forgotten, 2);
     assert_eq!(t.mysql_counters(), MysqlCounters { statements_evicted: 0, unknown_statements: 2 });
 }
+
+/// The HTTP parsers' counters reach `agent_stats.http`: a pipelined pair
+/// whose second request hides past the capture, and a connection whose
+/// bytes stop being HTTP.
+#[test]
+fn http_counters_are_summed_over_connections() {
+    let mut t = Tracker::default();
+    let mut out = Vec::new();
+    let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    // Connection 1: the client writes two requests, only the first captured.
+    t.on_payload(payload(1, Role::Client, true, req, 2 * req.len() as u64, 100), &mut out);
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    t.on_payload(payload(1, Role::Client, false, resp, resp.len() as u64, 200), &mut out);
+    t.on_payload(payload(1, Role::Client, false, resp, resp.len() as u64, 300), &mut out);
+    // Connection 2: an exchange, then bytes that are not HTTP.
+    t.on_payload(payload(2, Role::Client, true, req, req.len() as u64, 100), &mut out);
+    t.on_payload(payload(2, Role::Client, false, resp, resp.len() as u64, 200), &mut out);
+    t.on_payload(payload(2, Role::Client, true, b"\x16\x03\x01 not http", 11, 300), &mut out);
+    let c = t.http_counters();
+    assert_eq!(c, HttpCounters { unseen_requests: 1, orphan_responses: 1, pending_overflow: 0, pairing_lost: 1, gave_up: 1 });
+    // Both first exchanges reported; the hidden one's response is an orphan.
+    assert_eq!(out.len(), 2);
+}
