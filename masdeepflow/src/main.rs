@@ -25,6 +25,7 @@ mod pipeline;
 mod protocols;
 mod queue;
 mod sink;
+mod tls_coverage;
 mod tls_probes;
 mod wakeups;
 
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
             let (text, all_ok) = check::report(&items);
             print!("{text}");
             print!("{}", check::program_sizes());
-            print!("{}", tls_probes::coverage_report());
+            print!("{}", tls_coverage::coverage_report());
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Some(cli::Command::Gateway(args)) => gateway::main(args),
