@@ -16,7 +16,11 @@
 //! to `held`. User space reads those bytes, writes them to the peer, then
 //! subtracts what it wrote (and [`HELD`] once); the program redirects only
 //! once `held` is back to 0, i.e. once everything held has been written, so
-//! the peer never sees a redirected byte before an earlier held one.
+//! the peer never sees a redirected byte before an earlier held one. The
+//! program reads the gate, then adds to it: a segment whose verdict read
+//! the gate just before user space brought it to 0 is held all the same,
+//! and so is every later one; user space watches for a gate that is not 0
+//! again and moves those bytes the same way, in order.
 //!
 //! Accelerator: `GW_ACCEL_SOCKS` (sockhash keyed by [`AccelKey`], the
 //! connection as seen from the socket) holds both ends of local TCP

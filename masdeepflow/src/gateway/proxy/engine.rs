@@ -446,45 +446,7 @@ async fn run_joined(k: &Kernel, socks: &mut [Sock; 2], reset: &mut watch::Receiv
     // 1. The held bytes: read from each socket's own queue, written to the
     //    other, then the gate released (HELD once, plus what was moved).
     let mut released = [false; 2];
-    // Only for the held bytes: dropped before the connection's long wait.
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let mut open = false;
-        for from in 0..2 {
-            let to = 1 - from;
-            let mut moved = 0u64;
-            loop {
-                match sys::recv(socks[from].fd.get_ref(), &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        write_all_fd(&socks[to].fd, &buf[..n]).await.map_err(|e| (side_of(to).into(), End::Reset, sys::errno_name(&e)))?;
-                        moved += n as u64;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err((side_of(from).into(), End::Reset, sys::errno_name(&e))),
-                }
-            }
-            socks[to].written += moved;
-            let gate = if released[from] { 0 } else { HELD };
-            if gate + moved > 0 {
-                released[from] = true;
-                if k.maps.release(socks[from].index, gate + moved) != 0 {
-                    open = true;
-                }
-            } else if k.maps.held(socks[from].index) != 0 {
-                open = true;
-            }
-        }
-        if !open {
-            break;
-        }
-        // More segments were held meanwhile: wait for them to be readable.
-        tokio::select! {
-            _ = readable_any(socks) => {}
-            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-        }
-    }
-    drop(buf);
+    move_held(k, socks, &mut released).await?;
     // 2. The kernel moves the bytes; watch for FINs and errors.
     let mut relay = Relay::new();
     let mut watching = [true; 2];
@@ -505,6 +467,14 @@ async fn run_joined(k: &Kernel, socks: &mut [Sock; 2], reset: &mut watch::Receiv
             }
         }
         first = false;
+        // The verdict program reads the gate, then adds to it: a segment
+        // whose verdict read the gate just before the release above brought
+        // it to 0 was held all the same (and every later one with it). Its
+        // bytes are in the socket's own queue, which woke this task: they
+        // are moved here, in order, and the gate released again.
+        if (0..2).any(|s| k.maps.held(socks[s].index) != 0) {
+            move_held(k, socks, &mut released).await?;
+        }
         for s in 0..2 {
             if let Some(fail) = error_of(socks, s) {
                 return Err(fail);
@@ -555,6 +525,50 @@ async fn run_joined(k: &Kernel, socks: &mut [Sock; 2], reset: &mut watch::Receiv
                     Action::ResetBoth => {}
                 }
             }
+        }
+    }
+}
+
+/// Moves the bytes held in each socket's own queue to the other socket,
+/// then releases the gates (`HELD` once per socket, plus what was moved);
+/// returns once both gates are 0, i.e. the kernel moves every later byte.
+async fn move_held(k: &Kernel, socks: &mut [Sock; 2], released: &mut [bool; 2]) -> Result<(), Fail> {
+    // Only for the held bytes: dropped before the connection's long wait.
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let mut open = false;
+        for from in 0..2 {
+            let to = 1 - from;
+            let mut moved = 0u64;
+            loop {
+                match sys::recv(socks[from].fd.get_ref(), &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        write_all_fd(&socks[to].fd, &buf[..n]).await.map_err(|e| (side_of(to).into(), End::Reset, sys::errno_name(&e)))?;
+                        moved += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err((side_of(from).into(), End::Reset, sys::errno_name(&e))),
+                }
+            }
+            socks[to].written += moved;
+            let gate = if released[from] { 0 } else { HELD };
+            if gate + moved > 0 {
+                released[from] = true;
+                if k.maps.release(socks[from].index, gate + moved) != 0 {
+                    open = true;
+                }
+            } else if k.maps.held(socks[from].index) != 0 {
+                open = true;
+            }
+        }
+        if !open {
+            return Ok(());
+        }
+        // More segments were held meanwhile: wait for them to be readable.
+        tokio::select! {
+            _ = readable_any(socks) => {}
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
     }
 }
