@@ -28,7 +28,7 @@ use masdeepflow_gateway::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
-    net::{TcpSocket, TcpStream},
+    net::TcpStream,
     sync::{mpsc, watch},
 };
 
@@ -117,9 +117,17 @@ pub async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((client, addr)) => {
                     p.live.fetch_add(1, Ordering::SeqCst);
+                    let addr = sys::unmapped(addr);
+                    // The first backend's connect starts here, before the
+                    // next client is accepted: connections reach the
+                    // backend in the order their clients opened them (a
+                    // task per connection would race, and a client such as
+                    // iperf3 --bidir tells its streams apart by that order).
+                    let mut attempts = Attempts::new(&p, addr);
+                    let first = attempts.next(&p).map(|i| (i, start_connect(p.spec.backends[i].address)));
                     let (p, out, reset) = (p.clone(), out.clone(), reset.clone());
                     tokio::spawn(async move {
-                        let f = serve(&p, client, sys::unmapped(addr), reset).await;
+                        let f = serve(&p, client, addr, attempts, first, reset).await;
                         p.live.fetch_sub(1, Ordering::SeqCst);
                         let _ = out.send(f);
                     });
@@ -134,7 +142,43 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve(p: &Proxy, client: TcpStream, client_addr: SocketAddr, reset: watch::Receiver<bool>) -> Finished {
+/// A connection's backend choice: the backends it tried so far.
+struct Attempts {
+    tried: Vec<bool>,
+    counter: u64,
+    client_hash: u64,
+}
+
+impl Attempts {
+    fn new(p: &Proxy, client: SocketAddr) -> Attempts {
+        Attempts {
+            tried: vec![false; p.spec.backends.len()],
+            counter: p.counter.fetch_add(1, Ordering::Relaxed),
+            client_hash: masdeepflow_gateway::rotation::hash64(client.ip().to_string().as_bytes(), 0),
+        }
+    }
+
+    /// The next backend to try (its index), or None when every one was.
+    fn next(&mut self, p: &Proxy) -> Option<usize> {
+        let active: Vec<u64> = p.active.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        let b = Backends { rotation: &p.rotation, weights: &p.weights, active: &active, tried: &self.tried };
+        let i = pick(p.spec.algorithm, &b, self.counter, rand_u64(), self.client_hash)? as usize;
+        self.tried[i] = true;
+        Some(i)
+    }
+}
+
+/// A backend connect under way (or failed at once), started in accept order.
+type Started = io::Result<std::net::TcpStream>;
+
+async fn serve(
+    p: &Proxy,
+    client: TcpStream,
+    client_addr: SocketAddr,
+    mut attempts: Attempts,
+    mut first: Option<(usize, Started)>,
+    reset: watch::Receiver<bool>,
+) -> Finished {
     let start = Instant::now();
     let mut f = Finished {
         proxy: p.spec.name.clone(),
@@ -149,15 +193,10 @@ async fn serve(p: &Proxy, client: TcpStream, client_addr: SocketAddr, reset: wat
         error: None,
     };
     let _ = client.set_nodelay(true);
-    let n = p.spec.backends.len();
-    let mut tried = vec![false; n];
-    let counter = p.counter.fetch_add(1, Ordering::Relaxed);
-    let client_hash = masdeepflow_gateway::rotation::hash64(client_addr.ip().to_string().as_bytes(), 0);
     let (backend, index) = loop {
-        let active: Vec<u64> = p.active.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-        let random = rand_u64();
-        let b = Backends { rotation: &p.rotation, weights: &p.weights, active: &active, tried: &tried };
-        let Some(i) = pick(p.spec.algorithm, &b, counter, random, client_hash) else {
+        // The first attempt was started by the accept loop; the next ones
+        // (after a refusal or a timeout) start here.
+        let Some((i, started)) = first.take().or_else(|| attempts.next(p).map(|i| (i, start_connect(p.spec.backends[i].address)))) else {
             // Every backend refused or timed out: a clean close.
             f.duration = start.elapsed();
             if f.end == End::Closed {
@@ -166,11 +205,9 @@ async fn serve(p: &Proxy, client: TcpStream, client_addr: SocketAddr, reset: wat
             }
             return f;
         };
-        tried[i as usize] = true;
-        let addr = p.spec.backends[i as usize].address;
-        f.backend = Some(addr);
-        match connect(addr, p.spec.connect_timeout).await {
-            Ok(s) => break (s, i as usize),
+        f.backend = Some(p.spec.backends[i].address);
+        match finish_connect(started, p.spec.connect_timeout).await {
+            Ok(s) => break (s, i),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 f.end = End::Timeout;
                 f.error = Some("timeout".into());
@@ -224,12 +261,27 @@ fn rand_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let s = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    match tokio::time::timeout(timeout, s.connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "timeout")),
+/// Starts a non-blocking connect to `addr`: the SYN has left when this
+/// returns (on loopback the handshake is done too).
+fn start_connect(addr: SocketAddr) -> Started {
+    let fd = sys::tcp_socket(&addr)?;
+    sys::connect(&fd, addr)?;
+    Ok(fd.into())
+}
+
+/// Waits (up to `timeout`) for a connect `start_connect` began.
+async fn finish_connect(started: Started, timeout: Duration) -> io::Result<TcpStream> {
+    let s = TcpStream::from_std(started?)?;
+    match tokio::time::timeout(timeout, s.writable()).await {
+        Ok(r) => r?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "timeout")),
     }
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    // Writable without an error but not connected: report why.
+    s.peer_addr()?;
+    Ok(s)
 }
 
 async fn write_all(s: &TcpStream, mut buf: &[u8]) -> io::Result<()> {

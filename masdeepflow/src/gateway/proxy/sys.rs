@@ -81,6 +81,18 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Starts connecting the non-blocking socket `fd` to `addr`: Ok when
+/// connected or under way (EINPROGRESS).
+pub fn connect(fd: &impl AsRawFd, addr: SocketAddr) -> io::Result<()> {
+    let (ss, len) = sockaddr(addr);
+    // SAFETY: a valid address of `len` bytes.
+    match check(unsafe { libc::connect(fd.as_raw_fd(), (&raw const ss).cast(), len) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub fn set_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: an int option.
     check(unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&raw const value).cast(), size_of::<i32>() as libc::socklen_t) })?;
