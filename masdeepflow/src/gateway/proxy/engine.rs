@@ -510,10 +510,14 @@ async fn run_joined(k: &Kernel, socks: &mut [Sock; 2], reset: &mut watch::Receiv
         if !first {
             let pending_fin = (0..2).any(|s| relay.saw_fin(side_of(s)) && !relay.is_shut(side_of(s)));
             tokio::select! {
-                // Both stay watched after their FIN: an RST or error later
-                // is a new wake-up.
-                r = readable_one(&socks[0].fd) => r.map_err(|e| (Closer::Client, End::Reset, sys::errno_name(&e)))?,
-                r = readable_one(&socks[1].fd) => r.map_err(|e| (Closer::Backend, End::Reset, sys::errno_name(&e)))?,
+                // A socket whose FIN came stays watched for errors only (an
+                // RST later is a new wake-up): it stays readable for good
+                // (tokio keeps "read closed" readiness), so waiting for
+                // that would wake this task in a loop until the end.
+                r = readable_one(&socks[0].fd), if watching[0] => r.map_err(|e| (Closer::Client, End::Reset, sys::errno_name(&e)))?,
+                r = errored_one(&socks[0].fd), if !watching[0] => r.map_err(|e| (Closer::Client, End::Reset, sys::errno_name(&e)))?,
+                r = readable_one(&socks[1].fd), if watching[1] => r.map_err(|e| (Closer::Backend, End::Reset, sys::errno_name(&e)))?,
+                r = errored_one(&socks[1].fd), if !watching[1] => r.map_err(|e| (Closer::Backend, End::Reset, sys::errno_name(&e)))?,
                 _ = tokio::time::sleep(Duration::from_millis(1)), if pending_fin => {}
                 _ = reset.wait_for(|v| *v) => return Err((Closer::Proxy, End::Timeout, "drain timeout".into())),
             }
@@ -627,6 +631,13 @@ async fn move_held(k: &Kernel, socks: &mut [Sock; 2], released: &mut [bool; 2]) 
 
 async fn readable_one(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
     let mut g = fd.readable().await?;
+    g.clear_ready();
+    Ok(())
+}
+
+/// Waits for an error on the socket (EPOLLERR: an RST, a failed send).
+async fn errored_one(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
+    let mut g = fd.ready(Interest::ERROR).await?;
     g.clear_ready();
     Ok(())
 }
