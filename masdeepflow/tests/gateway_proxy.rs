@@ -219,55 +219,145 @@ fn start(config: &str, args: &[&str], datapath: &str) -> Gateway {
     gw
 }
 
-/// xorshift bytes: position-dependent, so a lost, repeated or reordered
-/// chunk changes the digest.
-struct Pattern(u64);
+/// A byte stream of xorshift64 words (8 bytes a step, cheap enough that
+/// the test's own CPU stays small next to the data path's): position
+/// dependent, so a lost, repeated or reordered chunk shows at its first
+/// byte.
+struct Pattern {
+    state: u64,
+    word: [u8; 8],
+    used: usize,
+}
 
 impl Pattern {
+    fn new(seed: u64) -> Pattern {
+        Pattern { state: seed, word: [0; 8], used: 8 }
+    }
+
+    fn step(&mut self) -> [u8; 8] {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state.to_le_bytes()
+    }
+
+    /// The next `buf.len()` bytes of the stream.
     fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf.iter_mut() {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            *b = self.0 as u8;
+        let head = buf.len().min(8 - self.used);
+        buf[..head].copy_from_slice(&self.word[self.used..self.used + head]);
+        self.used += head;
+        let mut words = buf[head..].chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&self.step());
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            self.word = self.step();
+            tail.copy_from_slice(&self.word[..tail.len()]);
+            self.used = tail.len();
         }
     }
 }
 
-/// FNV-1a over a stream.
-#[derive(Clone, Copy)]
-struct Digest(u64, u64);
+/// What a reader must get: the pattern of each (seed, length) part, one
+/// after the other, then EOF; checked as the bytes come.
+struct Expect {
+    parts: Vec<(u64, u64)>,
+    part: usize,
+    left: u64,
+    pattern: Pattern,
+    want: Vec<u8>,
+    got: u64,
+    /// Offset of the first byte that differs (or comes after the end).
+    first_wrong: Option<u64>,
+}
 
-impl Digest {
-    fn new() -> Digest {
-        Digest(0xcbf29ce484222325, 0)
+impl Expect {
+    fn new(parts: &[(u64, u64)]) -> Expect {
+        let (seed, left) = parts[0];
+        Expect { parts: parts.to_vec(), part: 0, left, pattern: Pattern::new(seed), want: vec![0; 1 << 16], got: 0, first_wrong: None }
     }
-    fn update(&mut self, buf: &[u8]) {
-        for &b in buf {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100000001b3);
+
+    fn total(&self) -> u64 {
+        self.parts.iter().map(|p| p.1).sum()
+    }
+
+    fn check(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left == 0 {
+                self.part += 1;
+                match self.parts.get(self.part) {
+                    Some(&(seed, len)) => (self.pattern, self.left) = (Pattern::new(seed), len),
+                    None => {
+                        self.first_wrong.get_or_insert(self.got);
+                        self.got += data.len() as u64;
+                        return;
+                    }
+                }
+                continue;
+            }
+            let k = data.len().min(self.want.len()).min(self.left as usize);
+            self.pattern.fill(&mut self.want[..k]);
+            if self.first_wrong.is_none() && data[..k] != self.want[..k] {
+                let at = data[..k].iter().zip(&self.want[..k]).position(|(a, b)| a != b).unwrap();
+                self.first_wrong = Some(self.got + at as u64);
+            }
+            (self.got, self.left, data) = (self.got + k as u64, self.left - k as u64, &data[k..]);
         }
-        self.1 += buf.len() as u64;
+    }
+
+    /// Every byte, in order, nothing more.
+    fn assert_complete(&self, what: &str) {
+        assert!(
+            self.got == self.total() && self.first_wrong.is_none(),
+            "{what}: {} of {} bytes, the first wrong one at {:?}",
+            self.got,
+            self.total(),
+            self.first_wrong
+        );
     }
 }
 
-fn expected(seed: u64, len: u64) -> Digest {
-    let mut p = Pattern(seed);
-    let mut d = Digest::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut left = len;
-    while left > 0 {
-        let k = left.min(buf.len() as u64) as usize;
-        p.fill(&mut buf[..k]);
-        d.update(&buf[..k]);
-        left -= k as u64;
-    }
-    d
+/// The check itself: the stream read in chunks of any size passes; a lost,
+/// repeated, swapped or extra chunk is caught at its first byte.
+#[test]
+fn the_pattern_check_catches_lost_repeated_and_swapped_chunks() {
+    let parts = [(2, 300_001), (3, 70_000)];
+    let mut stream = vec![0u8; 370_001];
+    let mut p = Pattern::new(2);
+    p.fill(&mut stream[..1]);
+    p.fill(&mut stream[1..300_001]);
+    Pattern::new(3).fill(&mut stream[300_001..]);
+    let feed = |data: &[u8]| {
+        let mut e = Expect::new(&parts);
+        for (i, c) in data.chunks(4093).enumerate() {
+            let (a, b) = c.split_at(c.len().min(i % 9));
+            e.check(a);
+            e.check(b);
+        }
+        e
+    };
+    let ok = feed(&stream);
+    ok.assert_complete("the stream as sent");
+    let mut lost = stream.clone();
+    lost.drain(100_000..100_010);
+    assert_eq!(feed(&lost).first_wrong, Some(100_000));
+    let mut repeated = stream.clone();
+    repeated.splice(200_000..200_000, stream[199_000..200_000].iter().copied());
+    assert_eq!(feed(&repeated).first_wrong, Some(200_000));
+    let mut swapped = stream.clone();
+    swapped[..4096].copy_from_slice(&stream[4096..8192]);
+    swapped[4096..8192].copy_from_slice(&stream[..4096]);
+    assert_eq!(feed(&swapped).first_wrong, Some(0));
+    let mut extra = stream.clone();
+    extra.push(0);
+    assert_eq!(feed(&extra).first_wrong, Some(370_001));
 }
 
 /// Sends `len` pattern bytes; fails the test past `deadline` (or when a
 /// write moves nothing for STALL).
 fn send_pattern(s: &mut TcpStream, seed: u64, len: u64, deadline: Instant, what: &str) {
-    let mut p = Pattern(seed);
+    let mut p = Pattern::new(seed);
     let mut buf = vec![0u8; 1 << 16];
     let mut left = len;
     while left > 0 {
@@ -279,18 +369,18 @@ fn send_pattern(s: &mut TcpStream, seed: u64, len: u64, deadline: Instant, what:
     }
 }
 
-/// Reads to EOF; fails the test past `deadline` (or when a read waits
-/// STALL for nothing).
-fn read_digest(s: &mut TcpStream, deadline: Instant, what: &str) -> Digest {
-    let mut d = Digest::new();
+/// Reads to EOF, checking the bytes against `parts`; fails the test past
+/// `deadline` (or when a read waits STALL for nothing).
+fn read_expect(s: &mut TcpStream, parts: &[(u64, u64)], deadline: Instant, what: &str) -> Expect {
+    let mut e = Expect::new(parts);
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        assert!(Instant::now() < deadline, "{what}: {} bytes read by the deadline, no EOF", d.1);
-        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{what}: reading after {} bytes: {e}", d.1));
+        assert!(Instant::now() < deadline, "{what}: {} bytes read by the deadline, no EOF", e.got);
+        let n = s.read(&mut buf).unwrap_or_else(|e2| panic!("{what}: reading after {} bytes: {e2}", e.got));
         if n == 0 {
-            return d;
+            return e;
         }
-        d.update(&buf[..n]);
+        e.check(&buf[..n]);
     }
 }
 
@@ -301,12 +391,13 @@ fn connection(gw: &mut Gateway, from: usize) -> Value {
 /// Backend: sends `down` bytes at once (before the proxy can have joined
 /// the sockets: early data), reads the client's bytes to EOF at the same
 /// time, then sends `after` more bytes after the client's half-close, then
-/// closes. Returns what it read.
-fn half_close_backend(l: TcpListener, down: u64, after: u64, deadline: Instant) -> thread::JoinHandle<Digest> {
+/// closes. Returns what it read, checked against the client's `up` bytes
+/// of pattern 1.
+fn half_close_backend(l: TcpListener, up: u64, down: u64, after: u64, deadline: Instant) -> thread::JoinHandle<Expect> {
     thread::spawn(move || {
         let mut s = accept_within(&l, Duration::from_secs(20), "backend");
         let mut r = s.try_clone().unwrap();
-        let reader = thread::spawn(move || read_digest(&mut r, deadline, "backend reading"));
+        let reader = thread::spawn(move || read_expect(&mut r, &[(1, up)], deadline, "backend reading"));
         send_pattern(&mut s, 2, down, deadline, "backend");
         let got = reader.join().expect("the backend's reader");
         // The client has shut down its side; keep streaming.
@@ -331,31 +422,18 @@ fn bulk_both_ways_half_close_and_early_data() {
         // 1 GiB each way takes seconds here; a cold, loaded machine gets
         // minutes, never unbounded.
         let deadline = t0 + Duration::from_secs(180);
-        let b = half_close_backend(l, DOWN, AFTER, deadline);
+        let b = half_close_backend(l, UP, DOWN, AFTER, deadline);
         let mut c = client(port);
         let mut r = c.try_clone().unwrap();
-        let reader = thread::spawn(move || read_digest(&mut r, deadline, "client reading"));
+        // The backend's bytes before and after the half-close, in order.
+        let reader = thread::spawn(move || read_expect(&mut r, &[(2, DOWN), (3, AFTER)], deadline, "client reading"));
         send_pattern(&mut c, 1, UP, deadline, "client");
         c.shutdown(Shutdown::Write).unwrap();
         let down = reader.join().expect("the client's reader");
         let up = b.join().expect("the backend");
         eprintln!("{datapath}: 1 GiB each way at once in {:?}", t0.elapsed());
-        let want_up = expected(1, UP);
-        assert_eq!((up.0, up.1), (want_up.0, want_up.1), "{datapath}: client to backend");
-        // The backend's bytes before and after the half-close, in order.
-        let mut want_down = Digest::new();
-        for (seed, len) in [(2, DOWN), (3, AFTER)] {
-            let mut p = Pattern(seed);
-            let mut buf = vec![0u8; 1 << 16];
-            let mut left = len;
-            while left > 0 {
-                let k = left.min(buf.len() as u64) as usize;
-                p.fill(&mut buf[..k]);
-                want_down.update(&buf[..k]);
-                left -= k as u64;
-            }
-        }
-        assert_eq!((down.0, down.1), (want_down.0, want_down.1), "{datapath}: backend to client");
+        up.assert_complete(&format!("{datapath}: client to backend"));
+        down.assert_complete(&format!("{datapath}: backend to client"));
         let e = connection(&mut gw, 0);
         assert_eq!(e["proxy"], "bulk");
         assert_eq!(e["backend"], backend.as_str());
@@ -659,24 +737,23 @@ fn slow_reader_and_drain_on_sigterm() {
         });
         // A slow reader.
         let mut c = client(port);
-        let mut d = Digest::new();
+        let mut d = Expect::new(&[(7, TOTAL)]);
         let mut buf = vec![0u8; 4096];
         let t0 = Instant::now();
         let mut reads = 0u64;
         loop {
-            assert!(Instant::now() < deadline, "{datapath}: {} of {TOTAL} bytes read by the deadline", d.1);
-            let n = c.read(&mut buf).unwrap_or_else(|e| panic!("{datapath}: reading after {} bytes: {e}", d.1));
+            assert!(Instant::now() < deadline, "{datapath}: {} of {TOTAL} bytes read by the deadline", d.got);
+            let n = c.read(&mut buf).unwrap_or_else(|e| panic!("{datapath}: reading after {} bytes: {e}", d.got));
             if n == 0 {
                 break;
             }
-            d.update(&buf[..n]);
+            d.check(&buf[..n]);
             reads += 1;
             if reads.is_multiple_of(256) && t0.elapsed() < Duration::from_secs(2) {
                 thread::sleep(Duration::from_millis(10));
             }
         }
-        let want = expected(7, TOTAL);
-        assert_eq!((d.0, d.1), (want.0, want.1), "{datapath}: slow reader got every byte in order");
+        d.assert_complete(&format!("{datapath}: the slow reader"));
         drop(c);
         let e = connection(&mut gw, 0);
         assert_eq!((e["end"].as_str(), e["bytes_to_client"].as_u64()), (Some("closed"), Some(TOTAL)), "{e}");
@@ -787,7 +864,8 @@ fn iperf3_bidir_through_both_data_paths() {
             let (s, r) = (end[sent]["bytes"].as_u64().unwrap(), end[received]["bytes"].as_u64().unwrap());
             // (iperf3's sender and receiver stop counting at slightly
             // different moments; exact bytes are the other tests' job.)
-            assert!(r > 10 << 20 && r <= s, "{datapath}: {sent} {s}, {received} {r}; iperf3 said {text}; the server's stderr: {}", server_err);
+            // (Bytes moved each way; how many depends on the CPU left.)
+            assert!(r >= 1 << 20 && r <= s, "{datapath}: {sent} {s}, {received} {r}; iperf3 said {text}; the server's stderr: {}", server_err);
         }
         let events = gw.stop();
         let conns: Vec<&Value> = events.iter().filter(|v| v["type"] == "gateway_connection").collect();
@@ -1165,16 +1243,14 @@ fn auto_takes_sockmap_where_the_probe_passes_and_check_says_so() {
     let s = gw.expect("proxy_start", |v| v["type"] == "proxy_start");
     assert_eq!((s["datapath"].as_str(), s["reason"].as_str()), (Some("sockmap"), Some("auto: the start-up probe passed")), "{s}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let b = half_close_backend(l, 1 << 20, 4096, deadline);
+    let b = half_close_backend(l, 1 << 20, 1 << 20, 4096, deadline);
     let mut c = client(port);
     let mut r = c.try_clone().unwrap();
-    let reader = thread::spawn(move || read_digest(&mut r, deadline, "client reading"));
+    let reader = thread::spawn(move || read_expect(&mut r, &[(2, 1 << 20), (3, 4096)], deadline, "client reading"));
     send_pattern(&mut c, 1, 1 << 20, deadline, "client");
     c.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(reader.join().expect("the client's reader").1, (1 << 20) + 4096);
-    let up = b.join().expect("the backend");
-    let want = expected(1, 1 << 20);
-    assert_eq!((up.0, up.1), (want.0, want.1));
+    reader.join().expect("the client's reader").assert_complete("backend to client");
+    b.join().expect("the backend").assert_complete("client to backend");
     let e = connection(&mut gw, 0);
     assert_eq!((e["datapath"].as_str(), e["end"].as_str()), (Some("sockmap"), Some("closed")), "{e}");
     gw.stop();
