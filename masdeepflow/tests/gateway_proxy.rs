@@ -521,7 +521,11 @@ fn half_closed_connections_cost_no_cpu() {
         let t = Instant::now();
         thread::sleep(Duration::from_secs(2));
         let used = cpu_time(pid) - before;
-        assert!(used < Duration::from_millis(300), "{datapath}: the gateway used {used:?} of CPU in {:?} with {N} half-closed connections", t.elapsed());
+        assert!(
+            used < Duration::from_millis(300),
+            "{datapath}: the gateway used {used:?} of CPU in {:?} with {N} half-closed connections",
+            t.elapsed()
+        );
         gateway_alive(&mut gw, "connections were half closed");
         drop(clients);
         gw.stop();
@@ -865,7 +869,11 @@ fn iperf3_bidir_through_both_data_paths() {
             // (iperf3's sender and receiver stop counting at slightly
             // different moments; exact bytes are the other tests' job.)
             // (Bytes moved each way; how many depends on the CPU left.)
-            assert!(r >= 1 << 20 && r <= s, "{datapath}: {sent} {s}, {received} {r}; iperf3 said {text}; the server's stderr: {}", server_err);
+            assert!(
+                r >= 1 << 20 && r <= s,
+                "{datapath}: {sent} {s}, {received} {r}; iperf3 said {text}; the server's stderr: {}",
+                server_err
+            );
         }
         let events = gw.stop();
         let conns: Vec<&Value> = events.iter().filter(|v| v["type"] == "gateway_connection").collect();
