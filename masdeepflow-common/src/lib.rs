@@ -12,7 +12,6 @@ pub mod config;
 pub mod gateway;
 pub mod payload;
 pub mod process;
-pub mod proxy;
 pub mod stats;
 pub mod tcp;
 pub mod tls;

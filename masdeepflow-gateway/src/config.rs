@@ -11,20 +11,6 @@
 //! # hash = "cgroup"               # maglev only: "cgroup" (default), "process", "netns"
 //! # scope = "/sys/fs/cgroup/my.slice"   # only sockets of this cgroup subtree
 //! # drain = "keep"                # or "reset": reset open connections to a backend that leaves
-//!
-//! [[proxy]]
-//! name = "db"
-//! listen = "127.0.0.1:19000"             # the proxy's own address
-//! intercept = "127.0.0.101:3306"         # optional: connects to it are steered to `listen`
-//! backends = [ { address = "127.0.0.1:13306" }, { address = "127.0.0.1:13307" } ]
-//! algorithm = "least_connections"        # or any of the services' algorithms
-//! datapath = "auto"                      # "sockmap", "userspace" or "auto"
-//! proxy_protocol = false                 # true: a PROXY protocol v2 header first
-//! # health = { ... }, scope = "...", connect_timeout = "2s"
-//!
-//! [accelerate]
-//! enabled = true
-//! scope = "/sys/fs/cgroup"               # whose local TCP connections are short-cut
 //! ```
 //!
 //! Every error is one line naming the line of the file it is about.
@@ -39,9 +25,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::spec::{
-    AccelerateSpec, Algorithm, BackendSpec, Datapath, Drain, HashKey, HealthKind, HealthSpec, Protocol, ProxySpec, ServiceSpec,
-};
+use crate::spec::{Algorithm, BackendSpec, Drain, HashKey, HealthKind, HealthSpec, Protocol, ServiceSpec};
 
 /// Most backends of one service.
 pub const MAX_BACKENDS_PER_SERVICE: usize = 1024;
@@ -64,31 +48,6 @@ pub struct ConfigError {
 struct RawFile {
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
-    #[serde(default)]
-    proxy: Vec<Spanned<RawProxy>>,
-    accelerate: Option<Spanned<RawAccelerate>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProxy {
-    name: Spanned<String>,
-    listen: Spanned<String>,
-    intercept: Option<Spanned<String>>,
-    algorithm: Option<Spanned<String>>,
-    backends: Spanned<Vec<Spanned<RawBackend>>>,
-    health: Option<Spanned<RawHealth>>,
-    datapath: Option<Spanned<String>>,
-    proxy_protocol: Option<Spanned<bool>>,
-    scope: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAccelerate {
-    enabled: Option<Spanned<bool>>,
-    scope: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -122,22 +81,10 @@ struct RawHealth {
     healthy_after: Option<Spanned<i64>>,
 }
 
-/// The checked services, proxies and acceleration of a configuration file.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// The checked services of a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub services: Vec<ServiceSpec>,
-    pub proxies: Vec<ProxySpec>,
-    pub accelerate: Option<AccelerateSpec>,
-}
-
-impl Config {
-    /// The connect-time services to install: the file's, and one per
-    /// proxy `intercept` steering it to the proxy's `listen` address.
-    pub fn all_services(&self) -> Vec<ServiceSpec> {
-        let mut out = self.services.clone();
-        out.extend(self.proxies.iter().filter_map(ProxySpec::intercept_service));
-        out
-    }
 }
 
 /// Parses and checks a configuration file's text.
@@ -153,7 +100,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for service in raw.service {
         let at = lines.of(service.span().start);
-        let spec = check_service(service.into_inner(), &lines)?;
+        let spec = check_service(service.into_inner(), at, &lines)?;
         if let Some(first) = names.get(&spec.name) {
             return Err(ConfigError { line: at, message: format!("duplicate service name \"{}\" (first on line {first})", spec.name) });
         }
@@ -161,204 +108,61 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
         if let Some(other) = vips.get(&(spec.vip, spec.protocol)) {
             return Err(ConfigError {
                 line: at,
-                message: format!("duplicate VIP {} ({}): {other} has it already", spec.vip, spec.protocol.name()),
+                message: format!("duplicate VIP {} ({}): service \"{other}\" has it already", spec.vip, spec.protocol.name()),
             });
         }
-        vips.insert((spec.vip, spec.protocol), format!("service \"{}\"", spec.name));
+        vips.insert((spec.vip, spec.protocol), spec.name.clone());
         services.push((at, spec));
     }
-    let mut proxies = Vec::with_capacity(raw.proxy.len());
-    let mut listens: HashMap<SocketAddr, String> = HashMap::new();
-    for proxy in raw.proxy {
-        let at = lines.of(proxy.span().start);
-        let spec = check_proxy(proxy.into_inner(), &lines)?;
-        if let Some(first) = names.get(&spec.name) {
-            return Err(ConfigError { line: at, message: format!("duplicate name \"{}\" (first on line {first})", spec.name) });
-        }
-        names.insert(spec.name.clone(), at);
-        if let Some(other) = listens.get(&spec.listen) {
-            return Err(ConfigError {
-                line: at,
-                message: format!("duplicate listen address {}: proxy \"{other}\" has it already", spec.listen),
-            });
-        }
-        listens.insert(spec.listen, spec.name.clone());
-        if let Some(other) = vips.get(&(spec.listen, Protocol::Tcp)) {
-            return Err(ConfigError { line: at, message: format!("listen address {} is the VIP of {other}", spec.listen) });
-        }
-        if let Some(vip) = spec.intercept {
-            if let Some(other) = vips.get(&(vip, Protocol::Tcp)) {
-                return Err(ConfigError { line: at, message: format!("intercept {vip} is the VIP of {other} already") });
-            }
-            vips.insert((vip, Protocol::Tcp), format!("proxy \"{}\" (its intercept)", spec.name));
-        }
-        proxies.push((at, spec));
-    }
-    for (_, p) in &proxies {
-        if let Some(vip) = p.intercept
-            && let Some(other) = listens.get(&vip)
-        {
-            return Err(ConfigError {
-                line: lines_of(&proxies, p),
-                message: format!("intercept {vip} is the listen address of proxy \"{other}\""),
-            });
-        }
-    }
-    // A backend that is itself a VIP (or a proxy) would be translated twice.
-    let chained = |b: &SocketAddr, protocol: Protocol| -> Option<String> {
-        if let Some(other) = vips.get(&(*b, protocol)) {
-            return Some(format!("the VIP of {other} (VIPs are not chained)"));
-        }
-        if protocol == Protocol::Tcp
-            && let Some(other) = listens.get(b)
-        {
-            return Some(format!("the listen address of proxy \"{other}\" (proxies are not chained)"));
-        }
-        None
-    };
+    // A backend that is itself a VIP would be translated twice.
     for (at, spec) in &services {
         for b in &spec.backends {
-            if let Some(what) = chained(&b.address, spec.protocol) {
-                return Err(ConfigError { line: *at, message: format!("backend {} of \"{}\" is {what}", b.address, spec.name) });
+            if let Some(other) = vips.get(&(b.address, spec.protocol)) {
+                return Err(ConfigError {
+                    line: *at,
+                    message: format!("backend {} of \"{}\" is the VIP of service \"{other}\" (VIPs are not chained)", b.address, spec.name),
+                });
             }
         }
     }
-    for (at, spec) in &proxies {
-        for b in &spec.backends {
-            if let Some(what) = chained(&b.address, Protocol::Tcp) {
-                return Err(ConfigError { line: *at, message: format!("backend {} of \"{}\" is {what}", b.address, spec.name) });
-            }
-        }
-    }
-    let accelerate = raw.accelerate.map(|a| check_accelerate(a.into_inner(), &lines)).transpose()?;
-    Ok(Config {
-        services: services.into_iter().map(|(_, s)| s).collect(),
-        proxies: proxies.into_iter().map(|(_, p)| p).collect(),
-        accelerate,
-    })
+    Ok(Config { services: services.into_iter().map(|(_, s)| s).collect() })
 }
 
-fn lines_of(proxies: &[(usize, ProxySpec)], p: &ProxySpec) -> usize {
-    proxies.iter().find(|(_, q)| q.name == p.name).map_or(1, |(at, _)| *at)
-}
-
-fn check_proxy(raw: RawProxy, lines: &Lines) -> Result<ProxySpec, ConfigError> {
+fn check_service(raw: RawService, at: usize, lines: &Lines) -> Result<ServiceSpec, ConfigError> {
     let err = |span: Range<usize>, message: String| ConfigError { line: lines.of(span.start), message };
-    let name = check_name(&raw.name, lines)?;
-    let listen = parse_address(raw.listen.get_ref()).map_err(|m| err(raw.listen.span(), format!("listen: {m}")))?;
-    let intercept = match &raw.intercept {
-        None => None,
-        Some(i) => {
-            let a = parse_address(i.get_ref()).map_err(|m| err(i.span(), format!("intercept: {m}")))?;
-            if a == listen {
-                return Err(err(i.span(), format!("intercept {a} is the proxy's own listen address")));
-            }
-            Some(a)
-        }
-    };
-    let algorithm = parse_algorithm(raw.algorithm.as_ref(), lines, true)?;
-    let backends = check_backends(raw.backends, &name, listen, algorithm, true, lines)?;
-    if backends.iter().any(|b| b.address == listen) {
-        return Err(err(raw.listen.span(), format!("proxy \"{name}\" lists its own listen address {listen} as a backend")));
-    }
-    if let Some(vip) = intercept
-        && backends.iter().any(|b| b.address == vip)
-    {
-        return Err(err(raw.listen.span(), format!("proxy \"{name}\" lists its intercept address {vip} as a backend")));
-    }
-    let health = raw.health.map(|h| check_health(h, lines)).transpose()?;
-    let datapath = match raw.datapath.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
-        None | Some(("auto", _)) => Datapath::Auto,
-        Some(("sockmap", _)) => Datapath::Sockmap,
-        Some(("userspace", _)) => Datapath::Userspace,
-        Some((other, span)) => return Err(err(span, format!("unknown datapath \"{other}\" (sockmap, userspace or auto)"))),
-    };
-    let scope = raw.scope.as_ref().map(|s| check_scope(s, lines)).transpose()?;
-    if scope.is_some() && intercept.is_none() {
-        let span = raw.scope.as_ref().map(|s| s.span()).unwrap_or_default();
-        return Err(err(span, "scope applies to a proxy's intercept only (add intercept)".into()));
-    }
-    let connect_timeout = match &raw.connect_timeout {
-        None => Duration::from_secs(2),
-        Some(d) => parse_duration(d.get_ref()).map_err(|m| err(d.span(), format!("connect_timeout: {m}")))?,
-    };
-    Ok(ProxySpec {
-        name,
-        listen,
-        intercept,
-        algorithm,
-        backends,
-        health,
-        datapath,
-        proxy_protocol: raw.proxy_protocol.map(|p| *p.get_ref()).unwrap_or(false),
-        scope,
-        connect_timeout,
-    })
-}
-
-fn check_accelerate(raw: RawAccelerate, lines: &Lines) -> Result<AccelerateSpec, ConfigError> {
-    let scope = raw.scope.as_ref().map(|s| check_scope(s, lines)).transpose()?;
-    Ok(AccelerateSpec { enabled: raw.enabled.map(|e| *e.get_ref()).unwrap_or(true), scope })
-}
-
-fn check_name(raw: &Spanned<String>, lines: &Lines) -> Result<String, ConfigError> {
-    let name = raw.get_ref().trim().to_string();
+    let name = raw.name.get_ref().trim().to_string();
     if name.is_empty() || name.len() > 253 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c)) {
-        return Err(ConfigError {
-            line: lines.of(raw.span().start),
-            message: format!("invalid name \"{}\" (1-253 of A-Z a-z 0-9 - _ . / :)", raw.get_ref()),
-        });
+        return Err(err(raw.name.span(), format!("invalid service name \"{}\" (1-253 of A-Z a-z 0-9 - _ . / :)", raw.name.get_ref())));
     }
-    Ok(name)
-}
-
-fn check_scope(s: &Spanned<String>, lines: &Lines) -> Result<PathBuf, ConfigError> {
-    let path = PathBuf::from(s.get_ref());
-    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(ConfigError {
-            line: lines.of(s.span().start),
-            message: format!("scope \"{}\" must be an absolute cgroup2 path without ..", s.get_ref()),
-        });
-    }
-    Ok(path)
-}
-
-fn parse_algorithm(raw: Option<&Spanned<String>>, lines: &Lines, proxy: bool) -> Result<Algorithm, ConfigError> {
-    let err = |span: Range<usize>, message: String| ConfigError { line: lines.of(span.start), message };
-    Ok(match raw.map(|a| (a.get_ref().as_str(), a.span())) {
+    let vip = parse_address(raw.vip.get_ref()).map_err(|m| err(raw.vip.span(), format!("vip: {m}")))?;
+    let protocol = match raw.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+        None | Some(("tcp", _)) => Protocol::Tcp,
+        Some(("udp", _)) => Protocol::Udp,
+        Some((other, span)) => return Err(err(span, format!("unknown protocol \"{other}\" (tcp or udp)"))),
+    };
+    let algorithm = match raw.algorithm.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
         None | Some(("round_robin", _)) => Algorithm::RoundRobin,
         Some(("weighted", _)) => Algorithm::Weighted,
         Some(("random", _)) => Algorithm::Random,
         Some(("maglev", _)) => Algorithm::Maglev,
-        Some(("least_connections", _)) if proxy => Algorithm::LeastConnections,
-        Some(("least_connections", span)) => {
-            return Err(err(
-                span,
-                "least_connections applies to [[proxy]] only (a connect-time service does not see connections end)".into(),
-            ));
-        }
         Some((other, span)) => {
-            let more = if proxy { ", maglev or least_connections" } else { " or maglev" };
-            return Err(err(span, format!("unknown algorithm \"{other}\" (round_robin, weighted, random{more})")));
+            return Err(err(span, format!("unknown algorithm \"{other}\" (round_robin, weighted, random or maglev)")));
         }
-    })
-}
-
-/// The backends of a service or proxy whose own address is `own`.
-fn check_backends(
-    raw: Spanned<Vec<Spanned<RawBackend>>>,
-    name: &str,
-    own: SocketAddr,
-    algorithm: Algorithm,
-    proxy: bool,
-    lines: &Lines,
-) -> Result<Vec<BackendSpec>, ConfigError> {
-    let (what, own_name) = if proxy { ("proxy", "listen address") } else { ("service", "VIP") };
-    let err = |span: Range<usize>, message: String| ConfigError { line: lines.of(span.start), message };
-    let backends_span = raw.span();
-    let raw_backends = raw.into_inner();
+    };
+    let hash_key = match raw.hash.as_ref().map(|h| (h.get_ref().as_str(), h.span())) {
+        None => HashKey::Cgroup,
+        Some((_, span)) if algorithm != Algorithm::Maglev => {
+            return Err(err(span, "hash applies to algorithm \"maglev\" only".into()));
+        }
+        Some(("cgroup", _)) => HashKey::Cgroup,
+        Some(("process", _)) => HashKey::Process,
+        Some(("netns", _)) => HashKey::Netns,
+        Some((other, span)) => return Err(err(span, format!("unknown hash \"{other}\" (cgroup, process or netns)"))),
+    };
+    let backends_span = raw.backends.span();
+    let raw_backends = raw.backends.into_inner();
     if raw_backends.is_empty() {
-        return Err(err(backends_span, format!("{what} \"{name}\" has no backends")));
+        return Err(err(backends_span, format!("service \"{name}\" has no backends")));
     }
     if raw_backends.len() > MAX_BACKENDS_PER_SERVICE {
         return Err(err(backends_span, format!("more than {MAX_BACKENDS_PER_SERVICE} backends")));
@@ -367,8 +171,8 @@ fn check_backends(
     for b in raw_backends {
         let b = b.into_inner();
         let address = parse_address(b.address.get_ref()).map_err(|m| err(b.address.span(), format!("backend address: {m}")))?;
-        if address.is_ipv4() != own.is_ipv4() {
-            return Err(err(b.address.span(), format!("backend {address} and {own_name} {own} are not of the same IP version")));
+        if address.is_ipv4() != vip.is_ipv4() {
+            return Err(err(b.address.span(), format!("backend {address} and VIP {vip} are not of the same IP version")));
         }
         if backends.iter().any(|o| o.address == address) {
             return Err(err(b.address.span(), format!("backend {address} is listed twice")));
@@ -382,8 +186,7 @@ fn check_backends(
         };
         if weight != 1 && matches!(algorithm, Algorithm::RoundRobin | Algorithm::Maglev) {
             let span = b.weight.as_ref().map_or(b.address.span(), |w| w.span());
-            let which = if proxy { "\"weighted\", \"random\" or \"least_connections\"" } else { "\"weighted\" or \"random\"" };
-            return Err(err(span, format!("weights need algorithm {which}, not \"{}\"", algorithm.name())));
+            return Err(err(span, format!("weights need algorithm \"weighted\" or \"random\", not \"{}\"", algorithm.name())));
         }
         backends.push(BackendSpec { address, weight });
     }
@@ -391,38 +194,23 @@ fn check_backends(
     if slots > MAX_WEIGHT_SLOTS {
         return Err(err(backends_span, format!("weights expand to {slots} slots (at most {MAX_WEIGHT_SLOTS}): use coarser weights")));
     }
-    Ok(backends)
-}
-
-fn check_service(raw: RawService, lines: &Lines) -> Result<ServiceSpec, ConfigError> {
-    let err = |span: Range<usize>, message: String| ConfigError { line: lines.of(span.start), message };
-    let name = check_name(&raw.name, lines)
-        .map_err(|e| ConfigError { message: e.message.replacen("invalid name", "invalid service name", 1), ..e })?;
-    let vip = parse_address(raw.vip.get_ref()).map_err(|m| err(raw.vip.span(), format!("vip: {m}")))?;
-    let protocol = match raw.protocol.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
-        None | Some(("tcp", _)) => Protocol::Tcp,
-        Some(("udp", _)) => Protocol::Udp,
-        Some((other, span)) => return Err(err(span, format!("unknown protocol \"{other}\" (tcp or udp)"))),
-    };
-    let algorithm = parse_algorithm(raw.algorithm.as_ref(), lines, false)?;
-    let hash_key = match raw.hash.as_ref().map(|h| (h.get_ref().as_str(), h.span())) {
-        None => HashKey::Cgroup,
-        Some((_, span)) if algorithm != Algorithm::Maglev => {
-            return Err(err(span, "hash applies to algorithm \"maglev\" only".into()));
-        }
-        Some(("cgroup", _)) => HashKey::Cgroup,
-        Some(("process", _)) => HashKey::Process,
-        Some(("netns", _)) => HashKey::Netns,
-        Some((other, span)) => return Err(err(span, format!("unknown hash \"{other}\" (cgroup, process or netns)"))),
-    };
-    let backends = check_backends(raw.backends, &name, vip, algorithm, false, lines)?;
     let health = raw.health.map(|h| check_health(h, lines)).transpose()?;
-    let scope = raw.scope.as_ref().map(|s| check_scope(s, lines)).transpose()?;
+    let scope = match raw.scope {
+        None => None,
+        Some(s) => {
+            let path = PathBuf::from(s.get_ref());
+            if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(err(s.span(), format!("scope \"{}\" must be an absolute cgroup2 path without ..", s.get_ref())));
+            }
+            Some(path)
+        }
+    };
     let drain = match raw.drain.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
         None | Some(("keep", _)) => Drain::Keep,
         Some(("reset", _)) => Drain::Reset,
         Some((other, span)) => return Err(err(span, format!("unknown drain \"{other}\" (keep or reset)"))),
     };
+    let _ = at;
     Ok(ServiceSpec { name, vip, protocol, algorithm, hash_key, backends, health, scope, drain })
 }
 
@@ -610,11 +398,7 @@ drain = "reset"
             "line 5: unknown algorithm \"fastest\" (round_robin, weighted, random or maglev)"
         );
         assert_eq!(error(&format!("{base}hash = \"process\"\n")), "line 5: hash applies to algorithm \"maglev\" only");
-        assert_eq!(error(&format!("{base}[[proxy]]\nname = \"x\"\n")), "line 5: missing field `listen`");
-        assert_eq!(
-            error(&format!("{base}[[proxies]]\nname = \"x\"\n")),
-            "line 5: unknown field `proxies`, expected one of `service`, `proxy`, `accelerate`"
-        );
+        assert_eq!(error(&format!("{base}[[proxy]]\nname = \"x\"\n")), "line 5: unknown field `proxy`, expected `service`");
         assert_eq!(error("[[service]]\nname = \"a\"\n"), "line 1: missing field `vip`");
         assert_eq!(error("[[service]\n"), "line 1: unclosed array table, expected `]`");
     }
@@ -675,121 +459,6 @@ drain = "reset"
             svc("protocol = \"udp\"", "{ address = \"127.0.0.1:1\" }").replace("\"a\"", "\"a-udp\"")
         );
         assert_eq!(parse_config(&both).unwrap().services.len(), 2);
-    }
-
-    const PROXY: &str = r#"
-[[proxy]]
-name = "db"
-listen = "127.0.0.1:19000"
-intercept = "127.0.0.101:3306"
-backends = [ { address = "127.0.0.1:13306" }, { address = "127.0.0.1:13307", weight = 2 } ]
-algorithm = "least_connections"
-datapath = "sockmap"
-proxy_protocol = true
-scope = "/sys/fs/cgroup/test.slice"
-connect_timeout = "500ms"
-
-[[proxy]]
-name = "web"
-listen = "127.0.0.1:19001"
-backends = [ { address = "127.0.0.1:18080" } ]
-
-[accelerate]
-scope = "/sys/fs/cgroup/test.slice"
-"#;
-
-    #[test]
-    fn proxies_and_acceleration_parse() {
-        let c = parse_config(PROXY).unwrap();
-        assert_eq!(c.services, vec![]);
-        let db = &c.proxies[0];
-        assert_eq!((db.name.as_str(), db.listen), ("db", "127.0.0.1:19000".parse().unwrap()));
-        assert_eq!(db.intercept, Some("127.0.0.101:3306".parse().unwrap()));
-        assert_eq!(db.algorithm, Algorithm::LeastConnections);
-        assert_eq!(db.backends[1], BackendSpec { address: "127.0.0.1:13307".parse().unwrap(), weight: 2 });
-        assert_eq!((db.datapath, db.proxy_protocol, db.connect_timeout), (Datapath::Sockmap, true, Duration::from_millis(500)));
-        let web = &c.proxies[1];
-        assert_eq!((web.datapath, web.proxy_protocol, web.algorithm, web.intercept), (Datapath::Auto, false, Algorithm::RoundRobin, None));
-        assert_eq!(web.connect_timeout, Duration::from_secs(2));
-        assert_eq!(c.accelerate, Some(AccelerateSpec { enabled: true, scope: Some(PathBuf::from("/sys/fs/cgroup/test.slice")) }));
-        // The intercept becomes a connect-time service to the listen address.
-        let all = c.all_services();
-        assert_eq!(all.len(), 1);
-        assert_eq!((all[0].name.as_str(), all[0].vip), ("db", "127.0.0.101:3306".parse().unwrap()));
-        assert_eq!(all[0].backends, vec![BackendSpec { address: "127.0.0.1:19000".parse().unwrap(), weight: 1 }]);
-        assert_eq!(all[0].scope.as_deref(), Some(Path::new("/sys/fs/cgroup/test.slice")));
-        assert_eq!(
-            parse_config("[accelerate]\nenabled = false\n").unwrap().accelerate,
-            Some(AccelerateSpec { enabled: false, scope: None })
-        );
-    }
-
-    #[test]
-    fn proxy_errors() {
-        let p = |extra: &str| {
-            format!("[[proxy]]\nname = \"p\"\nlisten = \"127.0.0.1:19000\"\n{extra}\nbackends = [ {{ address = \"127.0.0.1:1\" }} ]\n")
-        };
-        assert_eq!(parse_config(&p("")).unwrap().proxies.len(), 1);
-        assert_eq!(error(&p("datapath = \"ebpf\"")), "line 4: unknown datapath \"ebpf\" (sockmap, userspace or auto)");
-        assert_eq!(
-            error(&p("algorithm = \"fastest\"")),
-            "line 4: unknown algorithm \"fastest\" (round_robin, weighted, random, maglev or least_connections)"
-        );
-        assert_eq!(error(&p("intercept = \"127.0.0.1:19000\"")), "line 4: intercept 127.0.0.1:19000 is the proxy's own listen address");
-        assert_eq!(error(&p("scope = \"/sys/fs/cgroup\"")), "line 4: scope applies to a proxy's intercept only (add intercept)");
-        assert_eq!(error(&p("connect_timeout = \"1h\"")), "line 4: connect_timeout: \"1h\": unit must be ms, s or m");
-        assert_eq!(error(&p("proxy_protocol = \"yes\"")), "line 4: invalid type: string \"yes\", expected a boolean");
-        assert_eq!(error(&p("hash = \"cgroup\"")).split(',').next().unwrap(), "line 4: unknown field `hash`");
-        assert_eq!(
-            error(&p("").replace("127.0.0.1:1\"", "127.0.0.1:19000\"")),
-            "line 3: proxy \"p\" lists its own listen address 127.0.0.1:19000 as a backend"
-        );
-        assert_eq!(
-            error(&p("").replace("127.0.0.1:1\"", "[::1]:1\"")),
-            "line 5: backend [::1]:1 and listen address 127.0.0.1:19000 are not of the same IP version"
-        );
-        assert_eq!(error(&p("").replace("[ { address = \"127.0.0.1:1\" } ]", "[]")), "line 5: proxy \"p\" has no backends");
-        assert_eq!(
-            parse_config(&p("algorithm = \"least_connections\"").replace("\" }", "\", weight = 3 }")).unwrap().proxies[0].backends[0]
-                .weight,
-            3
-        );
-        assert_eq!(
-            error(&p("").replace("\" }", "\", weight = 3 }")),
-            "line 5: weights need algorithm \"weighted\", \"random\" or \"least_connections\", not \"round_robin\""
-        );
-        // Names and addresses are unique across services and proxies.
-        let svc = "[[service]]\nname = \"p\"\nvip = \"127.0.0.100:80\"\nbackends = [ { address = \"127.0.0.1:2\" } ]\n";
-        assert_eq!(error(&format!("{svc}{}", p(""))), "line 5: duplicate name \"p\" (first on line 1)");
-        let svc_b = svc.replace("\"p\"", "\"s\"");
-        assert_eq!(
-            error(&format!("{svc_b}{}", p("intercept = \"127.0.0.100:80\""))),
-            "line 5: intercept 127.0.0.100:80 is the VIP of service \"s\" already"
-        );
-        assert_eq!(
-            error(&format!("{}{}", p(""), p("").replace("\"p\"", "\"q\""))),
-            "line 6: duplicate listen address 127.0.0.1:19000: proxy \"p\" has it already"
-        );
-        assert_eq!(
-            error(&format!("{}{}", p("intercept = \"127.0.0.101:80\""), svc_b.replace("127.0.0.1:2", "127.0.0.101:80"))),
-            "line 6: backend 127.0.0.101:80 of \"s\" is the VIP of proxy \"p\" (its intercept) (VIPs are not chained)"
-        );
-        assert_eq!(
-            error(&format!("{}{}", p(""), svc_b.replace("127.0.0.1:2", "127.0.0.1:19000"))),
-            "line 6: backend 127.0.0.1:19000 of \"s\" is the listen address of proxy \"p\" (proxies are not chained)"
-        );
-        assert_eq!(
-            error(&format!("{svc_b}{}", p("").replace("127.0.0.1:1\"", "127.0.0.100:80\""))),
-            "line 5: backend 127.0.0.100:80 of \"p\" is the VIP of service \"s\" (VIPs are not chained)"
-        );
-        assert_eq!(
-            error(
-                "[[service]]\nname = \"a\"\nvip = \"127.0.0.100:80\"\nalgorithm = \"least_connections\"\nbackends = [ { address = \"127.0.0.1:1\" } ]\n"
-            ),
-            "line 4: least_connections applies to [[proxy]] only (a connect-time service does not see connections end)"
-        );
-        assert_eq!(error("[accelerate]\nscope = \"cgroup\"\n"), "line 2: scope \"cgroup\" must be an absolute cgroup2 path without ..");
-        assert_eq!(error("[accelerate]\nenable = true\n"), "line 2: unknown field `enable`, expected `enabled` or `scope`");
     }
 
     #[test]

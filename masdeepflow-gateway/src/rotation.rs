@@ -15,7 +15,7 @@ pub fn rotation(spec: &ServiceSpec, up: &[bool]) -> Vec<u32> {
         return Vec::new();
     }
     match spec.algorithm {
-        Algorithm::RoundRobin | Algorithm::LeastConnections => live,
+        Algorithm::RoundRobin => live,
         Algorithm::Weighted | Algorithm::Random => {
             let weights: Vec<u32> = live.iter().map(|&i| spec.backends[i as usize].weight).collect();
             smooth_weighted(&weights).into_iter().map(|k| live[k as usize]).collect()

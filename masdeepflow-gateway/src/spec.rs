@@ -39,10 +39,6 @@ pub enum Algorithm {
     Random,
     /// Consistent hashing of the client over a Maglev lookup table.
     Maglev,
-    /// The backend with the fewest open connections (in proportion to its
-    /// weight); proxies only (a connect-time balancer does not see
-    /// connections end).
-    LeastConnections,
 }
 
 impl Algorithm {
@@ -52,7 +48,6 @@ impl Algorithm {
             Algorithm::Weighted => "weighted",
             Algorithm::Random => "random",
             Algorithm::Maglev => "maglev",
-            Algorithm::LeastConnections => "least_connections",
         }
     }
 }
@@ -152,92 +147,4 @@ impl ServiceSpec {
             drain: Drain::Keep,
         }
     }
-}
-
-/// How a proxy moves bytes between the client and the backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Datapath {
-    /// In the kernel: both sockets in a sockhash, every segment redirected
-    /// by a stream verdict program.
-    Sockmap,
-    /// In the gateway: splice(2) through a pipe.
-    Userspace,
-    /// Sockmap where the running kernel passes the start-up probe, else
-    /// userspace.
-    Auto,
-}
-
-impl Datapath {
-    pub fn name(self) -> &'static str {
-        match self {
-            Datapath::Sockmap => "sockmap",
-            Datapath::Userspace => "userspace",
-            Datapath::Auto => "auto",
-        }
-    }
-}
-
-/// A checked `[[proxy]]` table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProxySpec {
-    pub name: String,
-    /// The proxy's own address (one listening socket per worker).
-    pub listen: SocketAddr,
-    /// Connects to this address are steered to `listen` (a connect-time
-    /// service whose one backend is `listen`).
-    pub intercept: Option<SocketAddr>,
-    pub algorithm: Algorithm,
-    pub backends: Vec<BackendSpec>,
-    pub health: Option<HealthSpec>,
-    pub datapath: Datapath,
-    /// Send a PROXY protocol v2 header to the backend first.
-    pub proxy_protocol: bool,
-    /// Only connects of this cgroup2 subtree are intercepted.
-    pub scope: Option<PathBuf>,
-    /// Bound on each connect to a backend.
-    #[serde(serialize_with = "millis")]
-    pub connect_timeout: Duration,
-}
-
-impl ProxySpec {
-    /// A proxy with the defaults of the TOML file.
-    pub fn new(name: impl Into<String>, listen: SocketAddr, backends: Vec<BackendSpec>) -> ProxySpec {
-        ProxySpec {
-            name: name.into(),
-            listen,
-            intercept: None,
-            algorithm: Algorithm::RoundRobin,
-            backends,
-            health: None,
-            datapath: Datapath::Auto,
-            proxy_protocol: false,
-            scope: None,
-            connect_timeout: Duration::from_secs(2),
-        }
-    }
-
-    /// The connect-time service that steers `intercept` to `listen`.
-    pub fn intercept_service(&self) -> Option<ServiceSpec> {
-        let vip = self.intercept?;
-        let mut s = ServiceSpec::new(self.name.clone(), vip, Protocol::Tcp, vec![BackendSpec { address: self.listen, weight: 1 }]);
-        s.scope = self.scope.clone();
-        Some(s)
-    }
-
-    /// As a service, for the rotation builder (`rotation::rotation`).
-    pub fn as_service(&self) -> ServiceSpec {
-        let mut s = ServiceSpec::new(self.name.clone(), self.listen, Protocol::Tcp, self.backends.clone());
-        s.algorithm = self.algorithm;
-        s.health = self.health;
-        s
-    }
-}
-
-/// `[accelerate]`: local TCP connections of `scope` short-cut in the kernel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AccelerateSpec {
-    pub enabled: bool,
-    /// The cgroup2 subtree whose sockets are paired (default: the root).
-    pub scope: Option<PathBuf>,
 }

@@ -204,7 +204,7 @@ impl Table {
                 slot_base,
                 slot_count: slots.len() as u32,
                 algorithm: match d.spec.algorithm {
-                    Algorithm::RoundRobin | Algorithm::Weighted | Algorithm::LeastConnections => ALG_ROUND_ROBIN,
+                    Algorithm::RoundRobin | Algorithm::Weighted => ALG_ROUND_ROBIN,
                     Algorithm::Random => ALG_RANDOM,
                     Algorithm::Maglev => ALG_MAGLEV,
                 },

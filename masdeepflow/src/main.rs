@@ -38,9 +38,6 @@ fn main() -> ExitCode {
             let (text, all_ok) = check::report(&items);
             print!("{text}");
             print!("{}", check::program_sizes());
-            for line in gateway::check_lines() {
-                println!("{line}");
-            }
             print!("{}", tls_coverage::coverage_report());
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }

@@ -473,9 +473,6 @@ pub fn run(opts: &Options) -> Result<()> {
     if wants("gateway") {
         crate::bench_gateway::run(opts.pairs, opts.http_secs)?;
     }
-    if wants("proxy") {
-        crate::bench_gateway::run_proxy(opts.pairs, opts.http_secs)?;
-    }
     let dir = crate::setup::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();

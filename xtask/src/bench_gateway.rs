@@ -14,6 +14,7 @@
 //! proxy, gateway), and the ratios the goals are about.
 use std::{
     fs::File,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -35,16 +36,10 @@ enum Mode {
     BalancerTwo,
     Haproxy,
     NginxStream,
-    /// `[[proxy]]` with `datapath = "sockmap"`, 2 backends.
-    ProxySockmap,
-    /// `[[proxy]]` with `datapath = "userspace"`, 2 backends.
-    ProxyUserspace,
 }
 
 impl Mode {
     const ALL: [Mode; 5] = [Mode::Direct, Mode::BalancerOne, Mode::BalancerTwo, Mode::Haproxy, Mode::NginxStream];
-    /// `--only proxy`.
-    const PROXY: [Mode; 5] = [Mode::Direct, Mode::ProxySockmap, Mode::ProxyUserspace, Mode::Haproxy, Mode::NginxStream];
 
     fn name(self) -> &'static str {
         match self {
@@ -53,8 +48,6 @@ impl Mode {
             Mode::BalancerTwo => "balancer, 2 backends",
             Mode::Haproxy => "HAProxy",
             Mode::NginxStream => "nginx stream",
-            Mode::ProxySockmap => "proxy sockmap",
-            Mode::ProxyUserspace => "proxy userspace",
         }
     }
 }
@@ -251,37 +244,18 @@ impl Gateway {
                 backends[0], backends[0], backends[1]
             ),
         )?;
-        Gateway::spawn(config)
-    }
-
-    /// The gateway with two `[[proxy]]` tables (web over A and B, iperf3).
-    fn start_proxy(datapath: &str, web: u16, iperf: u16, backends: [u16; 2], iperf_backend: u16) -> Result<Gateway> {
-        let config = std::env::temp_dir().join(format!("masdeepflow-bench-proxy-{}.toml", std::process::id()));
-        std::fs::write(
-            &config,
-            format!(
-                "[[proxy]]\nname = \"web\"\nlisten = \"127.0.0.1:{web}\"\ndatapath = \"{datapath}\"\n\
-                 backends = [ {{ address = \"127.0.0.1:{}\" }}, {{ address = \"127.0.0.1:{}\" }} ]\n\n\
-                 [[proxy]]\nname = \"iperf\"\nlisten = \"127.0.0.1:{iperf}\"\ndatapath = \"{datapath}\"\n\
-                 backends = [ {{ address = \"127.0.0.1:{iperf_backend}\" }} ]\n",
-                backends[0], backends[1]
-            ),
-        )?;
-        Gateway::spawn(config)
-    }
-
-    fn spawn(config: PathBuf) -> Result<Gateway> {
         let out = config.with_extension("jsonl");
         let mut child = Command::new(agent_path())
-            .args(["gateway", "--stats-interval", "3600s", "--drain-timeout", "1s", "--config"])
+            .args(["gateway", "--stats-interval", "3600s", "--config"])
             .arg(&config)
             .stdout(File::create(&out)?)
             .spawn()
             .context("starting the gateway")?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let text = std::fs::read_to_string(&out)?;
-            if text.contains("gateway_start") {
+            let mut first = String::new();
+            BufReader::new(File::open(&out)?).read_line(&mut first)?;
+            if first.contains("gateway_start") {
                 let _ = std::fs::remove_file(&out);
                 return Ok(Gateway { child, config });
             }
@@ -312,29 +286,14 @@ impl Drop for Gateway {
 /// One wrk process in the cgroup: (requests/s, requests).
 fn wrk(cgroup: &Cgroup, url: &str, threads: u32, conns: u32, secs: u64, close: bool) -> Result<Child> {
     let mut cmd = cgroup.command("wrk");
-    cmd.args([format!("-t{threads}"), format!("-c{conns}"), format!("-d{secs}s"), "--latency".into()]);
+    cmd.args([format!("-t{threads}"), format!("-c{conns}"), format!("-d{secs}s")]);
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
     cmd.arg(url).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("wrk (apt-get install wrk)")
 }
 
-/// wrk's `--latency` 99th percentile, in microseconds.
-fn wrk_p99_us(text: &str) -> f64 {
-    let Some(v) = text.lines().find_map(|l| l.trim().strip_prefix("99%")) else { return f64::NAN };
-    let v = v.trim();
-    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
-    let n: f64 = num.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => n,
-        "ms" => n * 1e3,
-        "s" => n * 1e6,
-        "m" => n * 6e7,
-        _ => f64::NAN,
-    }
-}
-
-fn wrk_result_p99(child: Child) -> Result<(f64, u64, u64, f64)> {
+fn wrk_result(child: Child) -> Result<(f64, u64, u64)> {
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("wrk failed: {}", out.status);
@@ -357,12 +316,11 @@ fn wrk_result_p99(child: Child) -> Result<(f64, u64, u64, f64)> {
             .filter_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
             .filter_map(|n| n.trim().parse::<u64>().ok())
             .sum::<u64>();
-    Ok((rps, requests, errors, wrk_p99_us(&text)))
+    Ok((rps, requests, errors))
 }
 
 struct HttpRun {
     rps: f64,
-    p99_us: f64,
     cpu_us_per_request: f64,
     errors: u64,
 }
@@ -457,18 +415,6 @@ impl Front {
                 web: format!("http://127.0.0.1:{web}/"),
                 iperf: ("127.0.0.1".into(), iperf),
             },
-            Mode::ProxySockmap | Mode::ProxyUserspace => Front {
-                proxy: None,
-                gateway: Some(Gateway::start_proxy(
-                    if mode == Mode::ProxySockmap { "sockmap" } else { "userspace" },
-                    web,
-                    iperf,
-                    s.ports,
-                    s.iperf_port,
-                )?),
-                web: format!("http://127.0.0.1:{web}/"),
-                iperf: ("127.0.0.1".into(), iperf),
-            },
         })
     }
 
@@ -479,12 +425,11 @@ impl Front {
 
 fn http_run(s: &Setup, front: &Front, secs: u64, close: bool) -> Result<HttpRun> {
     let (c0, b0, f0) = (cpu_seconds(), s.background_cpu(), front.cpu());
-    let results = [wrk_result_p99(wrk(&s.cgroup, &front.web, 2, 50, secs, close)?)?];
+    let results = [wrk_result(wrk(&s.cgroup, &front.web, 2, 50, secs, close)?)?];
     let cpu = (cpu_seconds() - c0) + (s.background_cpu() - b0) + (front.cpu() - f0);
     let requests: u64 = results.iter().map(|r| r.1).sum();
     Ok(HttpRun {
         rps: results.iter().map(|r| r.0).sum(),
-        p99_us: results[0].3,
         cpu_us_per_request: cpu / requests.max(1) as f64 * 1e6,
         errors: results.iter().map(|r| r.2).sum(),
     })
@@ -629,78 +574,6 @@ pub fn run(rounds: usize, secs: u64) -> Result<()> {
         paired(&col(&fresh, 2, |r| r.rps), &col(&fresh, 3, |r| r.rps)),
         paired(&col(&keep, 2, |r| r.rps), &col(&keep, 3, |r| r.rps)),
         paired(&bcol(1, |r| r.gbps), &bcol(3, |r| r.gbps)),
-    );
-    Ok(())
-}
-
-/// `cargo xtask bench --only proxy`: the L4 proxy's two data paths against
-/// direct, HAProxy `mode tcp` and nginx `stream` (2 web backends each, one
-/// iperf3 server), in alternating rounds; medians and paired ratios.
-pub fn run_proxy(rounds: usize, secs: u64) -> Result<()> {
-    for tool in ["nginx", "wrk", "haproxy", "iperf3"] {
-        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status()?.code() != Some(0) {
-            bail!("{tool} is missing (apt-get install nginx libnginx-mod-stream wrk haproxy iperf3)");
-        }
-    }
-    let modes = Mode::PROXY;
-    let ports = [free_port()?, free_port()?];
-    let iperf_port = free_port()?;
-    let setup = Setup {
-        cgroup: Cgroup::new()?,
-        backends: [nginx_backend("a", ports[0])?, nginx_backend("b", ports[1])?],
-        ports,
-        iperf: iperf_server(iperf_port)?,
-        iperf_port,
-    };
-    let mut keep: Vec<Vec<HttpRun>> = modes.iter().map(|_| Vec::new()).collect();
-    let mut fresh: Vec<Vec<HttpRun>> = modes.iter().map(|_| Vec::new()).collect();
-    let mut bulk: Vec<Vec<BulkRun>> = modes.iter().map(|_| Vec::new()).collect();
-    for round in 0..rounds {
-        for k in 0..modes.len() {
-            let i = (k + round) % modes.len();
-            let mode = modes[i];
-            let front = Front::start(mode, &setup).with_context(|| format!("starting {}", mode.name()))?;
-            keep[i].push(http_run(&setup, &front, secs, false)?);
-            fresh[i].push(http_run(&setup, &front, secs, true)?);
-            bulk[i].push(bulk_run(&setup, &front, secs)?);
-        }
-        eprintln!("bench proxy: round {}/{rounds} done", round + 1);
-    }
-    println!("## proxy ({rounds} rounds of {secs} s runs in turn: {}; medians)", modes.map(Mode::name).join(", "));
-    println!("| | {} |", modes.map(Mode::name).join(" | "));
-    println!("|{}", " --- |".repeat(modes.len() + 1));
-    let row = |label: &str, v: Vec<f64>, prec: usize| {
-        let cells: Vec<String> = v.iter().map(|x| if x.is_nan() { "-".to_string() } else { format!("{x:.prec$}") }).collect();
-        println!("| {label} | {} |", cells.join(" | "));
-    };
-    let h = |v: &Vec<Vec<HttpRun>>, f: fn(&HttpRun) -> f64| v.iter().map(|runs| median(runs.iter().map(f).collect())).collect::<Vec<f64>>();
-    let b = |f: fn(&BulkRun) -> f64| bulk.iter().map(|runs| median(runs.iter().map(f).collect())).collect::<Vec<f64>>();
-    row("wrk keep-alive, requests/s", h(&keep, |r| r.rps), 0);
-    row("wrk keep-alive, p99 us", h(&keep, |r| r.p99_us), 0);
-    row("wrk keep-alive, CPU us/request", h(&keep, |r| r.cpu_us_per_request), 1);
-    row("wrk new connection per request, requests/s", h(&fresh, |r| r.rps), 0);
-    row("wrk new connection, p99 us", h(&fresh, |r| r.p99_us), 0);
-    row("wrk new connection, CPU us/request", h(&fresh, |r| r.cpu_us_per_request), 1);
-    row("iperf3 bulk, Gbit/s", b(|r| r.gbps), 2);
-    row("iperf3 bulk, CPU s/GB (all processes)", b(|r| r.cpu_s_per_gb), 3);
-    let errors: Vec<String> = modes
-        .iter()
-        .enumerate()
-        .map(|(i, m)| format!("{} {}", m.name(), keep[i].iter().chain(&fresh[i]).map(|r| r.errors).sum::<u64>()))
-        .collect();
-    println!("wrk socket errors and non-2xx over all runs: {}", errors.join(", "));
-    let paired = |a: Vec<f64>, b: Vec<f64>| median(a.iter().zip(&b).map(|(x, y)| x / y).collect());
-    let (sm, us, hap) = (1, 2, 3);
-    let gb_per_cpu = |i: usize| bulk[i].iter().map(|r| 1.0 / r.cpu_s_per_gb).collect::<Vec<f64>>();
-    let col = |v: &Vec<Vec<HttpRun>>, i: usize, f: fn(&HttpRun) -> f64| v[i].iter().map(f).collect::<Vec<f64>>();
-    println!(
-        "goals, median of paired ratios: bulk GB per CPU-second, sockmap / HAProxy {:.2}x (goal 2x), userspace / HAProxy {:.2}x; \
-         keep-alive p99 sockmap / HAProxy {:.2}x (goal <= 1); new-connection rate sockmap / HAProxy {:.2}x (goal >= 1), userspace / HAProxy {:.2}x",
-        paired(gb_per_cpu(sm), gb_per_cpu(hap)),
-        paired(gb_per_cpu(us), gb_per_cpu(hap)),
-        paired(col(&keep, sm, |r| r.p99_us), col(&keep, hap, |r| r.p99_us)),
-        paired(col(&fresh, sm, |r| r.rps), col(&fresh, hap, |r| r.rps)),
-        paired(col(&fresh, us, |r| r.rps), col(&fresh, hap, |r| r.rps)),
     );
     Ok(())
 }

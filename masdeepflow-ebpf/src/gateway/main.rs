@@ -1,6 +1,5 @@
 //! The gateway's kernel programs (`masdeepflow gateway`): connect-time load
-//! balancing on the cgroup socket hooks, the L4 proxy's sockmap data path
-//! and same-host socket acceleration. An object of its own, loaded only
+//! balancing on the cgroup socket hooks. An object of its own, loaded only
 //! by the gateway. Programs never block and never fail a socket call they
 //! do not translate; every map is bounded.
 #![no_std]
@@ -9,9 +8,7 @@
 #![feature(asm_experimental_arch)]
 #![feature(core_intrinsics)]
 
-mod accel;
 mod maps;
-mod proxy;
 mod release;
 mod sock_addr;
 

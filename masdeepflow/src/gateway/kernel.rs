@@ -4,23 +4,16 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use anyhow::{Context as _, Result};
-
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuValues, RingBuf, SockHash},
-    programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, SkSkb, SockOps, cgroup_sock::CgroupSockLinkId,
-        cgroup_sock_addr::CgroupSockAddrLinkId, sk_skb::SkSkbLinkId, sock_ops::SockOpsLinkId,
-    },
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, cgroup_sock::CgroupSockLinkId, cgroup_sock_addr::CgroupSockAddrLinkId},
 };
 use masdeepflow_common::gateway::{BackendSlot, COUNTERS_LEN, GatewayConfig, Reverse, ServiceKey, ServiceStats, ServiceValue};
-use masdeepflow_common::proxy::{AccelKey, PROXY_COUNTERS_LEN};
 use masdeepflow_gateway::table::Plan;
 use tokio::io::unix::AsyncFd;
 
@@ -61,25 +54,6 @@ pub struct Kernel {
     pub ring: Option<AsyncFd<RingBuf<MapData>>>,
     links: BTreeMap<PathBuf, Vec<Link>>,
     cpus: usize,
-    /// The proxy's and accelerator's maps, once loaded.
-    pub proxy: Option<ProxyKernel>,
-}
-
-/// The proxy's sockmap data path and the accelerator, in the kernel.
-#[allow(dead_code)] // the accelerator's: wired in with [accelerate], not in this build yet
-pub struct ProxyKernel {
-    /// What the proxy workers use.
-    pub maps: Arc<super::proxy::sockmap::ProxyMaps>,
-    socks: SockHash<MapData, u64>,
-    peers: BpfHashMap<MapData, u64, u32>,
-    _sides: Array<MapData, masdeepflow_common::proxy::ProxySide>,
-    counters: PerCpuArray<MapData, u64>,
-    pub accel_socks: SockHash<MapData, AccelKey>,
-    accel_via_tcp: BpfHashMap<MapData, AccelKey, u32>,
-    accel_ctl: Array<MapData, u32>,
-    /// The pass verdict on the accelerator's map (kernels that need it).
-    accel_verdict: Option<SkSkbLinkId>,
-    accel_links: BTreeMap<PathBuf, SockOpsLinkId>,
 }
 
 impl Kernel {
@@ -153,146 +127,7 @@ impl Kernel {
             ring,
             links: BTreeMap::new(),
             cpus,
-            proxy: None,
         })
-    }
-
-    /// Loads the proxy's verdict program and attaches it to its sockhash.
-    pub fn load_proxy(&mut self) -> Result<()> {
-        if self.proxy.is_some() {
-            return Ok(());
-        }
-        let mut take = |name: &str| self.ebpf.take_map(name).with_context(|| format!("map {name} missing from the gateway object"));
-        let socks: SockHash<MapData, u64> = SockHash::try_from(take("GW_PROXY_SOCKS")?)?;
-        let peers: BpfHashMap<MapData, u64, u32> = BpfHashMap::try_from(take("GW_PROXY_PEERS")?)?;
-        let sides: Array<MapData, masdeepflow_common::proxy::ProxySide> = Array::try_from(take("GW_PROXY_SIDES")?)?;
-        let counters = PerCpuArray::try_from(take("GW_PROXY_COUNTERS")?)?;
-        let accel_socks: SockHash<MapData, AccelKey> = SockHash::try_from(take("GW_ACCEL_SOCKS")?)?;
-        let accel_via_tcp = BpfHashMap::try_from(take("GW_ACCEL_VIA_TCP")?)?;
-        let accel_ctl = Array::try_from(take("GW_ACCEL_CTL")?)?;
-        let verdict: &mut SkSkb = self.ebpf.program_mut("gw_proxy_verdict").context("program gw_proxy_verdict missing")?.try_into()?;
-        verdict.load().context("loading program gw_proxy_verdict (sk_skb stream verdict)")?;
-        verdict.attach(socks.fd()).context("attaching gw_proxy_verdict to GW_PROXY_SOCKS")?;
-        // The accelerator's programs (gw_accel_msg, gw_accel_verdict,
-        // gw_accel_sockops) are loaded with [accelerate], not in this build.
-        let maps = super::proxy::sockmap::ProxyMaps::new(
-            socks.fd().as_fd().as_raw_fd(),
-            peers.map().fd().as_fd().as_raw_fd(),
-            sides.map().fd().as_fd().as_raw_fd(),
-        )
-        .context("mapping GW_PROXY_SIDES")?;
-        self.proxy = Some(ProxyKernel {
-            maps: Arc::new(maps),
-            socks,
-            peers,
-            _sides: sides,
-            counters,
-            accel_socks,
-            accel_via_tcp,
-            accel_ctl,
-            accel_verdict: None,
-            accel_links: BTreeMap::new(),
-        });
-        Ok(())
-    }
-
-    #[allow(dead_code)]
-    // The methods below are the accelerator's and the tables' count.
-    /// Attaches the pass verdict to the accelerator's map (sockets that
-    /// join later get it).
-    pub fn attach_accel_verdict(&mut self) -> Result<()> {
-        let Some(p) = self.proxy.as_mut() else { anyhow::bail!("the proxy programs are not loaded") };
-        if p.accel_verdict.is_some() {
-            return Ok(());
-        }
-        let pass: &mut SkSkb = self.ebpf.program_mut("gw_accel_verdict").context("program gw_accel_verdict missing")?.try_into()?;
-        p.accel_verdict = Some(pass.attach(p.accel_socks.fd()).context("attaching gw_accel_verdict to GW_ACCEL_SOCKS")?);
-        Ok(())
-    }
-
-    #[allow(dead_code)]
-    pub fn detach_accel_verdict(&mut self) {
-        let Some(p) = self.proxy.as_mut() else { return };
-        if let Some(id) = p.accel_verdict.take()
-            && let Some(pass) = self.ebpf.program_mut("gw_accel_verdict").and_then(|p| <&mut SkSkb>::try_from(p).ok())
-        {
-            let _ = pass.detach(id);
-        }
-    }
-
-    #[allow(dead_code)]
-    pub fn accel_verdict_attached(&self) -> bool {
-        self.proxy.as_ref().is_some_and(|p| p.accel_verdict.is_some())
-    }
-
-    #[allow(dead_code)]
-    /// Attaches the accelerator's sock_ops program to `dir` by bpf_link.
-    pub fn attach_accel(&mut self, dir: &Path) -> Result<()> {
-        let Some(p) = self.proxy.as_mut() else { anyhow::bail!("the proxy programs are not loaded") };
-        if p.accel_links.contains_key(dir) {
-            return Ok(());
-        }
-        let file = File::open(dir).with_context(|| format!("opening cgroup {}", dir.display()))?;
-        let ops: &mut SockOps = self.ebpf.program_mut("gw_accel_sockops").context("program gw_accel_sockops missing")?.try_into()?;
-        let id = ops.attach(&file, CgroupAttachMode::Single).with_context(|| format!("attaching gw_accel_sockops to {}", dir.display()))?;
-        p.accel_links.insert(dir.to_path_buf(), id);
-        Ok(())
-    }
-
-    #[allow(dead_code)]
-    pub fn detach_accel(&mut self, dir: &Path) {
-        let Some(p) = self.proxy.as_mut() else { return };
-        if let Some(id) = p.accel_links.remove(dir)
-            && let Some(ops) = self.ebpf.program_mut("gw_accel_sockops").and_then(|p| <&mut SockOps>::try_from(p).ok())
-            && let Err(e) = ops.detach(id)
-        {
-            log::warn!("detaching gw_accel_sockops: {e}");
-        }
-    }
-
-    #[allow(dead_code)]
-    pub fn accel_attached(&self) -> Vec<PathBuf> {
-        self.proxy.as_ref().map(|p| p.accel_links.keys().cloned().collect()).unwrap_or_default()
-    }
-
-    #[allow(dead_code)]
-    /// Sets the sk_msg program's mode (`ACCEL_ON`, `ACCEL_DRAINING`).
-    pub fn set_accel_mode(&mut self, mode: u32) -> Result<()> {
-        let Some(p) = self.proxy.as_mut() else { return Ok(()) };
-        p.accel_ctl.set(0, mode, 0).context("writing GW_ACCEL_CTL")?;
-        Ok(())
-    }
-
-    #[allow(dead_code)]
-    /// The `PC_*` counters, summed over CPUs.
-    pub fn proxy_counters(&self) -> [u64; PROXY_COUNTERS_LEN as usize] {
-        let mut out = [0; PROXY_COUNTERS_LEN as usize];
-        if let Some(p) = &self.proxy {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = p.counters.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
-            }
-        }
-        out
-    }
-
-    #[allow(dead_code)]
-    /// Entries of (GW_PROXY_SOCKS, GW_PROXY_PEERS, GW_ACCEL_SOCKS,
-    /// GW_ACCEL_VIA_TCP): the tables that must return to their baseline.
-    pub fn proxy_tables(&self) -> (u64, u64, u64, u64) {
-        let Some(p) = &self.proxy else { return (0, 0, 0, 0) };
-        let count = |keys: &mut dyn Iterator<Item = bool>| keys.filter(|ok| *ok).count() as u64;
-        (
-            count(&mut p.socks.keys().map(|k| k.is_ok())),
-            count(&mut p.peers.keys().map(|k| k.is_ok())),
-            count(&mut p.accel_socks.keys().map(|k| k.is_ok())),
-            count(&mut p.accel_via_tcp.keys().map(|k| k.is_ok())),
-        )
-    }
-
-    #[allow(dead_code)]
-    /// The accelerator's sockhash, for the probe.
-    pub fn accel_socks_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.proxy.as_ref().map(|p| p.accel_socks.fd().as_fd().as_raw_fd())
     }
 
     /// Attaches every program to `dir` (a cgroup2 directory), alongside
@@ -428,9 +263,6 @@ impl Drop for Kernel {
     fn drop(&mut self) {
         for dir in self.attached() {
             self.detach(&dir);
-        }
-        for dir in self.accel_attached() {
-            self.detach_accel(&dir);
         }
     }
 }

@@ -11,10 +11,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 mod drain;
 mod health;
-pub mod kernel;
+mod kernel;
 mod kube;
 mod output;
-pub mod proxy;
 mod run;
 mod service_set;
 
@@ -54,10 +53,6 @@ pub struct GatewayArgs {
     /// least 4096).
     #[arg(long, default_value_t = 1 << 20, value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
-    /// On SIGINT/SIGTERM, proxies stop accepting and give live connections
-    /// this long to end, then reset them.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
-    pub drain_timeout: Duration,
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -66,39 +61,6 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
         return Err(format!("ring buffer size {n} must be a power of two and at least 4096"));
     }
     Ok(n)
-}
-
-/// The proxy's sockmap data path probe, as `masdeepflow check` reports
-/// it (informational: `auto` falls back to the user-space data path).
-/// Loads the gateway's object; nothing is attached to a cgroup.
-pub fn check_lines() -> Vec<String> {
-    let mut kernel = match kernel::Kernel::load(false, 4096) {
-        Ok(k) => k,
-        Err(e) => {
-            return vec![format!(
-                "gateway proxy: datapath \"auto\" takes userspace: the gateway programs did not load: {}",
-                crate::one_line(&format!("{e:#}"))
-            )];
-        }
-    };
-    if let Err(e) = kernel.load_proxy() {
-        return vec![format!(
-            "gateway proxy: datapath \"auto\" takes userspace: the sk_skb program did not load: {}",
-            crate::one_line(&format!("{e:#}"))
-        )];
-    }
-    let maps = kernel.proxy.as_ref().map(|p| p.maps.clone()).expect("loaded");
-    let probe = proxy::probe::probe_proxy(&maps);
-    let mut lines = Vec::new();
-    for c in &probe.checks {
-        let detail = if c.detail.is_empty() { String::new() } else { format!(": {}", c.detail) };
-        lines.push(format!("gateway proxy sockmap check {}: {}{detail}", if c.ok { "ok" } else { "FAILED" }, c.name));
-    }
-    lines.push(format!(
-        "gateway proxy: datapath \"auto\" takes {}",
-        if probe.ok { "sockmap (every check passed)" } else { "userspace (a sockmap check failed on this kernel)" }
-    ));
-    lines
 }
 
 /// Why the gateway did not run.
@@ -118,7 +80,7 @@ pub fn main(args: GatewayArgs) -> ExitCode {
     if let Some(path) = &args.check {
         return match service_set::read_config(path) {
             Ok(config) => {
-                println!("{}: ok ({} services, {} proxies)", path.display(), config.services.len(), config.proxies.len());
+                println!("{}: ok ({} services)", path.display(), config.services.len());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -157,10 +119,6 @@ mod tests {
         assert_eq!(args.events, vec![super::EventFamily::Connections]);
         assert_eq!(args.stats_interval, std::time::Duration::from_secs(2));
         assert_eq!(args.ring_buffer_size, 1 << 20);
-        assert_eq!(args.drain_timeout, std::time::Duration::from_secs(30));
-        let cli = Cli::try_parse_from(["masdeepflow", "gateway", "--config", "a", "--drain-timeout", "500ms"]).unwrap();
-        let Some(Command::Gateway(args)) = cli.command else { panic!("not the gateway") };
-        assert_eq!(args.drain_timeout, std::time::Duration::from_millis(500));
         assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--config", "a", "--check", "b"]).is_err());
         assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--events", "packets"]).is_err());
         assert!(Cli::try_parse_from(["masdeepflow", "gateway", "--ring-buffer-size", "5000"]).is_err());

@@ -154,38 +154,6 @@ pub enum Line {
         vip: Endpoint,
         backend: Endpoint,
     },
-    /// One `[[proxy]]`, listening, and the data path it took.
-    ProxyStart {
-        time: Time,
-        name: String,
-        listen: SocketAddr,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        intercept: Option<SocketAddr>,
-        backends: Vec<SocketAddr>,
-        algorithm: &'static str,
-        /// `sockmap` or `userspace`.
-        datapath: &'static str,
-        /// Why this data path (the configured one, or the probe's result).
-        reason: String,
-    },
-    /// A proxied connection, when it ended.
-    #[serde(rename = "gateway_connection")]
-    ProxyConnection {
-        time: Time,
-        proxy: String,
-        client: SocketAddr,
-        /// The last backend tried (none when the proxy had none).
-        backend: Option<SocketAddr>,
-        bytes_to_backend: u64,
-        bytes_to_client: u64,
-        duration_us: u64,
-        datapath: &'static str,
-        /// `closed`, `reset`, `backend_unreachable`, `timeout`.
-        end: masdeepflow_gateway::relay::End,
-        closed_by: masdeepflow_gateway::relay::Closer,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-    },
     GatewayStats {
         time: Time,
         services: Vec<ServiceStatsLine>,

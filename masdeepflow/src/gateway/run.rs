@@ -27,21 +27,17 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
         return Err(Failure::Config("give --config FILE, or --node-name for Kubernetes Services, or both".into()));
     }
     // The configuration is checked before anything is loaded.
-    let (config_text, services, proxies) = match &args.config {
+    let (config_text, services) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Failure::Config(format!("{}: {e}", path.display())))?;
             let config = masdeepflow_gateway::parse_config(&text).map_err(|e| Failure::Config(format!("{}: {e}", path.display())))?;
-            super::proxy::unsupported(&config).map_err(|e| Failure::Config(format!("{}: {e}", path.display())))?;
-            (Some(text), config.all_services(), config.proxies)
+            (Some(text), config.services)
         }
-        None => (None, Vec::new(), Vec::new()),
+        None => (None, Vec::new()),
     };
     let root = crate::containers::cgroup2_root().ok_or_else(|| anyhow!("no cgroup2 file system is mounted"))?;
 
-    // Proxied connections are served on one thread per CPU, as HAProxy and
-    // nginx do; the balancer alone needs one.
-    let workers = if proxies.is_empty() { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().map_err(anyhow::Error::from)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
     let _in_runtime = runtime.enter();
     let mut signals = Signals {
         int: signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?,
@@ -60,11 +56,6 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
         (Some(p), None) => Failure::Config(format!("{}: {e}", p.display())),
         (None, None) => Failure::Config(e),
     })?;
-    // Proxies: the data path is chosen (the start-up probe for sockmap and
-    // auto), then every listener is bound before the start line.
-    let (finished_tx, mut finished_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut proxy_lines = Vec::new();
-    let proxies = super::proxy::start(&mut set.kernel, proxies, finished_tx, &mut proxy_lines)?;
     out.line(&Line::GatewayStart {
         time: Time::now(),
         version: env!("CARGO_PKG_VERSION"),
@@ -75,9 +66,6 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
         features: set.kernel.features,
         services: set.lines(),
     });
-    for line in &proxy_lines {
-        out.line(line);
-    }
     out.flush();
 
     let kube_scope = args.kubernetes_scope.clone();
@@ -101,12 +89,12 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
                 _ = signals.term.recv() => break,
                 _ = signals.hup.recv() => {
                     if let Some(path) = &args.config {
-                        reload(&mut set, &proxies.specs, path, &mut last_text, &mut out, None);
+                        reload(&mut set, path, &mut last_text, &mut out, None);
                     }
                 }
                 _ = file_timer.tick(), if args.config.is_some() => {
                     if let Some(path) = &args.config {
-                        reload(&mut set, &proxies.specs, path, &mut last_text, &mut out, Some(&mut seen_text));
+                        reload(&mut set, path, &mut last_text, &mut out, Some(&mut seen_text));
                     }
                 }
                 Some(r) = results.recv() => set.on_check(r, &mut out),
@@ -116,7 +104,6 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
                     }
                 }
                 _ = stats_timer.tick() => out.line(&set.stats()),
-                Some(f) = finished_rx.recv() => out.line(&super::proxy::line(f)),
                 guard = readable(&mut ring) => {
                     let mut guard = guard?;
                     drain_connections(guard.get_inner_mut(), &set, &clock, &mut out);
@@ -131,9 +118,6 @@ pub fn run(args: GatewayArgs) -> Result<(), Failure> {
         Ok(())
     });
     result.context("the gateway's main loop")?;
-    // Proxies stop accepting, live connections get --drain-timeout to end.
-    runtime.block_on(proxies.stop(args.drain_timeout, &mut finished_rx, &mut out));
-    out.flush();
     if let Some(ring) = ring.as_mut() {
         drain_connections(ring.get_mut(), &set, &clock, &mut out);
     }
@@ -156,14 +140,7 @@ struct Signals {
 /// Reloads the file: on SIGHUP (`poll` None) at once, else when its text
 /// differs from the running one and is what the previous poll saw too. A
 /// wrong configuration keeps the running one, and says why.
-fn reload(
-    set: &mut ServiceSet,
-    running_proxies: &[masdeepflow_gateway::ProxySpec],
-    path: &PathBuf,
-    last: &mut Option<String>,
-    out: &mut Out,
-    poll: Option<&mut Option<String>>,
-) {
+fn reload(set: &mut ServiceSet, path: &PathBuf, last: &mut Option<String>, out: &mut Out, poll: Option<&mut Option<String>>) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -185,10 +162,7 @@ fn reload(
         Ok(c) => c,
         Err(e) => return fail(out, path, &format!("{}: {e}", path.display())),
     };
-    if config.proxies != *running_proxies || config.accelerate.is_some() {
-        return fail(out, path, &format!("{}: [[proxy]] and [accelerate] tables change only with a restart", path.display()));
-    }
-    if let Err(e) = set.set_file(config.all_services(), out, Some("reload")) {
+    if let Err(e) = set.set_file(config.services, out, Some("reload")) {
         fail(out, path, &format!("{}: {e}", path.display()));
     }
     let _ = read_config;
