@@ -6,10 +6,11 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::{
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU32, Ordering},
         mpsc::{Receiver, RecvTimeoutError, channel},
     },
@@ -188,6 +189,34 @@ pub struct Gateway {
     lines: Receiver<String>,
     pub events: Vec<Value>,
     pub config: PathBuf,
+    /// Its stderr, read as it comes (a full pipe would block the gateway's
+    /// next log line, and the gateway with it); the last `STDERR_KEPT` bytes.
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Disconnected once the stderr pipe has been read to its end.
+    stderr_done: Receiver<()>,
+}
+
+/// How much of a gateway's stderr is kept for failure messages.
+const STDERR_KEPT: usize = 256 * 1024;
+
+/// Reads `from` to its end in a thread, keeping the last `STDERR_KEPT` bytes.
+fn drain_stderr(mut from: impl std::io::Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, Receiver<()>) {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let k = kept.clone();
+    let (done, done_rx) = channel::<()>();
+    std::thread::spawn(move || {
+        let _done = done;
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            let mut v = k.lock().unwrap_or_else(PoisonError::into_inner);
+            v.extend_from_slice(&buf[..n]);
+            if v.len() > STDERR_KEPT {
+                let cut = v.len() - STDERR_KEPT;
+                v.drain(..cut);
+            }
+        }
+    });
+    (kept, done_rx)
 }
 
 pub fn config_path(tag: &str) -> PathBuf {
@@ -224,6 +253,7 @@ impl Gateway {
             .spawn()
             .expect("the gateway");
         let stdout = child.stdout.take().unwrap();
+        let (stderr, stderr_done) = drain_stderr(child.stderr.take().unwrap());
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -232,17 +262,27 @@ impl Gateway {
                 }
             }
         });
-        let mut g = Gateway { child, lines, events: Vec::new(), config: path };
+        let mut g = Gateway { child, lines, events: Vec::new(), config: path, stderr, stderr_done };
         match g.take(Duration::from_secs(30)) {
             Some(v) if v["type"] == "gateway_start" => {}
             other => {
                 let _ = g.child.kill();
-                let mut err = String::new();
-                let _ = g.child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-                panic!("the gateway did not start ({other:?}): {err}");
+                let _ = g.child.wait();
+                panic!("the gateway did not start ({other:?}): {}", g.stderr_text());
             }
         }
         g
+    }
+
+    /// What the gateway wrote to stderr so far (its last 256 KiB).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+
+    /// The next output line within `timeout` (recorded in `events`), or
+    /// None when none came or the gateway's output ended.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<Value> {
+        self.take(timeout)
     }
 
     fn take(&mut self, timeout: Duration) -> Option<Value> {
@@ -322,9 +362,10 @@ impl Gateway {
             }
         }
         let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        let _ = self.child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-        (std::mem::take(&mut self.events), status, err)
+        // Its stdout ended: its stderr has been written too; the drain
+        // thread reads what is left in the pipe (bounded wait).
+        let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
+        (std::mem::take(&mut self.events), status, self.stderr_text())
     }
 
     pub fn stop(self) -> Vec<Value> {
