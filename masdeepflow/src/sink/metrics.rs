@@ -824,6 +824,12 @@ fn overflow_labels() -> Vec<(Label, Cow<'static, str>)> {
     vec![(OVERFLOW, Cow::Borrowed("true"))]
 }
 
+/// A stable order for readers (and tests) of the text: by label values
+/// (one sort, not one per family type; each series' labels are its own).
+fn sort_points(points: &mut [Point]) {
+    points.sort_unstable_by(|a, b| a.labels.iter().map(|l| &l.1).cmp(b.labels.iter().map(|l| &l.1)));
+}
+
 fn points<K, V: Clone>(
     f: &Family<K, V>,
     mut labels: impl FnMut(&K) -> Vec<(Label, Cow<'static, str>)>,
@@ -831,8 +837,7 @@ fn points<K, V: Clone>(
 ) -> Vec<Point> {
     let mut out: Vec<Point> =
         f.series.iter().map(|(k, s)| Point { labels: labels(k), value: value(&s.value), start_ns: s.start_ns }).collect();
-    // A stable order for readers (and tests) of the text.
-    out.sort_by(|a, b| a.labels.iter().map(|l| &l.1).cmp(b.labels.iter().map(|l| &l.1)));
+    sort_points(&mut out);
     if let Some(s) = &f.overflow {
         out.push(Point { labels: overflow_labels(), value: value(&s.value), start_ns: s.start_ns });
     }

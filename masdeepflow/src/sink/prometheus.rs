@@ -1,13 +1,9 @@
 //! `--metrics-listen`: `GET /metrics` in the Prometheus text format
 //! (0.0.4) or OpenMetrics 1.0, by the request's `Accept` header, encoded
-//! by the `prometheus-client` crate from a snapshot of [`Metrics`].
-use std::{
-    convert::Infallible,
-    sync::{Arc, Mutex, PoisonError},
-};
+//! by the `prometheus-client` crate from a snapshot of [`Metrics`]; the
+//! HTTP server is `masdeepflow_export::serve`.
+use std::sync::{Arc, Mutex, PoisonError};
 
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, body::Bytes, header, service::service_fn};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet},
@@ -105,40 +101,12 @@ pub fn wants_openmetrics(accept: &str) -> bool {
 
 /// Serves `/metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Mutex<Metrics>>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                log::debug!("metrics connection: {e}");
-            }
-        });
-    }
-}
-
-fn respond<B>(req: &Request<B>, metrics: &Mutex<Metrics>) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("a valid response")
+    let render = move |accept: &str| {
+        let openmetrics = wants_openmetrics(accept);
+        let content_type = if openmetrics { OPENMETRICS } else { prometheus_client::encoding::prometheus_text::CONTENT_TYPE };
+        (content_type, render(&metrics, openmetrics))
     };
-    if req.uri().path() != "/metrics" {
-        return reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found: metrics are at /metrics\n".into());
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "use GET\n".into());
-    }
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let openmetrics = wants_openmetrics(accept);
-    let content_type = if openmetrics { OPENMETRICS } else { prometheus_client::encoding::prometheus_text::CONTENT_TYPE };
-    reply(StatusCode::OK, content_type, render(metrics, openmetrics))
+    masdeepflow_export::serve::serve(listener, "/metrics", Arc::new(render)).await;
 }
 
 #[cfg(test)]

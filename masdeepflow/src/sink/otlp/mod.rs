@@ -47,23 +47,8 @@ impl Signals {
     }
 }
 
-/// Index of each signal's loss counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    Logs = 0,
-    Traces = 1,
-    Metrics = 2,
-}
-
-impl Signal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Logs => "logs",
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-        }
-    }
-}
+/// Each signal's loss counter is at its index.
+pub use masdeepflow_export::otlp::Signal;
 
 #[derive(Default)]
 pub struct Pending {
