@@ -4,8 +4,10 @@
 //! generated in the `opentelemetry-proto` crate, served with tonic, and
 //! OTLP/HTTP (binary protobuf on /v1/logs, /v1/traces, /v1/metrics,
 //! decoded with prost into the same crate's messages), served with hyper.
-//! It keeps every log record, span and metric point it is sent. Traffic is
-//! real: curl against nginx on 127.0.0.1, seen from both sides.
+//! It keeps every log record, span and metric point it is sent, plain or
+//! over TLS (a test CA made with rcgen, handed to the agent with
+//! `--otlp-ca-file`). Traffic is real: curl against nginx on 127.0.0.1,
+//! seen from both sides.
 mod support;
 
 use std::{
@@ -137,17 +139,69 @@ impl MetricsService for Receiver {
     }
 }
 
-/// Serves OTLP/HTTP with hyper until `stopped`.
-async fn serve_http(listener: tokio::net::TcpListener, receiver: Receiver, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+/// A test CA and a certificate it signed for 127.0.0.1, in PEM.
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "masdeepflow test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+        Pki { ca: ca.pem(), cert: cert.pem(), key: key.serialize_pem() }
+    }
+
+    /// A TLS acceptor for OTLP/HTTP (ALPN http/1.1).
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(self.cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(self.key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    }
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Serves OTLP/HTTP with hyper until `stopped`, over TLS with `tls`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    receiver: Receiver,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     use http_body_util::BodyExt as _;
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let stream = tokio::select! {
+        let tcp = tokio::select! {
             _ = &mut stopped => break,
             a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
         };
         let receiver = receiver.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
+            let stream: Box<dyn Stream> = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(s) => Box::new(s),
+                    Err(e) => return eprintln!("receiver: TLS: {e}"),
+                },
+                None => Box::new(tcp),
+            };
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let receiver = receiver.clone();
                 async move {
@@ -184,6 +238,11 @@ struct Server {
 
 impl Server {
     fn start(port: u16, receiver: Receiver, grpc: bool) -> Server {
+        Server::start_tls(port, receiver, grpc, None)
+    }
+
+    fn start_tls(port: u16, receiver: Receiver, grpc: bool, pki: Option<&Pki>) -> Server {
+        let tls = pki.map(|p| (p.acceptor(), tonic::transport::Identity::from_pem(&p.cert, &p.key)));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -193,10 +252,14 @@ impl Server {
                 let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the receiver");
                 ready_tx.send(()).unwrap();
                 if !grpc {
-                    return serve_http(listener, receiver, stopped).await;
+                    return serve_http(listener, receiver, tls.map(|(acceptor, _)| acceptor), stopped).await;
                 }
                 let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                tonic::transport::Server::builder()
+                let mut builder = tonic::transport::Server::builder();
+                if let Some((_, identity)) = tls {
+                    builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
+                }
+                builder
                     .add_service(LogsServiceServer::new(receiver.clone()))
                     .add_service(TraceServiceServer::new(receiver.clone()))
                     .add_service(MetricsServiceServer::new(receiver))
@@ -433,4 +496,51 @@ fn exact_export_and_an_outage(grpc: bool, queue: u32) {
     assert!(got.auth.len() >= 3 && got.auth.iter().all(|a| a == "Bearer t0ken"), "{:?}", got.auth);
     // Cumulative: 5 + 20 + 5 server-side requests.
     assert_eq!(server_histogram_count(&got), 30);
+}
+
+#[test]
+fn otlp_over_https_with_a_ca_file_grpc_and_http_protobuf() {
+    let pki = Pki::new();
+    let ca_file = std::env::temp_dir().join(format!("masdeepflow-otlp-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, &pki.ca).unwrap();
+    let nginx = Nginx::start_with(std::path::Path::new("nginx"), &[("/users/7", b"user 7\n")]);
+    let np = nginx.port;
+    for grpc in [true, false] {
+        let rp = free_port();
+        let receiver = Receiver::default();
+        let server = Server::start_tls(rp, receiver.clone(), grpc, Some(&pki));
+        let agent = Agent::start(&[
+            "--events",
+            "http",
+            "--port",
+            &np.to_string(),
+            "--otlp-endpoint",
+            &format!("https://127.0.0.1:{rp}"),
+            "--otlp-protocol",
+            if grpc { "grpc" } else { "http/protobuf" },
+            "--otlp-ca-file",
+            ca_file.to_str().unwrap(),
+            "--otlp-header",
+            "authorization=Bearer%20t1s,x-tenant=a",
+            "--otlp-interval",
+            "1s",
+        ]);
+        let urls: Vec<String> = (0..3).map(|i| format!("http://127.0.0.1:{np}/users/7?tls={i}")).collect();
+        assert_eq!(curl(&urls), vec![200; 3]);
+        // 3 exchanges seen from both sides; the histogram counts the server's 3.
+        wait_for(&receiver, "6 http log records, 6 spans, a histogram of 3 over TLS", |g| {
+            http_logs(g).len() == 6 && g.spans.len() == 6 && server_histogram_count(g) == 3
+        });
+        let events = agent.stop();
+        server.stop();
+        let stats = events.iter().rev().find(|e| e["type"] == "agent_stats").expect("agent_stats");
+        assert_eq!(stats["lost"]["export"]["logs"], 0, "{stats}");
+        assert_eq!(stats["lost"]["export"]["traces"], 0, "{stats}");
+        let got = receiver.0.lock().unwrap();
+        assert!(!got.auth.is_empty() && got.auth.iter().all(|a| a == "Bearer t1s"), "grpc {grpc}: {:?}", got.auth);
+        let mut queries: Vec<&str> = http_logs(&got).iter().filter_map(|l| str_attr(&l.attributes, "url.query")).collect();
+        queries.sort();
+        assert_eq!(queries, ["tls=0", "tls=0", "tls=1", "tls=1", "tls=2", "tls=2"], "grpc {grpc}");
+    }
+    let _ = std::fs::remove_file(&ca_file);
 }

@@ -12,6 +12,7 @@ mod support;
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -22,6 +23,11 @@ use support::{
     metrics, sample,
     servers::{Nginx, free_port},
 };
+
+/// One test at a time: each agent sees the whole host's HTTP traffic
+/// (`--port` keeps its own), so the 100,000-path flood of one test fills
+/// the other tests' ring buffers and their exact loss counts (zero) fail.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Prometheus {
     child: Child,
@@ -145,6 +151,7 @@ fn promtool_accepts(text: &str) {
 
 #[test]
 fn prometheus_scrapes_exact_http_histograms_and_the_agents_own_numbers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // 37 users exist; 3 requests go to users that do not.
     let ids: Vec<u32> = (0..37).map(|i| if i == 0 { 17 } else { 40 + i }).collect();
     let files: Vec<(String, Vec<u8>)> = ids.iter().map(|id| (format!("/users/{id}"), format!("user {id}\n").into_bytes())).collect();
@@ -231,6 +238,7 @@ fn prometheus_scrapes_exact_http_histograms_and_the_agents_own_numbers() {
 
 #[test]
 fn a_hundred_thousand_distinct_paths_stay_within_the_series_limit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const PATHS: u64 = 100_000;
     const LIMIT: u64 = 2000; // the documented default
     let nginx = Nginx::start();
@@ -296,6 +304,7 @@ fn a_hundred_thousand_distinct_paths_stay_within_the_series_limit() {
 
 #[test]
 fn prometheus_scrapes_exact_mysql_operation_histograms() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let db = MariaDb::start();
     let dp = db.port;
     let mp = free_port();
