@@ -29,8 +29,13 @@ use crate::{
     pipeline::Pipeline,
     protocols::Protocol,
     queue::{self, Lines, Queue},
-    sink::stdout::{self as writer, WriterEnd},
-    sink::{json::JsonWriter, text},
+    sink::{
+        export::Taps,
+        json::JsonWriter,
+        metrics::Live,
+        stdout::{self as writer, WriterEnd},
+        text,
+    },
     tls_probes::{LISTING_INTERVAL, SWEEP_INTERVAL, TlsProbes},
     wakeups::{BACKSTOP_INTERVAL, POLL_INTERVAL, Wakeups},
 };
@@ -62,6 +67,8 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     if let Some(missing) = privileges::check_current() {
         bail!(missing);
     }
+    // The metrics port and the OTLP options, checked before anything loads.
+    let export_plan = crate::sink::export::prepare(&args)?;
     let tracefs_root = tracefs::root().ok_or_else(|| anyhow!("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"))?;
     let mut kernel_config = config::for_running_kernel(&tracefs_root)?;
     kernel_config.has_task_pt_regs = u32::from(crate::kernel::features::has_task_pt_regs() && !args.record_syscall_entries);
@@ -106,10 +113,12 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     let mut pipeline = Pipeline::new(&args, clock, containers, pods_index.clone());
     let (tx, rx) = queue::bounded(args.queue_size as usize);
     let (end_tx, end_rx) = tokio::sync::oneshot::channel();
-    let format = args.format;
+    let live =
+        Live { queue: Some(tx.depth()), queue_capacity: u64::from(args.queue_size), ring_buffer_size: u64::from(args.ring_buffer_size) };
+    let (sinks, taps, export) = export_plan.start(live, clock.wall_ns(Clock::ktime_now()))?;
     let types = pipeline.event_types();
     let writer = std::thread::Builder::new().name("output".into()).spawn(move || {
-        let end = writer::run(rx, format, types, std::io::stdout().lock());
+        let end = writer::run(rx, sinks, types, std::io::stdout().lock());
         let _ = end_tx.send(());
         end
     })?;
@@ -121,9 +130,11 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
         probes: loaded.attached.clone(),
         events: args.events.iter().map(|f| f.name()).collect(),
     };
-    let mut batch = Batch::new(format);
+    let mut batch = Batch::new(args.format, taps);
     let mut start_line = crate::queue::Lines::default();
-    batch.write(&mut start_line, &Output::plain(start));
+    let start = [Output::plain(start)];
+    batch.taps.feed(&start);
+    batch.write(&mut start_line, &start[0]);
     tx.push(start_line);
 
     let outcome = runtime.block_on(async {
@@ -146,6 +157,9 @@ pub fn run(args: RunArgs) -> Result<Outcome> {
     drop(tx);
     let end = writer.join().map_err(|_| anyhow!("output thread panicked"))?;
     drop(loaded);
+    if let Some(export) = export {
+        export.stop();
+    }
     match (outcome, end) {
         (Outcome::StdoutClosed, _) | (_, WriterEnd::StdoutClosed) => Ok(Outcome::StdoutClosed),
         (_, WriterEnd::Failed(e)) => Err(anyhow::Error::new(e).context("writing to stdout")),
@@ -263,6 +277,9 @@ struct Batch {
     lines: Vec<Output>,
     format: Format,
     json: JsonWriter,
+    /// The metrics and OTLP, fed every event (whether or not the output
+    /// queue has room for its line).
+    taps: Taps,
     /// Lines formatted and not yet handed to the output thread, and since
     /// when: they go in chunks, so the output thread wakes per chunk, not
     /// per drain.
@@ -282,12 +299,13 @@ const OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 const OUTPUT_CHUNK: usize = 64 * 1024;
 
 impl Batch {
-    fn new(format: Format) -> Batch {
+    fn new(format: Format, taps: Taps) -> Batch {
         Batch {
             events: Vec::with_capacity(512),
             lines: Vec::with_capacity(512),
             format,
             json: JsonWriter::default(),
+            taps,
             pending: Lines::default(),
             pending_since: None,
             execs: Vec::new(),
@@ -300,6 +318,7 @@ impl Batch {
             Format::Json => self.json.write(&mut out.text, line),
             // Writing to a Vec cannot fail.
             Format::Text => text::write(&mut out.text, line).expect("writing to memory"),
+            Format::None => {}
         }
     }
 
@@ -308,6 +327,7 @@ impl Batch {
     /// counted.
     fn flush(&mut self, pipeline: &mut Pipeline, tx: &Queue, loss: &mut QueueLoss) {
         pipeline.enrich_into(&mut self.events, &mut self.lines);
+        self.taps.feed(&self.lines);
         if !self.lines.is_empty() {
             let room = tx.room().saturating_sub(self.pending.events);
             let mut out = std::mem::take(&mut self.pending);
@@ -333,7 +353,7 @@ impl Batch {
     fn send(&mut self, tx: &Queue) {
         self.pending_since = None;
         let out = std::mem::take(&mut self.pending);
-        if !out.text.is_empty() {
+        if !out.text.is_empty() || out.events > 0 {
             self.pending.text = Vec::with_capacity(out.text.capacity());
             tx.push(out);
         }
@@ -393,7 +413,7 @@ fn send_stats(maps: &Maps, clock: &Clock, tx: &Queue, loss: &QueueLoss, pipeline
         tables.insert(name, n);
     }
     let counter = |i: u32| maps.counters.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-    let mut lost = Lost { kernel_ring_buffer: BTreeMap::new(), user_queue: pipeline.event_types() };
+    let mut lost = Lost { kernel_ring_buffer: BTreeMap::new(), user_queue: pipeline.event_types(), export: BTreeMap::new() };
     for kind in EventKind::ALL {
         let name = kind.name();
         lost.kernel_ring_buffer.insert(name, counter(lost_index(kind as u32)));

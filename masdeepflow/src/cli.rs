@@ -58,8 +58,34 @@ const _: () = assert!(SQL_BYTES_MAX + 4 + 1 + 2 <= masdeepflow_common::payload::
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// One JSON object per line on stdout (docs/events.md).
     Json,
+    /// Aligned text lines on stdout, for a terminal.
     Text,
+    /// Nothing on stdout: events only feed `--metrics-listen` and
+    /// `--otlp-endpoint` (no line is formatted at all).
+    None,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// gRPC (usually port 4317).
+    Grpc,
+    /// Protobuf over HTTP POST to `<endpoint>/v1/{logs,traces,metrics}` (usually port 4318).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// What goes to the OTLP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum OtlpSignal {
+    /// The metrics also served on `/metrics`.
+    Metrics,
+    /// Every event as a log record.
+    Logs,
+    /// Every HTTP exchange as a span.
+    Traces,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -113,9 +139,43 @@ pub struct RunArgs {
     /// Period of agent_stats records.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
+    /// What is written to stdout per event (`none` needs --metrics-listen
+    /// or --otlp-endpoint). `--format` is the same option.
+    #[arg(long = "output", alias = "format", value_enum, default_value_t = Format::Json)]
     pub format: Format,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464;
+    /// off by default: the agent opens no port unless asked).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Most label sets (series) per metric; observations with new label
+    /// sets past it are folded into the metric's overflow series and counted.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub metrics_max_series: u32,
+    /// Export to an OpenTelemetry collector at this URL (http:// or
+    /// https://; TLS for https).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_otlp_url)]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport (http/protobuf is the OpenTelemetry default).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
+    pub otlp_protocol: OtlpProtocol,
+    /// Extra header for every OTLP request, `name=value` (repeat the
+    /// option, or separate with commas; values may be percent-encoded).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", value_delimiter = ',', value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub otlp_header: Vec<(String, String)>,
+    /// PEM file of the certificate authority that signed the collector's
+    /// certificate (default: the system's roots).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE", value_name = "PATH")]
+    pub otlp_ca_file: Option<std::path::PathBuf>,
+    /// Signals sent to the OTLP endpoint (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "metrics,logs,traces")]
+    pub otlp_signals: Vec<OtlpSignal>,
+    /// Period of OTLP metric exports (log records and spans go out within a second).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub otlp_interval: Duration,
+    /// Log records and spans that may wait for the collector (each); more
+    /// are dropped and counted in agent_stats `lost.export`.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub otlp_queue_size: u32,
     /// Kernel ring buffer size in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
@@ -142,6 +202,61 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("duration must be greater than zero".into());
     }
     Ok(d)
+}
+
+/// An `http://` or `https://` URL with a host.
+fn parse_otlp_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(s.trim_end_matches('/').to_string()),
+        _ => Err(format!("'{s}' is not an http:// or https:// URL with a host")),
+    }
+}
+
+/// `name=value`, the value percent-decoded (as OTEL_EXPORTER_OTLP_HEADERS
+/// has it); names are lower-cased (HTTP/2 and gRPC metadata require it).
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("header '{s}' is not name=value"))?;
+    let name = name.trim().to_ascii_lowercase();
+    let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid_name {
+        return Err(format!("invalid header name '{name}'"));
+    }
+    let value = percent_decode(value.trim()).ok_or_else(|| format!("invalid percent-encoding in the value of header '{name}'"))?;
+    if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!("control characters in the value of header '{name}'"));
+    }
+    Ok((name, value))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl RunArgs {
+    /// Checks that clap cannot express; the message is for the user.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format == Format::None && self.metrics_listen.is_none() && self.otlp_endpoint.is_none() {
+            return Err("--output none needs --metrics-listen or --otlp-endpoint (else the agent reports nothing)".into());
+        }
+        if self.otlp_endpoint.is_none() && (self.otlp_ca_file.is_some() || !self.otlp_header.is_empty()) {
+            return Err("--otlp-header and --otlp-ca-file need --otlp-endpoint".into());
+        }
+        Ok(())
+    }
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -188,5 +303,36 @@ mod tests {
         assert!(Cli::try_parse_from(["masdeepflow", "--events", "dns"]).is_err());
         assert!(Cli::try_parse_from(["masdeepflow", "--ring-buffer-size", "5000"]).is_err());
         assert!(matches!(Cli::try_parse_from(["masdeepflow", "check"]).unwrap().command, Some(Command::Check)));
+    }
+
+    #[test]
+    fn output_metrics_and_otlp_options() {
+        let run = |args: &[&str]| Cli::try_parse_from(std::iter::once("masdeepflow").chain(args.iter().copied())).map(|c| c.run);
+        let r = run(&[]).unwrap();
+        assert_eq!((r.format, r.metrics_listen, r.metrics_max_series), (Format::Json, None, 2000));
+        assert_eq!(r.otlp_signals, vec![OtlpSignal::Metrics, OtlpSignal::Logs, OtlpSignal::Traces]);
+        assert_eq!(run(&["--format", "text"]).unwrap().format, Format::Text);
+        let r = run(&["--output", "none", "--metrics-listen", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(r.format, Format::None);
+        assert_eq!(r.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(r.validate(), Ok(()));
+        assert!(run(&["--output", "none"]).unwrap().validate().unwrap_err().contains("--metrics-listen"));
+        assert!(run(&["--metrics-listen", "9464"]).is_err(), "an address with a host");
+        let r = run(&[
+            "--otlp-endpoint",
+            "https://otel.example:4317/",
+            "--otlp-protocol",
+            "http/protobuf",
+            "--otlp-header",
+            "Authorization=Bearer%20x,x-tenant=a",
+        ])
+        .unwrap();
+        assert_eq!(r.otlp_endpoint.as_deref(), Some("https://otel.example:4317"));
+        assert_eq!(r.otlp_protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(r.otlp_header, vec![("authorization".into(), "Bearer x".into()), ("x-tenant".into(), "a".into())]);
+        assert!(run(&["--otlp-endpoint", "otel:4317"]).is_err());
+        assert!(run(&["--otlp-endpoint", "http://h", "--otlp-header", "novalue"]).is_err());
+        assert!(run(&["--otlp-endpoint", "http://h", "--otlp-header", "a=%zz"]).is_err());
+        assert!(run(&["--otlp-header", "a=b"]).unwrap().validate().is_err());
     }
 }

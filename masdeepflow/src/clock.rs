@@ -43,6 +43,11 @@ impl Clock {
     }
 }
 
+/// Unix time now, in nanoseconds.
+pub fn unix_now_ns() -> u64 {
+    now(libc::CLOCK_REALTIME).max(0) as u64
+}
+
 /// A formatted [`rfc3339`] time, kept on the stack (every event has one;
 /// formatting through `format!` was a tenth of the agent's time at high
 /// HTTP rates).

@@ -270,6 +270,9 @@ pub struct Lost {
     pub kernel_ring_buffer: BTreeMap<&'static str, u64>,
     /// Output queue full (stdout too slow), by event type.
     pub user_queue: BTreeMap<&'static str, u64>,
+    /// OTLP items not sent (collector down or too slow), by signal:
+    /// `logs` (log records), `traces` (spans), `metrics` (data points).
+    pub export: BTreeMap<&'static str, u64>,
 }
 
 /// Splits a NUL-separated argv block. A final argument cut by the bound is

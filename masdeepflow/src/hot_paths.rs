@@ -25,7 +25,10 @@ use crate::{
     decode::decode,
     event::{Event, Output},
     pipeline::Pipeline,
-    sink::json::JsonWriter,
+    sink::{
+        json::JsonWriter,
+        metrics::{Live, Metrics},
+    },
 };
 
 /// Most heap allocations per `http` event, both sides of an exchange
@@ -348,6 +351,55 @@ fn tcp_events_allocate_at_most_the_documented_bound() {
     assert!(per * 6.0 <= MAX_ALLOCS_PER_CONNECTION, "{} allocations per connection (bound {MAX_ALLOCS_PER_CONNECTION})", per * 6.0);
 }
 
+/// Runs `records` through the metrics-only path (`--output none
+/// --metrics-listen`): the pipeline, then aggregation instead of JSON.
+/// Returns (events, allocations of the whole path, allocations of the
+/// aggregation alone).
+fn run_metrics_path(records: &[Vec<u8>], pipeline: &mut Pipeline, metrics: &mut Metrics) -> (usize, u64, u64) {
+    let clock = Clock::with_offset(0);
+    let mut events: Vec<Event> = Vec::with_capacity(1024);
+    let mut lines: Vec<Output> = Vec::with_capacity(1024);
+    let (mut n, mut in_metrics) = (0, 0);
+    let before = allocs();
+    for chunk in records.chunks(512) {
+        for r in chunk {
+            pipeline.on_record(decode(r, &clock).expect("a valid record"), &mut events);
+        }
+        pipeline.enrich_into(&mut events, &mut lines);
+        let m0 = allocs();
+        metrics.set_time(1_000_000_000);
+        for line in &lines {
+            metrics.observe(line);
+        }
+        in_metrics += allocs() - m0;
+        n += lines.len();
+        lines.clear();
+    }
+    (n, allocs() - before, in_metrics)
+}
+
+/// Metrics-only: the aggregation allocates nothing per event once its
+/// series exist, so the path costs what the pipeline does.
+#[test]
+fn metrics_only_path_allocates_nothing_more_than_the_pipeline() {
+    let all = http_records(3000);
+    let mut p = pipeline();
+    let mut m = Metrics::new(2000, true, Live::default());
+    run_metrics_path(&all[..4000], &mut p, &mut m);
+    let (n, a, in_metrics) = run_metrics_path(&all[4000..], &mut p, &mut m);
+    assert_eq!(n, 2 * 2000);
+    assert_eq!(in_metrics, 0, "aggregation allocations in the steady state");
+    let per = a as f64 / n as f64;
+    assert!(per <= MAX_ALLOCS_PER_HTTP_EVENT, "{per} allocations per http event (bound {MAX_ALLOCS_PER_HTTP_EVENT})");
+    // And the same for TCP and process events.
+    for (records, warm) in [(tcp_records(3000), 4000), (exec_records(3000), 2000)] {
+        let mut p = pipeline();
+        run_metrics_path(&records[..warm], &mut p, &mut m);
+        let (_, _, in_metrics) = run_metrics_path(&records[warm..], &mut p, &mut m);
+        assert_eq!(in_metrics, 0);
+    }
+}
+
 /// Not a timing test: prints the path's cost on this machine for the
 /// developer (`cargo test -- hot_paths --nocapture`), asserts nothing of it.
 #[test]
@@ -374,4 +426,13 @@ fn path_cost_report(name: &str, all: &[Vec<u8>], warm: usize) {
         bytes / n,
         a as f64 / n as f64
     );
+    let mut p = pipeline();
+    let mut m = Metrics::new(2000, true, Live::default());
+    run_metrics_path(&all[..4000], &mut p, &mut m);
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    for _ in 0..5 {
+        n += run_metrics_path(&all[4000..], &mut p, &mut m).0;
+    }
+    eprintln!("http path, metrics only: {:.0} ns per event", t.elapsed().as_nanos() as f64 / n as f64);
 }

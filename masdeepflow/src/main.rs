@@ -42,6 +42,10 @@ fn main() -> ExitCode {
             if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Some(cli::Command::Gateway(args)) => gateway::main(args),
+        None if cli.run.validate().is_err() => {
+            eprintln!("masdeepflow: error: {}", cli.run.validate().unwrap_err());
+            ExitCode::from(2)
+        }
         None => match agent::run(cli.run) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {

@@ -62,9 +62,15 @@ impl Queue {
         self.capacity.saturating_sub(self.queued.load(Ordering::Acquire))
     }
 
-    /// Queues formatted lines (the caller made them fit [`Queue::room`]).
+    /// The number of events waiting, shared (for the metrics).
+    pub fn depth(&self) -> Arc<AtomicUsize> {
+        self.queued.clone()
+    }
+
+    /// Queues formatted lines (the caller made them fit [`Queue::room`]);
+    /// with `--output none` the lines have no text, only their counts.
     pub fn push(&self, lines: Lines) {
-        if lines.text.is_empty() {
+        if lines.text.is_empty() && lines.events == 0 {
             return;
         }
         self.queued.fetch_add(lines.events, Ordering::AcqRel);

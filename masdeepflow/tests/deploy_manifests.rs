@@ -229,3 +229,24 @@ fn host_mounts_match_the_doc_and_are_read_only() {
         "the agent's host mounts changed: update this test, the manifest and the doc together"
     );
 }
+
+#[test]
+fn daemonset_serves_metrics_on_a_named_port_with_scrape_annotations() {
+    let docs = manifests();
+    let ds = one(&docs, "DaemonSet");
+    let c = agent_container(&daemonset_pod_spec(&docs));
+    let args: Vec<&str> = arr(&c["args"], "args").iter().map(|a| str_of(a, "arg")).collect();
+    let pos = args.iter().position(|a| *a == "--metrics-listen").expect("args should pass --metrics-listen");
+    let listen: std::net::SocketAddr = args[pos + 1].parse().expect("--metrics-listen ADDR:PORT");
+    assert!(listen.ip().is_unspecified(), "the pod's IP, not loopback, so Prometheus can reach it: {listen}");
+    let ports = arr(&c["ports"], "ports");
+    let metrics: Vec<&Value> = ports.iter().filter(|p| p["name"] == "metrics").collect();
+    assert_eq!(metrics.len(), 1, "one port named metrics: {ports:?}");
+    assert_eq!(metrics[0]["containerPort"], json!(listen.port()));
+    assert_eq!(metrics[0]["protocol"], "TCP");
+    let a = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(a["prometheus.io/scrape"], "true");
+    assert_eq!(a["prometheus.io/port"], listen.port().to_string());
+    assert_eq!(a["prometheus.io/path"], "/metrics");
+    assert_ne!(daemonset_pod_spec(&docs)["hostNetwork"], true, "the port is the pod's, not the node's");
+}

@@ -49,8 +49,8 @@ pub fn arch(name: &str) -> Result<&'static Arch> {
     ARCHES.iter().find(|a| a.name == name).with_context(|| format!("unknown architecture {name} (x86_64 or aarch64)"))
 }
 
-/// The cargo profile (Cargo.toml): fat LTO, stripped, hot crates at
-/// opt-level 3 and the rest for size.
+/// The cargo profile (Cargo.toml): fat LTO, stripped, the protocol parsers
+/// at opt-level 3, the agent crate at "s" and the rest at "z".
 const PROFILE: &str = "release-static";
 
 pub fn dist_dir() -> PathBuf {

@@ -198,6 +198,8 @@ fn write_event(o: &mut Obj<'_>, event: &Event, sides: &mut FxHashMap<SideKey, Si
             counts(lost.out, &s.lost.kernel_ring_buffer);
             lost.key("user_queue");
             counts(lost.out, &s.lost.user_queue);
+            lost.key("export");
+            counts(lost.out, &s.lost.export);
             lost.end();
             o.u64("untracked_connections", s.untracked_connections);
             o.key("http");
@@ -575,6 +577,7 @@ pub mod tests {
         assert_eq!(v["emitted"]["http"], 3);
         assert_eq!(v["lost"]["kernel_ring_buffer"]["payload"], 1);
         assert_eq!(v["lost"]["user_queue"], serde_json::json!({}));
+        assert_eq!(v["lost"]["export"], serde_json::json!({}));
     }
 
     proptest! {

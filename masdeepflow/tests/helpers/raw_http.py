@@ -13,6 +13,10 @@ burst PORT ROUNDS DEPTH READ: one keep-alive connection; each round writes
 DEPTH requests in one write (even ones for /small.txt, odd ones for a
 missing file) and reads their DEPTH responses with reads of at most READ
 bytes; prints the local port and the responses read.
+paths PORT N [DEPTH]: N requests to N distinct paths of letters only
+(/c/aaaaa, /c/aaaab, ...; nginx answers 404) over one keep-alive
+connection, DEPTH (default 1) pipelined at a time, every response read;
+prints "done".
 hostile PORT: a request whose target and Host hold control bytes, invalid
 UTF-8, quotes and backslashes; prints the local port and the status line.
 """
@@ -114,6 +118,24 @@ def burst(port, rounds, depth, size):
     print(got, flush=True)
     s.close()
 
+def word(i):
+    letters = []
+    for _ in range(5):
+        letters.append(chr(ord("a") + i % 26))
+        i //= 26
+    return "".join(reversed(letters)).encode()
+
+def paths(port, n, depth):
+    s = connect(port)
+    rest = b""
+    for start in range(0, n, depth):
+        window = range(start, min(n, start + depth))
+        s.sendall(b"".join(b"GET /c/" + word(i) + b" HTTP/1.1\r\nHost: paths\r\n\r\n" for i in window))
+        for _ in window:
+            rest = read_response(s, rest)
+    print("done", flush=True)
+    s.close()
+
 def hostile(port):
     s = connect(port)
     s.sendall(b'GET /a\x1b[31mred\x01\x7f\xff"q\\ HTTP/1.1\r\nHost: h\x01\r\nConnection: close\r\n\r\n')
@@ -132,6 +154,8 @@ if __name__ == "__main__":
         keepalive(port, int(sys.argv[3]), int(sys.argv[4]))
     elif mode == "burst":
         burst(port, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif mode == "paths":
+        paths(port, int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
     elif mode == "hostile":
         hostile(port)
     else:

@@ -80,6 +80,39 @@ impl Agent {
         agent
     }
 
+    /// Starts the agent with `--output none` (nothing on stdout) and waits
+    /// until it serves `http://127.0.0.1:<metrics_port>/metrics`, which it
+    /// does once its programs are attached.
+    pub fn start_serving(args: &[&str], metrics_port: u16) -> Agent {
+        require_root();
+        let mut child =
+            Command::new(AGENT).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the agent");
+        let stdout: ChildStdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metrics(metrics_port, false).is_none() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+                panic!("the agent exited ({status}) before serving metrics: {err}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the agent did not serve metrics on {metrics_port} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Agent { child, lines, events: Vec::new() }
+    }
+
     fn take(&mut self, timeout: Duration) -> Option<Value> {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => {
@@ -150,7 +183,7 @@ impl Agent {
         let status = self.child.wait().expect("wait");
         let mut err = String::new();
         let _ = self.child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-        (self.events, status, err)
+        (std::mem::take(&mut self.events), status, err)
     }
 
     pub fn stop(self) -> Vec<Value> {
@@ -158,6 +191,36 @@ impl Agent {
         assert!(status.success(), "agent exited with {status}: {err}");
         events
     }
+}
+
+/// An agent a failed test did not stop is killed (with `--output none` it
+/// never writes to stdout, so it would not notice the test is gone; kill -9
+/// detaches its programs, which are attached by link).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `GET /metrics` from the agent on 127.0.0.1:`port` (Prometheus text
+/// format, or OpenMetrics), with curl; None if it does not answer 200.
+pub fn metrics(port: u16, openmetrics: bool) -> Option<String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-f", "--max-time", "10"]);
+    if openmetrics {
+        cmd.args(["-H", "Accept: application/openmetrics-text; version=1.0.0"]);
+    }
+    let out = cmd.arg(format!("http://127.0.0.1:{port}/metrics")).output().expect("curl (apt-get install curl)");
+    out.status.success().then(|| String::from_utf8(out.stdout).expect("UTF-8 metrics"))
+}
+
+/// The value of the sample `name{labels}` (labels exactly as written) in
+/// a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))).map(|v| v.trim().parse().expect("a number"))
 }
 
 /// Events of `type` from process `pid`.

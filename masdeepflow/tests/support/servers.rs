@@ -49,8 +49,18 @@ impl Nginx {
     /// Started through `program` (a symlink to nginx gives its processes
     /// that command name).
     pub fn start_as(program: &Path) -> Nginx {
+        Nginx::start_with(program, &[])
+    }
+
+    /// Serving these files too (paths under the document root).
+    pub fn start_with(program: &Path, files: &[(&str, &[u8])]) -> Nginx {
         let dir = scratch_dir("nginx");
         let www = dir.join("www");
+        for (path, content) in files {
+            let file = www.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, content).unwrap();
+        }
         std::fs::write(www.join("small.txt"), SMALL).unwrap();
         std::fs::write(www.join("big.bin"), vec![b'b'; BIG]).unwrap();
         let port = free_port();
