@@ -52,16 +52,7 @@ impl Agent {
     pub fn start_command(mut cmd: Command) -> Agent {
         require_root();
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the agent");
-        let stdout: ChildStdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         let mut agent = Agent { child, lines, events: Vec::new() };
         let first = agent.lines.recv_timeout(Duration::from_secs(30));
         match first {
@@ -87,16 +78,7 @@ impl Agent {
         require_root();
         let mut child =
             Command::new(AGENT).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the agent");
-        let stdout: ChildStdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while metrics(metrics_port, false).is_none() {
             if let Ok(Some(status)) = child.try_wait() {
@@ -249,15 +231,7 @@ impl Peer {
             .stdout(Stdio::piped())
             .spawn()
             .expect("cannot start python3 (apt-get install python3)");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         Peer { child, lines }
     }
 
@@ -282,4 +256,19 @@ impl Drop for Peer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The child's stdout, line by line, read on a thread of its own.
+fn stdout_lines(child: &mut Child) -> Receiver<String> {
+    let stdout: ChildStdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
