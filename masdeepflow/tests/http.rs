@@ -10,6 +10,15 @@ use support::{
     servers::{BIG, Nginx, SMALL, SlowPython},
 };
 
+/// The tests of this file run one at a time: `agent_stats` counts every
+/// connection the kernel captured, whatever `--port` keeps, so another
+/// test's connections would show in the counters a test checks.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn http_events<'a>(events: &'a [Value], role: &str, port: u16) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == "http" && e["role"] == role && e["dst"]["port"] == port).collect()
 }
@@ -42,12 +51,14 @@ fn curl(args: &[&str], urls: &[String]) -> (Vec<(u16, u64, u64)>, u32) {
 
 #[test]
 fn nginx_and_curl_keep_alive_static_files_sendfile_and_404() {
+    let _serial = serial();
     nginx_and_curl(&["--traffic-source", "auto"]);
 }
 
 /// The same through the syscall fallback (kernels before 6.3), forced.
 #[test]
 fn nginx_and_curl_through_the_syscall_fallback() {
+    let _serial = serial();
     nginx_and_curl(&["--traffic-source", "syscalls"]);
 }
 
@@ -57,6 +68,7 @@ fn nginx_and_curl_through_the_syscall_fallback() {
 /// (where the recorded fd must name the hook's socket).
 #[test]
 fn nginx_and_curl_from_recorded_syscall_entries() {
+    let _serial = serial();
     nginx_and_curl(&["--traffic-source", "syscalls", "--record-syscall-entries"]);
     nginx_and_curl(&["--traffic-source", "sock", "--record-syscall-entries"]);
 }
@@ -112,6 +124,7 @@ fn nginx_and_curl(source: &[&str]) {
 
 #[test]
 fn pipelined_and_split_requests_against_nginx() {
+    let _serial = serial();
     let nginx = Nginx::start();
     let port = nginx.port;
     let mut agent = Agent::start(&["--events", "http", "--port", &port.to_string()]);
@@ -180,6 +193,7 @@ fn path_status(e: &Value) -> (String, u64) {
 /// status, and nothing is approximate or counted lost.
 #[test]
 fn pipelined_bursts_are_all_reported_when_the_capture_holds_the_reads() {
+    let _serial = serial();
     let (events, port, expected) = pipelined_bursts("16384", "65536");
     for role in ["client", "server"] {
         let got: Vec<(String, u64)> = http_events(&events, role, port as u16)
@@ -210,6 +224,7 @@ fn pipelined_bursts_are_all_reported_when_the_capture_holds_the_reads() {
 /// its own request's status (200 for `/small.txt`, 404 for `/missing`).
 #[test]
 fn pipelined_bursts_past_the_capture_never_pair_wrongly_as_exact() {
+    let _serial = serial();
     let (events, port, expected) = pipelined_bursts("1024", "1500");
     let client = http_events(&events, "client", port as u16);
     let exact = client.iter().take_while(|e| e["approximate"] == false).count();
@@ -226,6 +241,7 @@ fn pipelined_bursts_past_the_capture_never_pair_wrongly_as_exact() {
 
 #[test]
 fn latency_of_a_slow_server_from_both_sides_and_a_50kb_post() {
+    let _serial = serial();
     const DELAY_MS: u64 = 300;
     let server = SlowPython::start(DELAY_MS);
     let port = server.port;
@@ -273,6 +289,7 @@ fn latency_of_a_slow_server_from_both_sides_and_a_50kb_post() {
 
 #[test]
 fn hostile_request_bytes_give_one_escaped_json_line() {
+    let _serial = serial();
     let nginx = Nginx::start();
     let port = nginx.port;
     let mut agent = Agent::start(&["--events", "http", "--port", &port.to_string()]);
